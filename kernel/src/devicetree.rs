@@ -1,0 +1,218 @@
+//! The device tree the bootloader passed: mapping it, checking it before any parser trusts it,
+//! and finding the platform's console and PSCI conduit in it. Nothing here assumes QEMU.
+
+use core::fmt;
+use fdt::Fdt;
+use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
+use levitate_hal::arch::aarch64::psci::Conduit;
+use levitate_hal::drivers::pl011::{self, Pl011};
+use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
+use levitate_mm::dtb::check::{self, FdtError};
+use levitate_mm::dtb::tree::{self, Located};
+use spin::Once;
+
+/// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and must not
+/// exceed 2 megabytes in size."
+const MAX_DTB_SIZE: usize = 2 << 20;
+
+/// Why the device tree cannot be used.
+#[derive(Debug)]
+pub enum DtbError {
+    /// x0 was 0: the bootloader passed no device tree.
+    Missing,
+    /// The address is not 8-byte aligned.
+    Misaligned(PhysAddr),
+    /// Mapping it failed.
+    Map(MapError),
+    /// The header announces more than booting.rst allows.
+    TooLarge(usize),
+    /// The blob is malformed.
+    Corrupt(FdtError),
+}
+
+impl fmt::Display for DtbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => write!(f, "no device tree: the bootloader passed x0 = 0"),
+            Self::Misaligned(pa) => write!(f, "device tree at {pa} is not 8-byte aligned"),
+            Self::Map(e) => write!(f, "cannot map the device tree: {e}"),
+            Self::TooLarge(n) => {
+                write!(
+                    f,
+                    "device tree claims {n} bytes, more than the 2 MiB boot protocol limit"
+                )
+            }
+            Self::Corrupt(e) => write!(f, "corrupt device tree: {e}"),
+        }
+    }
+}
+
+/// The checked device tree.
+pub struct DeviceTree {
+    /// The blob, mapped in the linear window.
+    pub blob: &'static [u8],
+    /// Its physical address.
+    pub phys: PhysAddr,
+}
+
+static DT: Once<DeviceTree> = Once::new();
+
+/// Maps the blob at `pa`, checks its structure and keeps it for `get`.
+pub fn init(pa: PhysAddr) -> Result<&'static DeviceTree, DtbError> {
+    if pa.as_u64() == 0 {
+        return Err(DtbError::Missing);
+    }
+    if !pa.is_aligned(8) {
+        return Err(DtbError::Misaligned(pa));
+    }
+    // Map the page holding the header first, learn the size, then map the rest.
+    let first_len = PAGE_SIZE - pa.page_offset();
+    let va = early::map_linear(pa, first_len, Attributes::KERNEL_RO).map_err(DtbError::Map)?;
+    // SAFETY: `va` maps `first_len` readable bytes of the blob (just mapped, read-only, never
+    // unmapped); the header needs at most 40 of them.
+    let head = unsafe { core::slice::from_raw_parts(va.as_u64() as *const u8, first_len as usize) };
+    let size = check::total_size(head).map_err(DtbError::Corrupt)?;
+    if size > MAX_DTB_SIZE {
+        return Err(DtbError::TooLarge(size));
+    }
+    if size as u64 > first_len {
+        early::map_linear(
+            pa + first_len,
+            size as u64 - first_len,
+            Attributes::KERNEL_RO,
+        )
+        .map_err(DtbError::Map)?;
+    }
+    // SAFETY: `[va, va + size)` is now mapped read-only for the kernel's lifetime and nothing
+    // writes to the blob.
+    let blob = unsafe { core::slice::from_raw_parts(va.as_u64() as *const u8, size) };
+    check::check(blob).map_err(DtbError::Corrupt)?;
+    Ok(DT.call_once(|| DeviceTree { blob, phys: pa }))
+}
+
+/// The device tree. Panics if called before `init` succeeded (a boot-order bug).
+pub fn get() -> &'static DeviceTree {
+    DT.get()
+        .expect("boot order invariant: devicetree::init must succeed before devicetree::get")
+}
+
+/// A parser over the checked blob.
+pub fn fdt() -> Fdt<'static> {
+    Fdt::new(get().blob).expect("device tree invariant: a checked blob parses")
+}
+
+/// Why no console could be set up.
+#[derive(Debug)]
+pub enum ConsoleError {
+    /// Neither `stdout-path` nor any node names a UART this kernel drives.
+    NoConsole {
+        /// What `/chosen/stdout-path` named, if anything.
+        stdout_path: Option<&'static str>,
+    },
+    /// The UART's registers could not be mapped.
+    Map(MapError),
+}
+
+impl fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoConsole {
+                stdout_path: Some(p),
+            } => write!(
+                f,
+                "no console: stdout-path {p} is not a supported UART and no arm,pl011 node exists"
+            ),
+            Self::NoConsole { stdout_path: None } => {
+                write!(
+                    f,
+                    "no console: no stdout-path and no arm,pl011 node in the device tree"
+                )
+            }
+            Self::Map(e) => write!(f, "cannot map the console: {e}"),
+        }
+    }
+}
+
+/// Where the console was found, for the boot log.
+pub struct ConsoleInfo {
+    /// Physical address of the registers.
+    pub phys: PhysAddr,
+    /// Whether it came from stdout-path (else from the first compatible node).
+    pub from_stdout_path: bool,
+}
+
+fn pl011_at(n: &Located<'_, '_>) -> Option<PhysAddr> {
+    (n.is_enabled() && tree::is_compatible(&n.node, pl011::COMPATIBLE))
+        .then(|| n.mmio().map(|m| m.0))
+        .flatten()
+}
+
+/// Finds the console: the node `/chosen/stdout-path` names, else the first enabled
+/// `arm,pl011`. Maps and initialises it.
+pub fn find_console() -> Result<(crate::console::Device, ConsoleInfo), ConsoleError> {
+    let fdt = fdt();
+    let stdout_path = tree::stdout_path(&fdt);
+    let mut from_stdout_path = true;
+    let phys = stdout_path
+        .and_then(|p| tree::find_path(&fdt, p))
+        .and_then(|n| pl011_at(&n))
+        .or_else(|| {
+            from_stdout_path = false;
+            tree::find_map(&fdt, pl011_at)
+        })
+        .ok_or(ConsoleError::NoConsole { stdout_path })?;
+    let va = early::ioremap(phys, pl011::MMIO_SIZE).map_err(ConsoleError::Map)?;
+    // SAFETY: `va` maps the PL011's register page as Device memory, just mapped by ioremap for
+    // this driver alone and never unmapped.
+    let mut uart = unsafe { Pl011::new(va.as_usize()) };
+    uart.init();
+    Ok((
+        crate::console::Device::Pl011(uart),
+        ConsoleInfo {
+            phys,
+            from_stdout_path,
+        },
+    ))
+}
+
+/// The PSCI conduit from `/psci`'s `method`, if the tree describes PSCI.
+pub fn psci_conduit() -> Option<Conduit> {
+    let fdt = fdt();
+    let node = tree::find_map(&fdt, |n| {
+        tree::is_compatible(&n.node, &["arm,psci", "arm,psci-0.2", "arm,psci-1.0"])
+            .then_some(n.node)
+    })?;
+    Conduit::from_method(node.property("method")?.as_str()?)
+}
+
+levitate_hal::ktest!(
+    fn live_tree_has_memory_and_console() -> KtestResult {
+        let fdt = fdt();
+        let has_memory = fdt
+            .all_nodes()
+            .any(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"));
+        levitate_hal::kassert!(has_memory, "no /memory node in the live tree");
+        levitate_hal::kassert!(tree::stdout_path(&fdt).is_some());
+        levitate_hal::kassert!(psci_conduit().is_some(), "no PSCI conduit");
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn check_rejects_corrupted_copies_of_live_tree() -> KtestResult {
+        extern crate alloc;
+        let blob = get().blob;
+        levitate_hal::kassert!(check::check(blob).is_ok());
+        // Truncations and a bad magic must be refused by the same check boot uses.
+        for cut in [0, 4, 39, 40, blob.len() / 2, blob.len() - 1] {
+            levitate_hal::kassert!(
+                check::check(&blob[..cut]).is_err(),
+                "truncated blob accepted"
+            );
+        }
+        let mut copy = alloc::vec::Vec::from(blob);
+        copy[0] ^= 0xff;
+        levitate_hal::kassert!(check::check(&copy).is_err(), "bad magic accepted");
+        Ok(())
+    }
+);

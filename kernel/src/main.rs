@@ -1,0 +1,149 @@
+//! Levitate: a `no_std` aarch64 kernel for Pixel-class phones, run day to day on QEMU virt.
+//!
+//! Boot order (docs/boot.md): boot.S drops to EL1, builds the early tables, turns the MMU on
+//! and calls `levitate_boot_main` at the kernel's link address; from there the device tree is
+//! mapped and checked, the console and logger come up, and the shell (or, in a `ktest` build,
+//! the in-kernel tests) runs.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod bootargs;
+mod console;
+mod devicetree;
+mod heap;
+#[cfg(feature = "ktest")]
+mod ktest_runner;
+mod logger;
+mod panic;
+mod power;
+mod shell;
+#[cfg(feature = "ktest")]
+mod tests;
+
+use bootargs::BootArgs;
+use levitate_hal::arch::aarch64::mmu::early;
+use levitate_hal::arch::aarch64::{cpu, semihosting, timer};
+use levitate_mm::addr::PhysAddr;
+use levitate_mm::dtb::tree;
+use spin::Once;
+
+/// What boot learnt about the machine.
+pub struct BootInfo {
+    /// Exception level the bootloader entered the kernel at.
+    pub boot_el: u64,
+    /// Physical load address of the image.
+    pub image_phys: PhysAddr,
+    /// The kernel command line.
+    pub cmdline: &'static str,
+    /// Parsed options.
+    pub args: BootArgs,
+}
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// Boot facts, once the console is up.
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO
+        .get()
+        .expect("boot order invariant: boot_info read before boot set it")
+}
+
+/// One line naming this build.
+pub fn version_line() -> alloc::string::String {
+    alloc::format!(
+        "Levitate {} (git {}) aarch64, {} profile, built with {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("LEVITATE_GIT_REV"),
+        env!("LEVITATE_PROFILE"),
+        env!("LEVITATE_RUSTC"),
+    )
+}
+
+/// Reports a failure that happened before (or instead of) a console, then stops: through the
+/// console when there is one, through semihosting when allowed, otherwise silently.
+fn boot_failure(args: core::fmt::Arguments<'_>) -> ! {
+    if console::present() {
+        println!("\nboot failed: {args}");
+    } else if power::semihosting_enabled() {
+        let mut msg = alloc::string::String::new();
+        let _ = core::fmt::write(&mut msg, format_args!("\nboot failed: {args}\n"));
+        semihosting::write(msg.as_bytes());
+    }
+    power::exit_failure(power::EXIT_BOOT_FAILED)
+}
+
+/// The first Rust code, called by boot.S at the link address with the MMU on, interrupts
+/// masked, on the boot stack.
+#[no_mangle]
+extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -> ! {
+    let image_phys = PhysAddr::new(image_phys);
+    early::init(image_phys);
+    cpu::disable_lower_half();
+    heap::init();
+
+    // Without a readable device tree there is no console to report to and no way to know if
+    // semihosting is allowed: stop cleanly.
+    let dt = match devicetree::init(PhysAddr::new(dtb_phys)) {
+        Ok(dt) => dt,
+        Err(_) => cpu::halt(),
+    };
+    let fdt = devicetree::fdt();
+    let cmdline = tree::chosen_str(&fdt, "bootargs").unwrap_or("");
+    let args = BootArgs::parse(cmdline, |_| {});
+    power::init(devicetree::psci_conduit(), args.semihosting);
+
+    let console_info = match devicetree::find_console() {
+        Ok((device, info)) => {
+            console::install(device);
+            info
+        }
+        Err(e) => boot_failure(format_args!("{e}")),
+    };
+    timer::enable_event_stream();
+    logger::init(args.log_level);
+    BOOT_INFO.call_once(|| BootInfo {
+        boot_el,
+        image_phys,
+        cmdline,
+        args,
+    });
+
+    log::info!("{}", version_line());
+    log::info!(
+        "entered at EL{boot_el}, running at EL1; image at {image_phys}, device tree at {} ({} bytes)",
+        dt.phys,
+        dt.blob.len()
+    );
+    log::info!(
+        "console: PL011 at {} (from {})",
+        console_info.phys,
+        if console_info.from_stdout_path {
+            "stdout-path"
+        } else {
+            "first arm,pl011 node"
+        }
+    );
+    if let Some(model) = fdt
+        .find_node("/")
+        .and_then(|r| r.property("model"))
+        .and_then(|p| p.as_str())
+    {
+        log::info!("machine: {model}");
+    }
+    log::info!("command line: \"{cmdline}\"");
+    BootArgs::parse(cmdline, |u| {
+        log::warn!("ignoring unknown boot argument {:?}", u.0)
+    });
+    match power::conduit() {
+        Some(c) => log::info!("PSCI via {c:?}"),
+        None => log::warn!("no PSCI in the device tree: poweroff and reboot will fail"),
+    }
+
+    #[cfg(feature = "ktest")]
+    ktest_runner::run();
+
+    #[cfg(not(feature = "ktest"))]
+    shell::run()
+}

@@ -1,0 +1,291 @@
+//! The shell's command table and the commands themselves.
+
+use super::{CmdError, Command};
+use crate::{devicetree, power, println};
+use alloc::format;
+use levitate_mm::dtb::tree;
+
+/// Every command, in `help` order.
+pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "help",
+        args: "",
+        help: "list the commands",
+        run: help,
+    },
+    Command {
+        name: "version",
+        args: "",
+        help: "kernel version and build",
+        run: version,
+    },
+    Command {
+        name: "dtb",
+        args: "",
+        help: "device tree: model, memory, reserved memory, chosen",
+        run: dtb,
+    },
+    Command {
+        name: "poweroff",
+        args: "",
+        help: "power the machine off (PSCI)",
+        run: poweroff,
+    },
+    Command {
+        name: "reboot",
+        args: "",
+        help: "reset the machine (PSCI)",
+        run: reboot,
+    },
+    Command {
+        name: "panic",
+        args: "[MESSAGE]",
+        help: "panic on purpose (tests the panic path)",
+        run: panic,
+    },
+    Command {
+        name: "fault",
+        args: "[ADDR]",
+        help: "read ADDR (default 0) to take an unhandled fault on purpose",
+        run: fault,
+    },
+];
+
+fn no_args(args: &[&str]) -> Result<(), CmdError> {
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(CmdError::Usage)
+    }
+}
+
+fn help(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    for c in COMMANDS {
+        let synopsis = if c.args.is_empty() {
+            format!("{}", c.name)
+        } else {
+            format!("{} {}", c.name, c.args)
+        };
+        println!("  {synopsis:<22} {}", c.help);
+    }
+    Ok(())
+}
+
+fn version(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    println!("{}", crate::version_line());
+    Ok(())
+}
+
+/// Formats a byte count as the largest exact binary unit, else KiB/MiB with one decimal.
+pub fn human_size(bytes: u64) -> alloc::string::String {
+    const UNITS: [(&str, u64); 4] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return format!("{:.1} {unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+fn be_number(value: &[u8]) -> Option<u64> {
+    match value.len() {
+        4 => Some(u64::from(u32::from_be_bytes(value.try_into().ok()?))),
+        8 => Some(u64::from_be_bytes(value.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+fn dtb(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let dt = devicetree::get();
+    let fdt = devicetree::fdt();
+    let root = fdt
+        .find_node("/")
+        .ok_or_else(|| CmdError::Failed("no root node".into()))?;
+    let root_str = |name| {
+        root.property(name)
+            .and_then(|p| p.as_str())
+            .unwrap_or("(none)")
+    };
+    println!("model:       {}", root_str("model"));
+    let compat = root
+        .property("compatible")
+        .map(|p| {
+            p.value
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| core::str::from_utf8(s).unwrap_or("?"))
+                .collect::<alloc::vec::Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "(none)".into());
+    println!("compatible:  {compat}");
+    println!("blob:        {} bytes at {}", dt.blob.len(), dt.phys);
+
+    println!("memory:");
+    let mut any = false;
+    tree::find_map(&fdt, |n| {
+        if n.node.property("device_type").and_then(|p| p.as_str()) == Some("memory") {
+            any = true;
+            let status = if n.is_enabled() { "" } else { " (disabled)" };
+            println!("  {}{status}", n.node.name);
+            for (base, size) in n.raw_reg() {
+                println!(
+                    "    {:#012x}..{:#012x}  {}",
+                    base,
+                    base.saturating_add(size),
+                    human_size(size)
+                );
+            }
+        }
+        None::<()>
+    });
+    if !any {
+        println!("  (none: the bootloader is expected to add /memory)");
+    }
+
+    println!("reserved-memory:");
+    match tree::find_path(&fdt, "/reserved-memory") {
+        None => println!("  (no /reserved-memory node)"),
+        Some(rm) => {
+            let (ac, sc) = tree::child_cell_sizes(&rm.node);
+            let mut count = 0;
+            for child in rm.node.children() {
+                count += 1;
+                let flag = |name| child.property(name).is_some();
+                let mut flags = alloc::string::String::new();
+                for (name, word) in [("no-map", " no-map"), ("reusable", " reusable")] {
+                    if flag(name) {
+                        flags.push_str(word);
+                    }
+                }
+                if child
+                    .property("status")
+                    .and_then(|p| p.as_str())
+                    .is_some_and(|s| s != "okay")
+                {
+                    flags.push_str(" disabled");
+                }
+                println!("  {}{flags}", child.name);
+                match child.property("reg") {
+                    Some(reg) => {
+                        for (base, size) in tree::reg_entries(reg.value, ac, sc) {
+                            println!(
+                                "    {:#012x}..{:#012x}  {}",
+                                base,
+                                base.saturating_add(size),
+                                human_size(size)
+                            );
+                        }
+                    }
+                    None => {
+                        let size = child.property("size").and_then(|p| be_number(p.value));
+                        match size {
+                            Some(s) => println!("    dynamic, size {}", human_size(s)),
+                            None => println!("    (no reg and no size)"),
+                        }
+                    }
+                }
+            }
+            if count == 0 {
+                println!("  (empty)");
+            }
+        }
+    }
+
+    println!("memreserve:");
+    let mut count = 0;
+    for r in fdt.memory_reservations() {
+        count += 1;
+        let base = r.address() as u64;
+        println!(
+            "  {:#012x}..{:#012x}  {}",
+            base,
+            base + r.size() as u64,
+            human_size(r.size() as u64)
+        );
+    }
+    if count == 0 {
+        println!("  (none)");
+    }
+
+    println!("chosen:");
+    match fdt.find_node("/chosen") {
+        None => println!("  (no /chosen node)"),
+        Some(chosen) => {
+            for p in chosen.properties() {
+                let text = match p.name {
+                    "linux,initrd-start" | "linux,initrd-end" => {
+                        be_number(p.value).map(|v| format!("{v:#x}"))
+                    }
+                    _ => p.as_str().map(|s| format!("\"{s}\"")),
+                };
+                match text {
+                    Some(t) => println!("  {:<20} {t}", p.name),
+                    None => println!("  {:<20} ({} bytes)", p.name, p.value.len()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn poweroff(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    println!("powering off");
+    Err(CmdError::Failed(format!("{}", power::poweroff())))
+}
+
+fn reboot(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    println!("rebooting");
+    Err(CmdError::Failed(format!("{}", power::reboot())))
+}
+
+fn panic(args: &[&str]) -> Result<(), CmdError> {
+    if args.is_empty() {
+        panic!("panic requested from the shell");
+    }
+    panic!("{}", args.join(" "));
+}
+
+fn fault(args: &[&str]) -> Result<(), CmdError> {
+    let addr = match args {
+        [] => 0,
+        [a] => {
+            let digits = a.strip_prefix("0x").unwrap_or(a);
+            u64::from_str_radix(digits, 16).map_err(|_| CmdError::Usage)?
+        }
+        _ => return Err(CmdError::Usage),
+    };
+    println!("reading {addr:#x}");
+    // SAFETY: deliberately unsound on request: the user asked for a fault to see the report.
+    // The read either succeeds (a mapped address) or traps into the fatal-exception path.
+    let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
+    println!("{addr:#x} holds {value:#x}");
+    Ok(())
+}
+
+levitate_hal::ktest!(
+    fn human_sizes() -> KtestResult {
+        levitate_hal::kassert_eq!(human_size(1 << 30), "1 GiB");
+        levitate_hal::kassert_eq!(human_size(128 << 20), "128 MiB");
+        levitate_hal::kassert_eq!(human_size(0x1800), "6 KiB");
+        levitate_hal::kassert_eq!(human_size(1536 << 20), "1.5 GiB");
+        levitate_hal::kassert_eq!(human_size(7), "7 B");
+        levitate_hal::kassert_eq!(human_size(0), "0 B");
+        Ok(())
+    }
+);

@@ -1,0 +1,171 @@
+//! The early mapper: adds mappings to the boot tables (built by boot.S) before any frame
+//! allocator exists, taking new tables from a small static pool inside the image. It maps the
+//! device tree into the linear window and MMIO into the MMIO window (`ioremap`). The memory
+//! issues replace these tables with ones built from the buddy allocator.
+
+use super::descriptor::Attributes;
+use super::table::{self, MapError, TableAccess, ENTRIES};
+use crate::layout::{self, KIMAGE_VBASE, MMIO_BASE, MMIO_SIZE};
+use aarch64_cpu::registers::TTBR1_EL1;
+use core::cell::UnsafeCell;
+use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use spin::Mutex;
+
+/// Tables in the static pool: enough for the DTB (up to 2 MiB in pages), a few MMIO windows
+/// and the first linear mappings.
+const POOL_TABLES: usize = 24;
+
+#[repr(C, align(4096))]
+struct Pool(UnsafeCell<[[u64; ENTRIES]; POOL_TABLES]>);
+
+// SAFETY: the pool is only reached through `EarlyMapper`, which lives inside `MAPPER`'s lock,
+// so no two CPUs touch it at once.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool(UnsafeCell::new([[0; ENTRIES]; POOL_TABLES]));
+
+struct EarlyMapper {
+    /// Physical address the image was loaded at (boot.S's x20).
+    image_phys: u64,
+    /// Size of the image including BSS.
+    image_size: u64,
+    /// Pool tables handed out so far.
+    used: usize,
+    /// Next free address in the MMIO window.
+    mmio_next: u64,
+}
+
+/// Interrupts are masked during early boot and the lock is held only around table edits, so
+/// neither an interrupt handler nor another CPU can deadlock on it.
+static MAPPER: Mutex<Option<EarlyMapper>> = Mutex::new(None);
+
+impl EarlyMapper {
+    fn image_va(&self, pa: PhysAddr) -> u64 {
+        let pa = pa.as_u64();
+        assert!(
+            pa >= self.image_phys && pa + PAGE_SIZE <= self.image_phys + self.image_size,
+            "early mapper invariant: table {pa:#x} lies outside the kernel image"
+        );
+        pa - self.image_phys + KIMAGE_VBASE
+    }
+
+    fn root(&self) -> PhysAddr {
+        PhysAddr::new(TTBR1_EL1.get_baddr())
+    }
+}
+
+impl TableAccess for EarlyMapper {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        if self.used == POOL_TABLES {
+            return None;
+        }
+        let base = POOL.0.get() as u64;
+        let va = base + self.used as u64 * PAGE_SIZE;
+        self.used += 1;
+        // The pool sits in BSS, zeroed at boot, and each table is handed out once.
+        Some(PhysAddr::new(va - KIMAGE_VBASE + self.image_phys))
+    }
+
+    fn table(&mut self, pa: PhysAddr) -> &mut [u64; ENTRIES] {
+        let va = self.image_va(pa);
+        // SAFETY: `va` is a page-aligned table inside the mapped kernel image (checked above):
+        // one of boot.S's tables or a pool table. `&mut self` is only reachable under
+        // `MAPPER`'s lock, so this is the only reference to it.
+        unsafe { &mut *(va as *mut [u64; ENTRIES]) }
+    }
+}
+
+fn image_size() -> u64 {
+    extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+    // Linker-script symbols: only their addresses are used.
+    core::ptr::addr_of!(__image_end) as u64 - core::ptr::addr_of!(__image_start) as u64
+}
+
+/// Sets the early mapper up. `image_phys` is where the bootloader put the image.
+pub fn init(image_phys: PhysAddr) {
+    *MAPPER.lock() = Some(EarlyMapper {
+        image_phys: image_phys.as_u64(),
+        image_size: image_size(),
+        used: 0,
+        mmio_next: MMIO_BASE,
+    });
+}
+
+/// Where the image was loaded, once `init` ran.
+pub fn image_phys() -> Option<PhysAddr> {
+    MAPPER.lock().as_ref().map(|m| PhysAddr::new(m.image_phys))
+}
+
+fn publish() {
+    // New entries replace invalid ones, which the TLB never caches: a barrier that makes the
+    // stores visible to the table walker is enough (ARM ARM D8.14, "break-before-make" is
+    // needed only when changing a valid entry).
+    // SAFETY: barriers only.
+    unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
+}
+
+fn with_mapper<T>(f: impl FnOnce(&mut EarlyMapper) -> Result<T, MapError>) -> Result<T, MapError> {
+    let mut guard = MAPPER.lock();
+    let mapper = guard
+        .as_mut()
+        .expect("early mapper invariant: mmu::early::init must run first");
+    let result = f(mapper);
+    publish();
+    result
+}
+
+/// Maps physical `[pa, pa + size)` into the linear window (rounded out to pages).
+pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, MapError> {
+    let start = pa.align_down(PAGE_SIZE);
+    let end = pa
+        .checked_add(size)
+        .and_then(|e| e.checked_align_up(PAGE_SIZE))
+        .ok_or(MapError::Misaligned {
+            va: VirtAddr::new(0),
+            pa,
+            size,
+        })?;
+    let va_start = layout::phys_to_linear(start).ok_or(MapError::NotCanonical(VirtAddr::new(0)))?;
+    with_mapper(|m| {
+        let root = m.root();
+        table::map(m, root, va_start, start, end - start, attrs)
+    })?;
+    Ok(va_start + (pa - start))
+}
+
+/// Maps device registers at physical `[pa, pa + size)` into the MMIO window as Device-nGnRE
+/// and returns the virtual address of `pa`.
+pub fn ioremap(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
+    let start = pa.align_down(PAGE_SIZE);
+    let end = pa
+        .checked_add(size)
+        .and_then(|e| e.checked_align_up(PAGE_SIZE))
+        .ok_or(MapError::Misaligned {
+            va: VirtAddr::new(0),
+            pa,
+            size,
+        })?;
+    let len = end - start;
+    with_mapper(|m| {
+        if m.mmio_next + len > MMIO_BASE + MMIO_SIZE {
+            return Err(MapError::OutOfTables);
+        }
+        let va = VirtAddr::new(m.mmio_next);
+        let root = m.root();
+        table::map(m, root, va, start, len, Attributes::DEVICE)?;
+        // Leave an unmapped page between windows so an overrun faults.
+        m.mmio_next += len + PAGE_SIZE;
+        Ok(va + (pa - start))
+    })
+}
+
+/// Translates a kernel virtual address through the live TTBR1 tables.
+pub fn translate(va: VirtAddr) -> Option<table::Translation> {
+    let mut guard = MAPPER.lock();
+    let m = guard.as_mut()?;
+    let root = m.root();
+    table::translate(m, root, va)
+}

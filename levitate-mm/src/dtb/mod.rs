@@ -1,0 +1,5 @@
+//! Device-tree handling: [`check`] validates a flattened device tree blob before anything
+//! else (in particular the `fdt` crate) is allowed to parse it.
+
+pub mod check;
+pub mod tree;

@@ -1,0 +1,11 @@
+//! Portable memory management for Levitate: typed addresses, the device-tree checks and memory
+//! map, and (later) the frame allocators. No unsafe code and no hardware: everything here is
+//! built and tested on the host.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod addr;
+pub mod dtb;

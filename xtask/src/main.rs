@@ -1,0 +1,109 @@
+//! `cargo xtask`: Levitate's developer commands. One module per subcommand.
+//!
+//! ```text
+//! cargo xtask run   [--mem SIZE] [--smp N] [--cpu NAME] [--el2] [--gic 2|3] [--dtb FILE]
+//!                   [--initrd FILE] [--bootargs "..."] [--release] [--gdb] [-- QEMU_ARGS]
+//! cargo xtask test  [--quick]
+//! cargo xtask build [--release] [--ktest]
+//! cargo xtask gdb   [--release]
+//! ```
+
+mod deps;
+mod gdb;
+mod image;
+mod kernel;
+mod qemu;
+mod test;
+
+use lexopt::ValueExt;
+use std::process::ExitCode;
+
+/// An error for the user: printed as one `error: ...` line.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl<T: std::fmt::Display> From<T> for Error {
+    fn from(e: T) -> Self {
+        Error(e.to_string())
+    }
+}
+
+/// Result for xtask operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Returns early with a formatted error.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err($crate::Error(format!($($arg)*))) };
+}
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  run     build the kernel and boot it in QEMU (console on this terminal)
+  test    host unit tests, then in-kernel tests and shell checks in a QEMU matrix
+  build   build the kernel Image without running it
+  gdb     attach gdb-multiarch to a kernel started with `cargo xtask run --gdb`
+  help    this text
+
+run options:
+  --mem SIZE        guest RAM, e.g. 128M, 1G, 8G (default 1G)
+  --smp N           number of CPUs (default 1)
+  --cpu NAME        QEMU CPU model (default cortex-a76)
+  --el2             enter the kernel at EL2 (virtualization=on)
+  --gic 2|3         GIC version (QEMU's default when absent)
+  --dtb FILE        boot with this device tree instead of QEMU's
+  --initrd FILE     pass FILE as the initrd
+  --bootargs ARGS   kernel command line (e.g. \"loglevel=debug\")
+  --release         build with the release profile
+  --gdb             start halted, waiting for `cargo xtask gdb` on :1234
+  -- ARGS           pass the remaining arguments to QEMU
+
+build options:   --release, --ktest (the in-kernel test build)
+test options:    --quick (skip the QEMU matrix except the default configuration)
+";
+
+fn main() -> ExitCode {
+    match run_cli() {
+        Ok(code) => code,
+        Err(Error(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_cli() -> Result<ExitCode> {
+    let mut parser = lexopt::Parser::from_env();
+    let command = match parser.next()? {
+        Some(lexopt::Arg::Value(v)) => v.string()?,
+        Some(lexopt::Arg::Long("help") | lexopt::Arg::Short('h')) | None => {
+            print!("{USAGE}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(other) => bail!("{} (try `cargo xtask help`)", other.unexpected()),
+    };
+    match command.as_str() {
+        "run" => {
+            let opts = qemu::RunOptions::parse(parser.raw_args()?.collect())?;
+            qemu::run(&opts)
+        }
+        "test" => test::run(&mut parser),
+        "build" => kernel::build_cli(&mut parser),
+        "gdb" => gdb::run(&mut parser),
+        "help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}` (try `cargo xtask help`)"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}

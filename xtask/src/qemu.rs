@@ -1,0 +1,279 @@
+//! `cargo xtask run`: boot the kernel Image on `qemu-system-aarch64 -M virt`, and the QEMU
+//! command line shared with `cargo xtask test`.
+
+use crate::kernel::{self, Variant};
+use crate::{bail, deps, Result};
+use lexopt::ValueExt;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// How to boot.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// CPUs.
+    pub smp: u32,
+    /// QEMU CPU model.
+    pub cpu: String,
+    /// Enter at EL2.
+    pub el2: bool,
+    /// GIC version.
+    pub gic: Option<u8>,
+    /// Device tree to pass instead of QEMU's own.
+    pub dtb: Option<PathBuf>,
+    /// initrd to pass.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (xtask adds `semihosting`).
+    pub bootargs: String,
+    /// Release build.
+    pub release: bool,
+    /// Wait for gdb.
+    pub gdb: bool,
+    /// Extra QEMU arguments.
+    pub extra: Vec<OsString>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            mem_mib: 1024,
+            smp: 1,
+            cpu: "cortex-a76".into(),
+            el2: false,
+            gic: None,
+            dtb: None,
+            initrd: None,
+            bootargs: String::new(),
+            release: false,
+            gdb: false,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Parses a size such as `128M`, `1G`, `512MiB` or `1073741824` into MiB.
+pub fn parse_mem(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("bad --mem `{s}`: expected a number with K, M, G or T (e.g. 128M, 8G)")
+    })?;
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => bail!("bad --mem `{s}`: unknown unit `{unit}` (use K, M, G or T)"),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("--mem `{s}` is too large"))?;
+    if bytes % (1 << 20) != 0 {
+        bail!("--mem `{s}` is not a whole number of MiB");
+    }
+    let mib = bytes >> 20;
+    if mib < 32 {
+        bail!("--mem `{s}` is too small: Levitate needs at least 32M");
+    }
+    Ok(mib)
+}
+
+impl RunOptions {
+    /// Parses `run`'s arguments: flags, then optionally `--` and arguments for QEMU.
+    pub fn parse(args: Vec<OsString>) -> Result<Self> {
+        use lexopt::Arg::Long;
+        let mut o = Self::default();
+        let (ours, qemu) = match args.iter().position(|a| a == "--") {
+            Some(i) => (args[..i].to_vec(), args[i + 1..].to_vec()),
+            None => (args, Vec::new()),
+        };
+        o.extra = qemu;
+        let parser = &mut lexopt::Parser::from_args(ours);
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("mem") => o.mem_mib = parse_mem(&parser.value()?.string()?)?,
+                Long("smp") => {
+                    let v = parser.value()?.string()?;
+                    o.smp = match v.parse::<u32>() {
+                        Ok(n) if (1..=512).contains(&n) => n,
+                        _ => bail!("bad --smp `{v}`: expected a CPU count from 1 to 512"),
+                    };
+                }
+                Long("cpu") => o.cpu = parser.value()?.string()?,
+                Long("el2") => o.el2 = true,
+                Long("gic") => {
+                    let v = parser.value()?.string()?;
+                    o.gic = Some(match v.as_str() {
+                        "2" => 2,
+                        "3" => 3,
+                        _ => bail!("bad --gic `{v}`: expected 2 or 3"),
+                    });
+                }
+                Long("dtb") => o.dtb = Some(existing_file(parser.value()?.into(), "--dtb")?),
+                Long("initrd") => {
+                    o.initrd = Some(existing_file(parser.value()?.into(), "--initrd")?)
+                }
+                Long("bootargs") => o.bootargs = parser.value()?.string()?,
+                Long("release") => o.release = true,
+                Long("gdb") => o.gdb = true,
+                other => bail!("{} (try `cargo xtask help`)", other.unexpected()),
+            }
+        }
+        if o.gic == Some(2) && o.smp > 8 {
+            bail!("--gic 2 supports at most 8 CPUs (got --smp {})", o.smp);
+        }
+        Ok(o)
+    }
+
+    /// The kernel command line QEMU passes.
+    pub fn cmdline(&self) -> String {
+        // Semihosting lets a panic or failed test end QEMU with a non-zero status. Only xtask
+        // passes it, so an image booted on a phone never executes a semihosting trap.
+        let mut s = self.bootargs.trim().to_string();
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str("semihosting");
+        s
+    }
+
+    /// The QEMU command for `image`.
+    pub fn command(&self, image: &Path) -> Command {
+        let mut machine = String::from("virt");
+        if self.el2 {
+            machine.push_str(",virtualization=on");
+        }
+        if let Some(g) = self.gic {
+            machine.push_str(&format!(",gic-version={g}"));
+        }
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-M", &machine, "-cpu", &self.cpu])
+            .args(["-m", &format!("{}M", self.mem_mib)])
+            .args(["-smp", &self.smp.to_string()])
+            .args(["-nographic", "-no-reboot"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-kernel")
+            .arg(image)
+            .args(["-append", &self.cmdline()]);
+        if let Some(dtb) = &self.dtb {
+            cmd.arg("-dtb").arg(dtb);
+        }
+        if let Some(initrd) = &self.initrd {
+            cmd.arg("-initrd").arg(initrd);
+        }
+        if self.gdb {
+            cmd.args(["-s", "-S"]);
+        }
+        cmd.args(&self.extra);
+        cmd
+    }
+}
+
+fn existing_file(path: PathBuf, flag: &str) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!("{flag} {}: no such file", path.display());
+    }
+    Ok(path)
+}
+
+/// `cargo xtask run`.
+pub fn run(opts: &RunOptions) -> Result<ExitCode> {
+    deps::ensure_qemu()?;
+    let built = kernel::build(Variant {
+        release: opts.release,
+        ktest: false,
+    })?;
+    if opts.gdb {
+        eprintln!("xtask: QEMU waits for gdb on :1234; run `cargo xtask gdb` in another terminal");
+    }
+    eprintln!("xtask: booting (exit with `poweroff`, or Ctrl-A X)");
+    let status = opts
+        .command(&built.image)
+        .status()
+        .map_err(|e| format!("cannot start qemu-system-aarch64: {e}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => {
+            eprintln!("xtask: QEMU exited with status {code}");
+            ExitCode::from(code.clamp(1, 255) as u8)
+        }
+        None => bail!("QEMU was killed by a signal"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_sizes() {
+        assert_eq!(parse_mem("1G").unwrap(), 1024);
+        assert_eq!(parse_mem("128M").unwrap(), 128);
+        assert_eq!(parse_mem("8g").unwrap(), 8192);
+        assert_eq!(parse_mem("512MiB").unwrap(), 512);
+        assert_eq!(parse_mem("1073741824").unwrap(), 1024);
+        assert!(parse_mem("12X").is_err());
+        assert!(parse_mem("M").is_err());
+        assert!(parse_mem("16M").is_err(), "too small");
+        assert!(parse_mem("1000K").is_err(), "not whole MiB");
+        assert!(parse_mem("99999999999T").is_err(), "overflow");
+    }
+
+    fn parse(args: &[&str]) -> Result<RunOptions> {
+        RunOptions::parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn run_flags() {
+        let o = parse(&[
+            "--mem",
+            "128M",
+            "--smp",
+            "4",
+            "--el2",
+            "--gic",
+            "3",
+            "--bootargs",
+            "loglevel=debug",
+            "--",
+            "-d",
+            "int",
+        ])
+        .unwrap();
+        assert_eq!((o.mem_mib, o.smp, o.el2, o.gic), (128, 4, true, Some(3)));
+        assert_eq!(o.cmdline(), "loglevel=debug semihosting");
+        assert_eq!(o.extra, [OsString::from("-d"), OsString::from("int")]);
+        let cmd = o.command(Path::new("k.img"));
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-M", "virt,virtualization=on,gic-version=3"]));
+        assert!(args.ends_with(&["-d".to_string(), "int".to_string()]));
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        assert!(parse(&["--gic", "4"])
+            .unwrap_err()
+            .0
+            .contains("expected 2 or 3"));
+        assert!(parse(&["--smp", "0"]).unwrap_err().0.contains("--smp"));
+        assert!(parse(&["--dtb", "/no/such.dtb"])
+            .unwrap_err()
+            .0
+            .contains("no such file"));
+        assert!(parse(&["--frobnicate"]).is_err());
+        assert!(parse(&["--gic", "2", "--smp", "16"]).is_err());
+    }
+}
