@@ -283,7 +283,8 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(human_size(1 << 30), "1 GiB");
         levitate_hal::kassert_eq!(human_size(128 << 20), "128 MiB");
         levitate_hal::kassert_eq!(human_size(0x1800), "6 KiB");
-        levitate_hal::kassert_eq!(human_size(1536 << 20), "1.5 GiB");
+        levitate_hal::kassert_eq!(human_size(1536 << 20), "1536 MiB");
+        levitate_hal::kassert_eq!(human_size((3 << 29) + 512), "1.5 GiB");
         levitate_hal::kassert_eq!(human_size(7), "7 B");
         levitate_hal::kassert_eq!(human_size(0), "0 B");
         Ok(())

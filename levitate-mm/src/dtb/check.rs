@@ -32,9 +32,15 @@
 //! Each rule below rejects input that is malformed, or at least unusual, and that makes a
 //! specific `fdt` 0.1.5 code path fail. The error variant that each rule produces is listed.
 //!
-//! * **Header v17 layout always.** `fdt` always reads the `size_dt_struct` field, which only
-//!   exists from v17 on. A version-16 blob is accepted only if that field is valid anyway
-//!   (otherwise the structure walk fails), since `fdt` would slice with it.
+//! * **Header v17 layout always** ([`FdtError::NoStructSize`]). `fdt` always reads the
+//!   `size_dt_struct` field, which only exists from v17 on, and slices the structure block with
+//!   it. A version-16 blob is accepted only if that field holds a valid size anyway. A zero
+//!   there (dtc's padding) is reported as missing.
+//! * **Unknown tokens** ([`FdtError::UnknownToken`]). Besides being required by §5.4.1, this
+//!   matters because `fdt` 0.1.5 defines `FDT_END` as 5 instead of 9. Token 5 is rejected, so
+//!   that definition never fires. `fdt` stops at the real `FDT_END` (9) only because 9 is not
+//!   `FDT_BEGIN_NODE`, which is why nothing but `FDT_NOP` may sit between the root's
+//!   `FDT_END_NODE` and `FDT_END`.
 //! * **No `FDT_NOP` inside the root node** ([`FdtError::NopInsideNode`]). `fdt`'s
 //!   `skip_current_node` (used by `find_node`, `children`) accepts a NOP only directly before
 //!   `FDT_END_NODE`, and `assert!`s (panics) if a property or child follows one. `all_nodes`
@@ -56,7 +62,8 @@
 //! * **Strings block valid UTF-8, and names start on a character boundary**
 //!   ([`FdtError::StringsNotUtf8`], [`FdtError::PropertyNameNotUtf8`]). `Fdt::str_at_offset`
 //!   `expect`s every property name to be UTF-8. Checking the whole block once keeps the check
-//!   O(n), even though names may share suffixes (dtc merges them).
+//!   O(n), even though names may share suffixes (dtc merges them). The cost is that a stray
+//!   non-UTF-8 byte in an unused string is also rejected.
 //! * **`#address-cells` / `#size-cells` exactly 4 bytes and at most [`MAX_CELLS`]**
 //!   ([`FdtError::BadCellsLength`], [`FdtError::CellsOutOfRange`]). `FdtNode::cell_sizes`
 //!   `expect`s 4 bytes. Larger values are meaningless (§2.3.5) and would overflow
@@ -95,6 +102,10 @@
 //!   missing. Check first with `find_node`/`property`.
 //! * `fdt` ignores `totalsize` when reading the memory reservation map. That is harmless after
 //!   this check, because the map's terminator lies inside `totalsize`.
+//! * `Fdt::memory()` returns only the first `/memory*` node. Use `find_all_nodes("/memory")`
+//!   to see every bank.
+//! * Semantics beyond what `fdt` needs to stay safe, such as `reg` sizes outside `/cpus`,
+//!   phandle references, `ranges` and interrupt specifiers, are not checked here.
 
 use core::fmt;
 
@@ -213,6 +224,8 @@ pub enum FdtError {
         version: u32,
         last_comp_version: u32,
     },
+    /// A pre-v17 header without the `size_dt_struct` field, which `fdt` needs.
+    NoStructSize { version: u32 },
     /// A block starts inside the header.
     BlockOverlapsHeader { block: Block, offset: u32 },
     /// A block extends past `totalsize`.
@@ -343,6 +356,10 @@ impl fmt::Display for FdtError {
                 "unsupported FDT version {version} (last compatible {last_comp_version}); \
                  need version >= {FIRST_SUPPORTED_VERSION} and last compatible <= \
                  {LAST_SUPPORTED_VERSION}"
+            ),
+            NoStructSize { version } => write!(
+                f,
+                "version {version} header has no size_dt_struct field (the v17 layout is needed)"
             ),
             BlockOverlapsHeader { block, offset } => {
                 write!(f, "{block} at offset {offset:#x} overlaps the header")
@@ -574,6 +591,14 @@ pub fn check(blob: &[u8]) -> Result<Header, FdtError> {
             last_comp_version: header.last_comp_version,
         });
     }
+    // A real v16 header is 36 bytes and ends before size_dt_struct; dtc leaves the 4 bytes
+    // where that field would be as padding (zero) before the 8-aligned map. `fdt` reads the
+    // field regardless, so such a blob is refused with a clear reason.
+    if header.version < 17 && header.size_dt_struct == 0 {
+        return Err(FdtError::NoStructSize {
+            version: header.version,
+        });
+    }
     // From here on nothing past `totalsize` is looked at.
     let blob = &blob[..totalsize as usize];
 
@@ -647,7 +672,7 @@ fn block_range(
             totalsize,
         });
     }
-    if offset % align != 0 {
+    if !offset.is_multiple_of(align) {
         return Err(FdtError::MisalignedBlock {
             block,
             offset,
@@ -981,9 +1006,10 @@ fn check_property(
             return Err(FdtError::RegWithZeroCells { offset });
         }
         if node.kind == Kind::Cpu {
-            // The parent is a `/cpus` node, so address_cells is 1 or 2 here.
+            // The parent is a `/cpus` node, so address_cells is 1 or 2 here; the zero test
+            // only keeps the division obviously safe.
             let unit = 4 * parent.address_cells as usize;
-            if value.is_empty() || value.len() % unit != 0 {
+            if unit == 0 || value.is_empty() || !value.len().is_multiple_of(unit) {
                 let address_cells = parent.address_cells;
                 return Err(FdtError::BadCpuReg {
                     offset,
@@ -1079,7 +1105,7 @@ mod tests {
         }
 
         fn pad(&mut self) -> &mut Self {
-            while self.structure.len() % 4 != 0 {
+            while !self.structure.len().is_multiple_of(4) {
                 self.structure.push(0);
             }
             self
@@ -1302,6 +1328,11 @@ mod tests {
                 last_comp_version: 18
             })
         );
+        // A real v16 header (dtc -V 16) ends before size_dt_struct, which reads as 0.
+        let mut blob = minimal();
+        set32(&mut blob, 20, 16);
+        set32(&mut blob, 36, 0);
+        assert_eq!(check(&blob), Err(FdtError::NoStructSize { version: 16 }));
         // Version 16 with a valid size_dt_struct field and newer versions are accepted.
         let mut blob = minimal();
         set32(&mut blob, 20, 16);

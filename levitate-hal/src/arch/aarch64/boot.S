@@ -27,6 +27,7 @@
 
     .section .text.head, "ax"
     .global _start
+    .type   _start, %function
 _start:
     b       primary_entry               // code0
     .long   0                           // code1
@@ -39,6 +40,8 @@ _start:
     .ascii  "ARM\x64"                   // magic
     .long   0                           // res5
 
+    .size   _start, . - _start
+    .type   primary_entry, %function
 primary_entry:
     mov     x19, x0
     adr     x20, _start
@@ -200,10 +203,12 @@ dcache_inval_range:
 boot_park:
     wfe
     b       boot_park
+    .size   primary_entry, . - primary_entry
 
     .ltorg
 
     .section .text.boot, "ax"
+    .type   boot_virtual_entry, %function
 boot_virtual_entry:
     ldr     x9, =__boot_stack_top
     mov     sp, x9
@@ -218,6 +223,7 @@ boot_virtual_entry:
     bl      levitate_boot_main
 5:  wfe
     b       5b
+    .size   boot_virtual_entry, . - boot_virtual_entry
 
     .ltorg
 

@@ -23,6 +23,7 @@
     .section .text.vectors, "ax"
     .balign 0x800
     .global exception_vectors
+    .type   exception_vectors, %function
 exception_vectors:
     VECTOR 0        // current EL with SP_EL0: synchronous
     VECTOR 1        //                         IRQ
@@ -41,6 +42,8 @@ exception_vectors:
     VECTOR 14       //                         FIQ
     VECTOR 15       //                         SError
 
+    .size   exception_vectors, . - exception_vectors
+    .type   trap_entry, %function
 trap_entry:
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
@@ -131,3 +134,4 @@ trap_entry:
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
+    .size   trap_entry, . - trap_entry
