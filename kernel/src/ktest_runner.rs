@@ -15,7 +15,8 @@ use levitate_hal::ktest::registered;
 const NONE: usize = usize::MAX;
 static CURRENT: AtomicUsize = AtomicUsize::new(NONE);
 
-/// Runs every registered test, prints the summary and ends the run.
+/// Runs every registered test, prints the summary and ends the run. Only the `ktest` build
+/// registers tests; the normal build never calls this.
 pub fn run() -> ! {
     let tests = registered();
     println!("ktest: running {} tests", tests.len());

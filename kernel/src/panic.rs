@@ -27,11 +27,13 @@ impl Write for PanicWriter {
 
 /// The stacks a backtrace may walk.
 fn stacks() -> [core::ops::Range<u64>; 1] {
+    // One stack today; per-CPU and thread stacks join this list when they exist.
     extern "C" {
         static __boot_stack_bottom: u8;
         static __boot_stack_top: u8;
     }
     // boot.S symbols bracketing the boot stack; only their addresses are used.
+    #[allow(clippy::single_range_in_vec_init)]
     [
         core::ptr::addr_of!(__boot_stack_bottom) as u64
             ..core::ptr::addr_of!(__boot_stack_top) as u64,
@@ -67,7 +69,6 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         let _ = writeln!(out, "\nnested panic: {}", info.message());
         power::exit_failure(power::EXIT_PANIC);
     }
-    #[cfg(feature = "ktest")]
     crate::ktest_runner::report_panic(&mut out);
     let _ = writeln!(out, "\nKERNEL PANIC: {}", info.message());
     if let Some(loc) = info.location() {

@@ -62,7 +62,7 @@ ktest!(
         );
         let table = table.unwrap();
         kassert!(table.len() > 100);
-        let addr = crate::levitate_boot_main as usize as u64;
+        let addr = crate::levitate_boot_main as *const () as u64;
         kassert_eq!(table.lookup(addr).map(|s| s.0), Some("levitate_boot_main"));
         kassert_eq!(table.lookup(addr + 4).map(|s| s.1), Some(4));
         Ok(())
@@ -85,7 +85,7 @@ ktest!(
 
 ktest!(
     fn kernel_runs_at_link_address_with_mmio_mapped_as_device() -> KtestResult {
-        let here = kernel_runs_at_link_address_with_mmio_mapped_as_device as usize as u64;
+        let here = kernel_runs_at_link_address_with_mmio_mapped_as_device as *const () as u64;
         kassert!(here >= levitate_hal::layout::KIMAGE_VBASE);
         let t = early::translate(VirtAddr::new(here));
         kassert!(t.is_some(), "kernel text is not mapped");

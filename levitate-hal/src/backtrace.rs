@@ -22,7 +22,7 @@ pub fn walk(
         let inside = stacks
             .iter()
             .any(|s| fp >= s.start && fp.checked_add(16).is_some_and(|end| end <= s.end));
-        if fp == 0 || fp % 16 != 0 || !inside {
+        if fp == 0 || !fp.is_multiple_of(16) || !inside {
             break;
         }
         let next = read(fp);
@@ -41,6 +41,7 @@ pub fn walk(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

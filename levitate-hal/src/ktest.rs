@@ -25,6 +25,8 @@ pub struct KtestFailure {
 }
 
 /// The text of a failure, kept allocation-free so tests can run before the heap exists.
+// Failures are rare and must not need the heap, so the values are stored inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum KtestMessage {
     /// A static description.

@@ -68,7 +68,7 @@ fn ensure_program(program: &str, probe: &[&str], package: &str) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .is_ok_and(|s| s.success());
-    if !(update_ok && install_ok) || !succeeds(Command::new(program).args(probe)) {
+    if !(update_ok && install_ok && succeeds(Command::new(program).args(probe))) {
         bail!("installing {package} failed; run: {cmd}");
     }
     Ok(())

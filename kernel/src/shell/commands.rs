@@ -3,6 +3,7 @@
 use super::{CmdError, Command};
 use crate::{devicetree, power, println};
 use alloc::format;
+use alloc::string::ToString;
 use levitate_mm::dtb::tree;
 
 /// Every command, in `help` order.
@@ -24,6 +25,12 @@ pub static COMMANDS: &[Command] = &[
         args: "",
         help: "device tree: model, memory, reserved memory, chosen",
         run: dtb,
+    },
+    Command {
+        name: "heap",
+        args: "",
+        help: "kernel heap: size, used, free",
+        run: heap,
     },
     Command {
         name: "poweroff",
@@ -63,7 +70,7 @@ fn help(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     for c in COMMANDS {
         let synopsis = if c.args.is_empty() {
-            format!("{}", c.name)
+            c.name.to_string()
         } else {
             format!("{} {}", c.name, c.args)
         };
@@ -78,25 +85,20 @@ fn version(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// Formats a byte count as the largest exact binary unit, else KiB/MiB with one decimal.
+/// Formats a byte count: exact in the largest binary unit that divides it, else with one
+/// decimal in the largest unit it reaches.
 pub fn human_size(bytes: u64) -> alloc::string::String {
-    const UNITS: [(&str, u64); 4] = [
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("B", 1),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
-            return format!("{} {unit}", bytes / size);
-        }
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    if let Some((unit, size)) = UNITS
+        .iter()
+        .find(|(_, s)| bytes >= *s && bytes.is_multiple_of(*s))
+    {
+        return format!("{} {unit}", bytes / size);
     }
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            return format!("{:.1} {unit}", bytes as f64 / size as f64);
-        }
+    match UNITS.iter().find(|(_, s)| bytes >= *s) {
+        Some((unit, size)) => format!("{:.1} {unit}", bytes as f64 / *size as f64),
+        None => format!("{bytes} B"),
     }
-    format!("{bytes} B")
 }
 
 fn be_number(value: &[u8]) -> Option<u64> {
@@ -239,6 +241,17 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
             }
         }
     }
+    Ok(())
+}
+
+fn heap(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let (size, used, free) = crate::heap::stats();
+    println!(
+        "heap: size {}, used {used} bytes, free {free} bytes",
+        human_size(size as u64)
+    );
+    println!("      (a fixed arena for now; the buddy allocator makes it grow on demand)");
     Ok(())
 }
 

@@ -44,7 +44,7 @@ pub struct TrapKind(pub u64);
 impl TrapKind {
     /// Synchronous exception (fault, BRK, SVC ...).
     pub fn is_sync(self) -> bool {
-        self.0 % 4 == 0
+        self.0.is_multiple_of(4)
     }
     /// SError: an asynchronous abort, usually a bus error.
     pub fn is_serror(self) -> bool {

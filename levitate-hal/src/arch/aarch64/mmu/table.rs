@@ -74,7 +74,7 @@ pub fn map(
     size: u64,
     attrs: Attributes,
 ) -> Result<(), MapError> {
-    if !va.is_aligned(PAGE_SIZE) || !pa.is_aligned(PAGE_SIZE) || size % PAGE_SIZE != 0 {
+    if !va.is_aligned(PAGE_SIZE) || !pa.is_aligned(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned { va, pa, size });
     }
     let last = va.checked_add(size.saturating_sub(1)).unwrap_or(va);
@@ -148,14 +148,14 @@ pub fn translate(
         return None;
     }
     let mut table_pa = root;
-    for level in 0..4 {
+    for (level, &level_size) in LEVEL_SIZE.iter().enumerate() {
         let entry = access.table(table_pa)[index(va.as_u64(), level)];
         match descriptor::decode(entry, level) {
             Decoded::Invalid => return None,
             Decoded::Table(next) if level < 3 => table_pa = next,
             Decoded::Table(_) => return None,
             Decoded::Leaf(base, attrs) => {
-                let offset = va.as_u64() & (LEVEL_SIZE[level] - 1);
+                let offset = va.as_u64() & (level_size - 1);
                 return Some(Translation {
                     pa: base + offset,
                     attrs,
