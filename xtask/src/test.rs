@@ -260,6 +260,22 @@ fn dump_qemu_dtb(dir: &Path) -> Result<Vec<u8>> {
     Ok(std::fs::read(&path)?)
 }
 
+/// A minimal "bootloader": an arm64 Image that QEMU enters with x0 = DTB and that jumps to
+/// `target`, where `-device loader` put the real kernel. It proves the kernel's early code
+/// runs wherever it is loaded, not only at QEMU's own address.
+fn relocating_stub(target: u64) -> Vec<u8> {
+    let mut img = vec![0u8; 0x50];
+    let mut put32 = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put32(0x00, 0x1400_0010); // b +0x40
+    put32(0x40, 0x5800_0050); // ldr x16, #8   (the literal below)
+    put32(0x44, 0xd61f_0200); // br x16        (x0-x3 untouched)
+    img[0x10..0x18].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
+    img[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K, anywhere
+    img[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    img[0x48..0x50].copy_from_slice(&target.to_le_bytes());
+    img
+}
+
 /// Replaces every occurrence of `from` with `to` (same length) in a blob.
 fn patch_bytes(blob: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len(), "patches keep the blob's layout");
@@ -415,6 +431,38 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
             },
         ),
     );
+
+    for (label, base, el2) in [
+        ("0x50000000", 0x5000_0000u64, false),
+        ("0x7e000000 at EL2", 0x7e00_0000, true),
+    ] {
+        let stub = work.join("relocating-stub.img");
+        std::fs::write(&stub, relocating_stub(base))?;
+        let opts = RunOptions {
+            el2,
+            extra: vec![format!(
+                "loader,file={},addr={base:#x},force-raw=on",
+                image.display()
+            )
+            .into()],
+            ..RunOptions::default()
+        };
+        let mut opts = opts;
+        opts.extra.insert(0, "-device".into());
+        let out = boot(&stub, &opts, "poweroff\n")?;
+        let want = format!("image at {base:#x}");
+        tally.record(
+            &format!("kernel loaded at {label} by another bootloader"),
+            check(
+                &out,
+                &Expect {
+                    code: 0,
+                    contains: &[&want, "levitate> "],
+                    absent: &[],
+                },
+            ),
+        );
+    }
 
     let qemu_dtb = dump_qemu_dtb(work)?;
     let no_stdout = work.join("virt-no-stdout-path.dtb");
