@@ -8,4 +8,7 @@
 extern crate std;
 
 pub mod addr;
+pub mod cpio;
 pub mod dtb;
+pub mod memmap;
+pub mod region;

@@ -45,9 +45,11 @@
 //!   `skip_current_node` (used by `find_node`, `children`) accepts a NOP only directly before
 //!   `FDT_END_NODE`, and `assert!`s (panics) if a property or child follows one. `all_nodes`
 //!   stops early, without an error, at a NOP between properties or before `FDT_END_NODE`.
-//!   dtc never emits NOPs; libfdt's `fdt_nop_property`/`fdt_nop_node` do. NOPs before the root
-//!   node and after it closes are harmless and allowed. (If real firmware ever produces
-//!   in-tree NOPs, compact them in a copy first.)
+//!   NOPs before the root node and after it closes are harmless and allowed. dtc never emits
+//!   NOPs, but real firmware does: libfdt's `fdt_nop_property`/`fdt_nop_node` leave them, and
+//!   QEMU (`-dtb`), U-Boot and Android boot loaders use those to delete nodes. Such a blob
+//!   passes [`check_relaxed`], the same check with NOPs allowed anywhere a token may start,
+//!   and [`super::pack`] copies it without the NOPs into a blob that passes [`check`].
 //! * **Properties before children** ([`FdtError::PropertyAfterChild`]). Required by §5.4.2;
 //!   `skip_current_node` panics otherwise.
 //! * **Depth at most [`MAX_DEPTH`]** ([`FdtError::TooDeep`]). `all_nodes` keeps parents in a
@@ -322,6 +324,9 @@ pub enum FdtError {
     },
     /// A `/memory*` or `/cpus/cpu*` node without `reg` (offset of its `FDT_BEGIN_NODE`).
     MissingReg { offset: u32 },
+    /// The output buffer given to [`super::pack::pack_into`] holds `got` bytes, but the packed
+    /// blob needs `needed`.
+    OutputTooSmall { needed: usize, got: usize },
 }
 
 impl fmt::Display for FdtError {
@@ -536,6 +541,10 @@ impl fmt::Display for FdtError {
                 f,
                 "memory or cpu node at struct offset {offset:#x} has no \"reg\" property"
             ),
+            OutputTooSmall { needed, got } => write!(
+                f,
+                "output buffer of {got} bytes is too small for the {needed}-byte packed blob"
+            ),
         }
     }
 }
@@ -562,7 +571,51 @@ pub fn total_size(first_bytes: &[u8]) -> Result<usize, FdtError> {
 /// Checks the whole blob (see the module docs for the rules) and returns its header.
 ///
 /// `blob` may be longer than `totalsize`. Only the first `totalsize` bytes are examined.
+/// If this returns `Ok`, the blob is safe to hand to the `fdt` crate.
 pub fn check(blob: &[u8]) -> Result<Header, FdtError> {
+    let layout = layout(blob)?;
+    walk_struct(layout.structure, &layout.strings, Mode::Strict, |_| {})?;
+    Ok(layout.header)
+}
+
+/// [`check`], except that `FDT_NOP` tokens are allowed anywhere a token may start: inside
+/// nodes, between properties and child nodes, as well as before the root node and after it.
+/// Devicetree Specification v0.4 §5.4.1 says an `FDT_NOP` "will be ignored by any program
+/// parsing the device tree", and libfdt-based boot loaders (and QEMU with `-dtb`) leave them
+/// where they deleted properties or nodes.
+///
+/// A blob that passes only this check is **not** safe for the `fdt` crate (see the module
+/// docs). Copy it with [`super::pack::pack_into`] first, which removes the NOPs.
+pub fn check_relaxed(blob: &[u8]) -> Result<Header, FdtError> {
+    let layout = layout(blob)?;
+    walk_struct(layout.structure, &layout.strings, Mode::AllowNops, |_| {})?;
+    Ok(layout.header)
+}
+
+/// Which `FDT_NOP` tokens the structure walk accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Only before the root node and after it closes ([`check`]): safe for `fdt`.
+    Strict,
+    /// Anywhere a token may start ([`check_relaxed`], [`super::pack`]).
+    AllowNops,
+}
+
+/// A blob whose header and block layout are valid: everything [`check`] verifies before it
+/// walks the structure block.
+pub(crate) struct Layout<'a> {
+    pub(crate) header: Header,
+    /// The memory reservation map, up to and including its `(0, 0)` terminator.
+    pub(crate) rsvmap: &'a [u8],
+    /// The structure block, exactly `size_dt_struct` bytes.
+    pub(crate) structure: &'a [u8],
+    /// The strings block, checked to be UTF-8.
+    pub(crate) strings: Strings<'a>,
+}
+
+/// Checks the header and the placement of the three blocks (§5.2, §5.3, §5.6) and the
+/// strings block's encoding, and returns the blocks.
+pub(crate) fn layout(blob: &[u8]) -> Result<Layout<'_>, FdtError> {
     if blob.len() < HEADER_SIZE {
         return Err(FdtError::BufferTooShort {
             len: blob.len(),
@@ -636,9 +689,12 @@ pub fn check(blob: &[u8]) -> Result<Header, FdtError> {
         }
     }
 
-    let strings = Strings::new(&blob[strings])?;
-    walk_struct(&blob[structure], &strings)?;
-    Ok(header)
+    Ok(Layout {
+        header,
+        rsvmap: &blob[rsvmap],
+        structure: &blob[structure],
+        strings: Strings::new(&blob[strings])?,
+    })
 }
 
 /// Reads a big-endian `u32` at `off`, or `None` if it does not fit.
@@ -714,7 +770,7 @@ fn rsvmap_range(
 }
 
 /// The strings block (§5.5), with what we need to check each name offset in O(1).
-struct Strings<'a> {
+pub(crate) struct Strings<'a> {
     bytes: &'a [u8],
     /// Index of the last NUL. A name at `nameoff` is terminated iff `nameoff <= last_nul`.
     last_nul: Option<usize>,
@@ -733,6 +789,11 @@ impl<'a> Strings<'a> {
             bytes,
             last_nul: bytes.iter().rposition(|&b| b == 0),
         })
+    }
+
+    /// The whole block.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
     }
 
     /// Checks the name at `nameoff` for the property at struct offset `offset`, and returns the
@@ -804,8 +865,20 @@ enum Phase {
     AfterRoot,
 }
 
-/// Walks the structure block token by token (§5.4). `s` is exactly the block.
-fn walk_struct(s: &[u8], strings: &Strings<'_>) -> Result<(), FdtError> {
+/// Walks the structure block token by token (§5.4). `s` is exactly the block. `mode` says
+/// where `FDT_NOP` may appear.
+///
+/// Every token except `FDT_NOP`, up to and including `FDT_END`, is passed to `emit` once it
+/// has been checked, in order, with its operands and padding (a node's name, a property's
+/// length, name offset and value). Concatenated, they form the structure block without NOPs
+/// and without the bytes after `FDT_END`. Returns their total length. If the walk fails,
+/// `emit` has seen only part of the block.
+pub(crate) fn walk_struct(
+    s: &[u8],
+    strings: &Strings<'_>,
+    mode: Mode,
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, FdtError> {
     let mut levels = [DEFAULT_LEVEL; MAX_DEPTH];
     let mut depth = 0usize; // number of open nodes; levels[depth - 1] is the innermost
     let mut phase = Phase::BeforeRoot;
@@ -814,6 +887,7 @@ fn walk_struct(s: &[u8], strings: &Strings<'_>) -> Result<(), FdtError> {
     let mut after_child = false; // a child has closed, so no more properties may follow
     let mut has_reg = false;
     let mut off = 0usize;
+    let mut kept = 0usize; // bytes passed to `emit`
 
     loop {
         let tok_off = off as u32;
@@ -827,6 +901,8 @@ fn walk_struct(s: &[u8], strings: &Strings<'_>) -> Result<(), FdtError> {
         off += 4;
         match (phase, token) {
             (Phase::BeforeRoot | Phase::AfterRoot, FDT_NOP) => {}
+            // §5.4.1: a NOP carries no data and does not change the walk's state.
+            (Phase::InTree, FDT_NOP) if mode == Mode::AllowNops => {}
             (Phase::InTree, FDT_NOP) => return Err(FdtError::NopInsideNode { offset: tok_off }),
             (Phase::BeforeRoot, FDT_BEGIN_NODE) => {
                 let name = node_name(s, &mut off, tok_off)?;
@@ -913,7 +989,7 @@ fn walk_struct(s: &[u8], strings: &Strings<'_>) -> Result<(), FdtError> {
                     depth: depth as u32,
                 });
             }
-            (Phase::AfterRoot, FDT_END) => return Ok(()),
+            (Phase::AfterRoot, FDT_END) => {}
             (Phase::BeforeRoot, FDT_END_NODE | FDT_PROP | FDT_END) => {
                 return Err(FdtError::RootNotFirst {
                     offset: tok_off,
@@ -932,6 +1008,18 @@ fn walk_struct(s: &[u8], strings: &Strings<'_>) -> Result<(), FdtError> {
                     token,
                 })
             }
+        }
+        if token != FDT_NOP {
+            // The padding after a name or value may reach past the block's end; then the
+            // next token read fails, so the walk ends with an error and skipping is harmless.
+            if let Some(bytes) = s.get(tok_off as usize..off) {
+                kept += bytes.len();
+                emit(bytes);
+            }
+        }
+        // Every other arm returns an error on FDT_END.
+        if token == FDT_END {
+            return Ok(kept);
         }
     }
 }
@@ -1057,7 +1145,7 @@ fn check_property(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::string::ToString;
     use std::vec::Vec;
@@ -1065,46 +1153,46 @@ mod tests {
     /// A tiny FDT writer for tests: header, memory reservation map, structure block and
     /// strings block, laid out as dtc does.
     #[derive(Default)]
-    struct Builder {
-        rsv: Vec<(u64, u64)>,
-        structure: Vec<u8>,
-        strings: Vec<u8>,
+    pub(crate) struct Builder {
+        pub(crate) rsv: Vec<(u64, u64)>,
+        pub(crate) structure: Vec<u8>,
+        pub(crate) strings: Vec<u8>,
     }
 
     impl Builder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self::default()
         }
 
-        fn token(&mut self, t: u32) -> &mut Self {
+        pub(crate) fn token(&mut self, t: u32) -> &mut Self {
             self.structure.extend_from_slice(&t.to_be_bytes());
             self
         }
 
-        fn begin(&mut self, name: &str) -> &mut Self {
+        pub(crate) fn begin(&mut self, name: &str) -> &mut Self {
             self.begin_raw(name.as_bytes())
         }
 
-        fn begin_raw(&mut self, name: &[u8]) -> &mut Self {
+        pub(crate) fn begin_raw(&mut self, name: &[u8]) -> &mut Self {
             self.token(FDT_BEGIN_NODE);
             self.structure.extend_from_slice(name);
             self.structure.push(0);
             self.pad()
         }
 
-        fn end_node(&mut self) -> &mut Self {
+        pub(crate) fn end_node(&mut self) -> &mut Self {
             self.token(FDT_END_NODE)
         }
 
-        fn nop(&mut self) -> &mut Self {
+        pub(crate) fn nop(&mut self) -> &mut Self {
             self.token(FDT_NOP)
         }
 
-        fn end(&mut self) -> &mut Self {
+        pub(crate) fn end(&mut self) -> &mut Self {
             self.token(FDT_END)
         }
 
-        fn pad(&mut self) -> &mut Self {
+        pub(crate) fn pad(&mut self) -> &mut Self {
             while !self.structure.len().is_multiple_of(4) {
                 self.structure.push(0);
             }
@@ -1112,7 +1200,7 @@ mod tests {
         }
 
         /// Adds `name` to the strings block (reusing an existing copy) and returns its offset.
-        fn string(&mut self, name: &str) -> u32 {
+        pub(crate) fn string(&mut self, name: &str) -> u32 {
             let mut needle = name.as_bytes().to_vec();
             needle.push(0);
             if let Some(pos) = self.strings.windows(needle.len()).position(|w| w == needle) {
@@ -1123,23 +1211,23 @@ mod tests {
             pos
         }
 
-        fn prop(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        pub(crate) fn prop(&mut self, name: &str, value: &[u8]) -> &mut Self {
             let nameoff = self.string(name);
             self.prop_raw(value.len() as u32, nameoff, value)
         }
 
-        fn prop_u32(&mut self, name: &str, v: u32) -> &mut Self {
+        pub(crate) fn prop_u32(&mut self, name: &str, v: u32) -> &mut Self {
             self.prop(name, &v.to_be_bytes())
         }
 
-        fn prop_raw(&mut self, len: u32, nameoff: u32, value: &[u8]) -> &mut Self {
+        pub(crate) fn prop_raw(&mut self, len: u32, nameoff: u32, value: &[u8]) -> &mut Self {
             self.token(FDT_PROP).token(len).token(nameoff);
             self.structure.extend_from_slice(value);
             self.pad()
         }
 
         /// Header offsets dtc would use: map at 40, structure after it, strings last.
-        fn build(&self) -> Vec<u8> {
+        pub(crate) fn build(&self) -> Vec<u8> {
             let off_rsv = HEADER_SIZE;
             let off_struct = off_rsv + (self.rsv.len() + 1) * RSV_ENTRY_SIZE;
             let off_strings = off_struct + self.structure.len();
@@ -1170,7 +1258,7 @@ mod tests {
     }
 
     /// An open root node with the usual properties, ready for more properties or children.
-    fn open_root() -> Builder {
+    pub(crate) fn open_root() -> Builder {
         let mut b = Builder::new();
         b.begin("")
             .prop_u32("#address-cells", 2)
@@ -1180,7 +1268,7 @@ mod tests {
     }
 
     /// Adds a memory node, then closes the root and the structure block.
-    fn finish(mut b: Builder) -> Vec<u8> {
+    pub(crate) fn finish(mut b: Builder) -> Vec<u8> {
         b.begin("memory@40000000")
             .prop("device_type", b"memory\0")
             .prop(

@@ -2,4 +2,5 @@
 //! else (in particular the `fdt` crate) is allowed to parse it.
 
 pub mod check;
+pub mod pack;
 pub mod tree;

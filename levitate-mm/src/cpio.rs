@@ -1,0 +1,1 @@
+//! CPIO newc archive reader for the initramfs (in progress).

@@ -1,0 +1,1 @@
+//! The physical memory map built from the device tree (in progress).
