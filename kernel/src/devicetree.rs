@@ -3,17 +3,19 @@
 
 use core::fmt;
 use fdt::Fdt;
-use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
+use levitate_hal::arch::aarch64::mmu::{early, MapError};
 use levitate_hal::arch::aarch64::psci::Conduit;
 use levitate_hal::drivers::pl011::{self, Pl011};
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::dtb::check::{self, FdtError};
+use levitate_mm::dtb::pack;
 use levitate_mm::dtb::tree::{self, Located};
 use spin::Once;
 
-/// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and must not
-/// exceed 2 megabytes in size."
-const MAX_DTB_SIZE: usize = 2 << 20;
+/// booting.rst says the blob "must not exceed 2 megabytes in size", but QEMU's `-dtb` path grows
+/// a 1 MiB tree to just over 2 MiB (fdt_open_into with slack), so accept up to 8 MiB: a sanity
+/// bound on the header's `totalsize`, not the protocol's.
+const MAX_DTB_SIZE: usize = 8 << 20;
 
 /// Why the device tree cannot be used.
 #[derive(Debug)]
@@ -49,15 +51,19 @@ impl fmt::Display for DtbError {
 
 /// The checked device tree.
 pub struct DeviceTree {
-    /// The blob, mapped in the linear window.
+    /// The packed copy the kernel parses (heap, NOPs removed, checked).
     pub blob: &'static [u8],
-    /// Its physical address.
+    /// Physical address of the bootloader's blob.
     pub phys: PhysAddr,
+    /// Size of the bootloader's blob (its header's `totalsize`).
+    pub original_size: usize,
 }
 
 static DT: Once<DeviceTree> = Once::new();
 
-/// Maps the blob at `pa`, checks its structure and keeps it for `get`.
+/// Maps the bootloader's blob at `pa`, checks its structure, and keeps a packed copy (NOP
+/// tokens removed: QEMU and libfdt-based bootloaders NOP out nodes they edit, and the fdt
+/// crate cannot parse them) for `get`.
 pub fn init(pa: PhysAddr) -> Result<&'static DeviceTree, DtbError> {
     if pa.as_u64() == 0 {
         return Err(DtbError::Missing);
@@ -65,9 +71,9 @@ pub fn init(pa: PhysAddr) -> Result<&'static DeviceTree, DtbError> {
     if !pa.is_aligned(8) {
         return Err(DtbError::Misaligned(pa));
     }
-    // Map the page holding the header first, learn the size, then map the rest.
+    // Map the page holding the header first to learn the size, then the whole blob.
     let first_len = PAGE_SIZE - pa.page_offset();
-    let va = early::map_linear(pa, first_len, Attributes::KERNEL_RO).map_err(DtbError::Map)?;
+    let va = early::map_boot_window(pa, first_len).map_err(DtbError::Map)?;
     // SAFETY: `va` maps `first_len` readable bytes of the blob (just mapped, read-only, never
     // unmapped); the header needs at most 40 of them.
     let head = unsafe { core::slice::from_raw_parts(va.as_u64() as *const u8, first_len as usize) };
@@ -75,19 +81,19 @@ pub fn init(pa: PhysAddr) -> Result<&'static DeviceTree, DtbError> {
     if size > MAX_DTB_SIZE {
         return Err(DtbError::TooLarge(size));
     }
-    if size as u64 > first_len {
-        early::map_linear(
-            pa + first_len,
-            size as u64 - first_len,
-            Attributes::KERNEL_RO,
-        )
-        .map_err(DtbError::Map)?;
-    }
+    let va = early::map_boot_window(pa, size as u64).map_err(DtbError::Map)?;
     // SAFETY: `[va, va + size)` is now mapped read-only for the kernel's lifetime and nothing
     // writes to the blob.
-    let blob = unsafe { core::slice::from_raw_parts(va.as_u64() as *const u8, size) };
-    check::check(blob).map_err(DtbError::Corrupt)?;
-    Ok(DT.call_once(|| DeviceTree { blob, phys: pa }))
+    let original = unsafe { core::slice::from_raw_parts(va.as_u64() as *const u8, size) };
+    let packed_len = pack::packed_size(original).map_err(DtbError::Corrupt)?;
+    let mut copy = alloc::vec![0u8; packed_len];
+    pack::pack_into(original, &mut copy).map_err(DtbError::Corrupt)?;
+    let blob: &'static [u8] = alloc::boxed::Box::leak(copy.into_boxed_slice());
+    Ok(DT.call_once(|| DeviceTree {
+        blob,
+        phys: pa,
+        original_size: size,
+    }))
 }
 
 /// The device tree. Panics if called before `init` succeeded (a boot-order bug).

@@ -5,6 +5,7 @@
 //! 0xffff_8000_0000_0000 .. 0xffff_8100_0000_0000  kernel heap (grows on demand; memory issues)
 //! 0xffff_a000_0000_0000 .. 0xffff_a100_0000_0000  kernel stacks with guard pages
 //! 0xffff_f000_0000_0000 .. 0xffff_f100_0000_0000  MMIO window (ioremap), Device-nGnRE
+//! 0xffff_f100_0000_0000 .. 0xffff_f200_0000_0000  boot window: the bootloader's device tree
 //! 0xffff_ffff_8000_0000 .. + image size            kernel image (linker.ld: KIMAGE_VBASE)
 //! ```
 //! The lower half (TTBR0) holds only the boot identity map and is switched off once the kernel
@@ -24,6 +25,10 @@ pub const STACKS_BASE: u64 = 0xffff_a000_0000_0000;
 pub const MMIO_BASE: u64 = 0xffff_f000_0000_0000;
 /// Size of the MMIO window.
 pub const MMIO_SIZE: u64 = 0x0000_0100_0000_0000;
+/// Start of the boot window (read-only views of boot-time data outside the linear map).
+pub const BOOT_WINDOW_BASE: u64 = 0xffff_f100_0000_0000;
+/// Size of the boot window.
+pub const BOOT_WINDOW_SIZE: u64 = 0x0000_0100_0000_0000;
 /// Link address of the kernel image (must match linker.ld and boot.S).
 pub const KIMAGE_VBASE: u64 = 0xffff_ffff_8000_0000;
 
@@ -61,6 +66,7 @@ mod tests {
             (HEAP_BASE, 0x100_0000_0000),
             (STACKS_BASE, 0x100_0000_0000),
             (MMIO_BASE, MMIO_SIZE),
+            (BOOT_WINDOW_BASE, BOOT_WINDOW_SIZE),
         ];
         for (i, a) in regions.iter().enumerate() {
             for b in &regions[i + 1..] {

@@ -61,7 +61,11 @@ impl Region {
 
     /// Shrunk to whole pages (RAM: never claim a partial page).
     pub fn page_inward(&self) -> Region {
-        let start = self.base.as_u64().div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
+        let start = self
+            .base
+            .as_u64()
+            .div_ceil(PAGE_SIZE)
+            .saturating_mul(PAGE_SIZE);
         let end = self.end() / PAGE_SIZE * PAGE_SIZE;
         Region::from_bounds(start, end)
     }

@@ -6,12 +6,14 @@
 //! cargo xtask test  [--quick]
 //! cargo xtask build [--release] [--ktest]
 //! cargo xtask gdb   [--release]
+//! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 //! ```
 
 mod deps;
 mod gdb;
 mod image;
 mod kernel;
+// mod memmap; (enabled with levitate-mm::memmap)
 mod qemu;
 mod test;
 
@@ -45,6 +47,7 @@ commands:
   test    host unit tests, then in-kernel tests and shell checks in a QEMU matrix
   build   build the kernel Image without running it
   gdb     attach gdb-multiarch to a kernel started with `cargo xtask run --gdb`
+  memmap  print the physical memory map a device tree describes (the kernel's own code)
   help    this text
 
 run options:
@@ -61,6 +64,7 @@ run options:
   -- ARGS           pass the remaining arguments to QEMU
 
 build options:   --release, --ktest (the in-kernel test build)
+memmap:          cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 test options:    --quick (skip the QEMU matrix except the default configuration)
 ";
 
@@ -92,6 +96,7 @@ fn run_cli() -> Result<ExitCode> {
         "test" => test::run(&mut parser),
         "build" => kernel::build_cli(&mut parser),
         "gdb" => gdb::run(&mut parser),
+        // "memmap" => memmap::run(&mut parser),
         "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub gdb: bool,
     /// Extra QEMU arguments.
     pub extra: Vec<OsString>,
+    /// stdin is a terminal (not a pipe).
+    pub interactive: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +51,7 @@ impl Default for RunOptions {
             release: false,
             gdb: false,
             extra: Vec::new(),
+            interactive: false,
         }
     }
 }
@@ -90,7 +93,10 @@ impl RunOptions {
     /// Parses `run`'s arguments: flags, then optionally `--` and arguments for QEMU.
     pub fn parse(args: Vec<OsString>) -> Result<Self> {
         use lexopt::Arg::Long;
-        let mut o = Self::default();
+        let mut o = Self {
+            interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            ..Self::default()
+        };
         let (ours, qemu) = match args.iter().position(|a| a == "--") {
             Some(i) => (args[..i].to_vec(), args[i + 1..].to_vec()),
             None => (args, Vec::new()),
@@ -145,6 +151,17 @@ impl RunOptions {
         s
     }
 
+    /// Console wiring. A terminal gets `-nographic` (serial and monitor multiplexed, Ctrl-A X
+    /// quits). A pipe gets the serial port alone: QEMU's multiplexer drops input beyond its
+    /// 32-byte buffer when the guest reads slower than the pipe writes, a direct backend waits.
+    fn console_args(&self) -> Vec<&'static str> {
+        if self.interactive {
+            vec!["-nographic"]
+        } else {
+            vec!["-display", "none", "-monitor", "none", "-serial", "stdio"]
+        }
+    }
+
     /// The QEMU command for `image`.
     pub fn command(&self, image: &Path) -> Command {
         let mut machine = String::from("virt");
@@ -158,7 +175,8 @@ impl RunOptions {
         cmd.args(["-M", &machine, "-cpu", &self.cpu])
             .args(["-m", &format!("{}M", self.mem_mib)])
             .args(["-smp", &self.smp.to_string()])
-            .args(["-nographic", "-no-reboot"])
+            .args(self.console_args())
+            .args(["-no-reboot"])
             .args(["-semihosting-config", "enable=on,target=native"])
             .arg("-kernel")
             .arg(image)

@@ -120,22 +120,30 @@ impl Pl011 {
         }
     }
 
-    /// Enables the UART for 8N1 with FIFOs, keeping the bootloader's baud rate.
+    /// Makes the UART usable without disturbing what the bootloader set up.
+    ///
+    /// An enabled UART (the bootloader printed through it) keeps its baud rate, framing and FIFO
+    /// setting; only the transmitter and receiver are switched on. A disabled one gets 8N1
+    /// framing, still without toggling FEN: changing FEN resets the receive FIFO, and on QEMU
+    /// a character that lands in that instant is replaced by a stale one.
     pub fn init(&mut self) {
-        self.flush();
+        // Characters typed (or piped) before the kernel got here.
         while self.early_len < FIFO_DEPTH && !self.regs.FR.is_set(FR::RXFE) {
             self.early_rx[self.early_len] = self.regs.DR.read(DR::DATA) as u8;
             self.early_len += 1;
         }
-        self.regs.CR.modify(CR::UARTEN::CLEAR);
-        self.regs
-            .LCR_H
-            .write(LCR_H::WLEN::EightBit + LCR_H::FEN::SET);
+        if !self.regs.CR.is_set(CR::UARTEN) {
+            let fifo = self.regs.LCR_H.read(LCR_H::FEN);
+            self.regs
+                .LCR_H
+                .write(LCR_H::WLEN::EightBit + LCR_H::FEN.val(fifo));
+        }
+        // Polled driver: no interrupts wanted.
         self.regs.IMSC.set(0);
         self.regs.ICR.write(ICR::ALL::SET);
         self.regs
             .CR
-            .write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+            .modify(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
     }
 }
 

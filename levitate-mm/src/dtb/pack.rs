@@ -96,18 +96,24 @@ pub fn pack_into(blob: &[u8], out: &mut [u8]) -> Result<Header, FdtError> {
     // strict check at the end would catch any mismatch.
     let mut at = place.structure;
     let struct_out = &mut out[..place.strings];
-    check::walk_struct(layout.structure, &layout.strings, Mode::AllowNops, |bytes| {
-        if let Some(dst) = struct_out.get_mut(at..at + bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
-        at += bytes.len();
-    })?;
+    check::walk_struct(
+        layout.structure,
+        &layout.strings,
+        Mode::AllowNops,
+        |bytes| {
+            if let Some(dst) = struct_out.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+            at += bytes.len();
+        },
+    )?;
     debug_assert_eq!(at, place.strings);
 
-    out[place.rsvmap..place.structure].copy_from_slice(layout.rsvmap);
-    out[place.strings..].copy_from_slice(layout.strings.bytes());
+    let rsvmap_end = place.rsvmap + layout.rsvmap.len();
     out[HEADER_SIZE..place.rsvmap].fill(0);
-    out[place.rsvmap + layout.rsvmap.len()..place.structure].fill(0);
+    out[place.rsvmap..rsvmap_end].copy_from_slice(layout.rsvmap);
+    out[rsvmap_end..place.structure].fill(0);
+    out[place.strings..].copy_from_slice(layout.strings.bytes());
 
     // Every size is at most the original's `totalsize`, a u32, so the casts are lossless.
     let header = [
@@ -174,7 +180,10 @@ mod tests {
         let mut out = vec![0xa5; size + 7];
         let header = pack_into(blob, &mut out).unwrap();
         assert_eq!(header.totalsize as usize, size);
-        assert!(out[size..].iter().all(|&b| b == 0xa5), "wrote past the copy");
+        assert!(
+            out[size..].iter().all(|&b| b == 0xa5),
+            "wrote past the copy"
+        );
         out.truncate(size);
         assert_eq!(check::check(&out), Ok(header));
         out
@@ -209,7 +218,10 @@ mod tests {
             b.end_node();
             b.begin("memory@40000000")
                 .prop("device_type", b"memory\0")
-                .prop("reg", &[0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0])
+                .prop(
+                    "reg",
+                    &[0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0],
+                )
                 .end_node();
             nop(&mut b, 1); // before the root's FDT_END_NODE
             b.end_node();
@@ -243,9 +255,18 @@ mod tests {
         let paths: Vec<_> = nodes.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
-            ["/", "/chosen", "/soc", "/soc/uart@9000000", "/memory@40000000"]
+            [
+                "/",
+                "/chosen",
+                "/soc",
+                "/soc/uart@9000000",
+                "/memory@40000000"
+            ]
         );
-        assert_eq!(nodes[1].1, [("bootargs".into(), b"console=ttyAMA0\0".to_vec())]);
+        assert_eq!(
+            nodes[1].1,
+            [("bootargs".into(), b"console=ttyAMA0\0".to_vec())]
+        );
         assert_eq!(rsv, [(0x8000_0000, 0x1000)]);
         assert_eq!(check::check(&packed).unwrap().boot_cpuid_phys, 3);
         // Packing a packed blob changes nothing.
@@ -379,8 +400,10 @@ mod tests {
             b.begin("grandchild").end_node().end_node();
             let node_end = b.structure.len();
             b.begin("kept").prop("y", &[4]).end_node();
-            for (keep, range) in [(keep_prop, prop_at..prop_end), (keep_node, node_at..node_end)]
-            {
+            for (keep, range) in [
+                (keep_prop, prop_at..prop_end),
+                (keep_node, node_at..node_end),
+            ] {
                 if !keep {
                     for word in b.structure[range].chunks_mut(4) {
                         word.copy_from_slice(&NOP.to_be_bytes());

@@ -5,15 +5,16 @@
 
 use super::descriptor::Attributes;
 use super::table::{self, MapError, TableAccess, ENTRIES};
-use crate::layout::{self, KIMAGE_VBASE, MMIO_BASE, MMIO_SIZE};
+use crate::layout::{self, BOOT_WINDOW_BASE, BOOT_WINDOW_SIZE, KIMAGE_VBASE, MMIO_BASE, MMIO_SIZE};
 use aarch64_cpu::registers::TTBR1_EL1;
 use core::cell::UnsafeCell;
 use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use spin::Mutex;
 
-/// Tables in the static pool: enough for the DTB (up to 2 MiB in pages), a few MMIO windows
-/// and the first linear mappings.
-const POOL_TABLES: usize = 24;
+/// Tables in the static pool (512 KiB): the DTB (up to 2 MiB in pages), MMIO windows, and the
+/// linear map of RAM, where every range edge that is not 2 MiB aligned (around no-map
+/// regions, say) costs a page table. The buddy issue replaces this pool.
+const POOL_TABLES: usize = 128;
 
 #[repr(C, align(4096))]
 struct Pool(UnsafeCell<[[u64; ENTRIES]; POOL_TABLES]>);
@@ -33,6 +34,8 @@ struct EarlyMapper {
     used: usize,
     /// Next free address in the MMIO window.
     mmio_next: u64,
+    /// Next free address in the boot window.
+    boot_next: u64,
 }
 
 /// Interrupts are masked during early boot and the lock is held only around table edits, so
@@ -91,6 +94,7 @@ pub fn init(image_phys: PhysAddr) {
         image_size: image_size(),
         used: 0,
         mmio_next: MMIO_BASE,
+        boot_next: BOOT_WINDOW_BASE,
     });
 }
 
@@ -134,6 +138,39 @@ pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr
         table::map(m, root, va_start, start, end - start, attrs)
     })?;
     Ok(va_start + (pa - start))
+}
+
+/// Maps physical `[pa, pa + size)` read-only into the boot window (outside the linear map, so
+/// the linear map can later cover the same RAM with blocks) and returns the address of `pa`.
+pub fn map_boot_window(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
+    let start = pa.align_down(PAGE_SIZE);
+    let end = pa
+        .checked_add(size)
+        .and_then(|e| e.checked_align_up(PAGE_SIZE))
+        .ok_or(MapError::Misaligned {
+            va: VirtAddr::new(0),
+            pa,
+            size,
+        })?;
+    let len = end - start;
+    with_mapper(|m| {
+        if m.boot_next + len > BOOT_WINDOW_BASE + BOOT_WINDOW_SIZE {
+            return Err(MapError::OutOfTables);
+        }
+        let va = VirtAddr::new(m.boot_next);
+        let root = m.root();
+        table::map(m, root, va, start, len, Attributes::KERNEL_RO)?;
+        m.boot_next += len + PAGE_SIZE;
+        Ok(va + (pa - start))
+    })
+}
+
+/// How many pool tables are in use, and how many exist.
+pub fn pool_usage() -> (usize, usize) {
+    MAPPER
+        .lock()
+        .as_ref()
+        .map_or((0, POOL_TABLES), |m| (m.used, POOL_TABLES))
 }
 
 /// Maps device registers at physical `[pa, pa + size)` into the MMIO window as Device-nGnRE

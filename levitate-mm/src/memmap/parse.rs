@@ -1,0 +1,302 @@
+//! Decoding the device tree into the map: RAM from the memory nodes (Devicetree Specification
+//! v0.4, 3.4), reservations from the memory reservation block (5.3), `/reserved-memory` (3.5,
+//! with reserved-memory.yaml) and `/chosen`, in the order Linux makes them on arm64.
+//!
+//! Property values come from firmware: every length and cell size is checked, and a value
+//! that cannot be decoded is a [`Warning`], never a panic. `reg` values are decoded with
+//! [`tree::reg_entries`] rather than the `fdt` crate's `reg()`/`memory()`, some of which panic.
+
+use super::fixed::FixedVec;
+use super::source::{AllocRanges, DynamicRequest, KnownRegions, Reservation, Source};
+use super::warning::{Problem, Warning};
+use super::{MemMapError, MemoryMap, MAX_DYNAMIC};
+use crate::addr::PhysAddr;
+use crate::dtb::tree;
+use crate::region::Region;
+use fdt::node::FdtNode;
+
+/// The first string of a property value (2.2.4.2: NUL-terminated), as Linux's `strcmp` on
+/// the raw value sees it. Bytes need not be UTF-8: we only compare them.
+fn first_string(value: &[u8]) -> &[u8] {
+    value.split(|&b| b == 0).next().unwrap_or(value)
+}
+
+/// Whether the node is enabled. Absent `status` means okay (spec 2.3.4). Anything but "okay"
+/// or "ok", including a value that is not a string, means not available, as Linux's
+/// `of_fdt_device_is_available` reads it.
+fn is_okay(node: &FdtNode<'_, '_>) -> bool {
+    node.property("status")
+        .is_none_or(|p| matches!(first_string(p.value), b"okay" | b"ok"))
+}
+
+/// Whether `name` is `base` with or without a unit address.
+fn is_named(name: &str, base: &str) -> bool {
+    name.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+}
+
+/// Whether both cell sizes can describe a 64-bit physical range.
+fn cells_ok(address_cells: usize, size_cells: usize) -> bool {
+    (1..=2).contains(&address_cells) && (1..=2).contains(&size_cells)
+}
+
+/// A single number stored as one or two cells (4 or 8 bytes, big-endian).
+fn number(value: &[u8]) -> Option<u64> {
+    match *value {
+        [a, b, c, d] => Some(u64::from(u32::from_be_bytes([a, b, c, d]))),
+        [a, b, c, d, e, f, g, h] => Some(u64::from_be_bytes([a, b, c, d, e, f, g, h])),
+        _ => None,
+    }
+}
+
+/// Bytes past the last whole `(address, size)` entry of a `reg`-like value.
+fn trailing_bytes(value: &[u8], address_cells: usize, size_cells: usize) -> usize {
+    value.len() % ((address_cells + size_cells) * 4)
+}
+
+/// A raw `(address, size)` entry as a region, not yet clipped at 2^64 (the map clips and warns).
+fn raw_region(base: u64, size: u64) -> Region {
+    Region {
+        base: PhysAddr::new(base),
+        size,
+    }
+}
+
+/// Fills an empty `map` from the tree (see the module docs of `memmap` for the rules).
+pub(super) fn fill<'a>(
+    map: &mut MemoryMap<'a>,
+    fdt: &fdt::Fdt<'a>,
+    known: &KnownRegions,
+) -> Result<(), MemMapError> {
+    let root = tree::Located::root(fdt).ok_or(MemMapError::NoMemory)?.node;
+
+    // 3.4: memory nodes are children of the root, whose cell sizes their `reg` uses. Like
+    // Linux (early_init_dt_scan_memory), only the root's children are looked at.
+    let (address_cells, size_cells) = tree::child_cell_sizes(&root);
+    for node in root.children().filter(|n| is_okay(n) && is_memory(n)) {
+        add_memory_node(map, node, address_cells, size_cells)?;
+    }
+    map.finish_memory()?;
+
+    // Linux's arm64 order: kernel and initrd (arm64_memblock_init), then the blob's own
+    // reservations and the blob itself, then /reserved-memory (early_init_fdt_scan_reserved_mem).
+    if let Some(kernel) = known.kernel {
+        map.add_reservation(Reservation::new(kernel, "kernel", Source::Kernel))?;
+    }
+    if let Some(chosen) = root.children().find(|n| is_named(n.name, "chosen")) {
+        add_initrd(map, chosen)?;
+    }
+    if let Some(dtb) = known.dtb {
+        map.add_reservation(Reservation::new(dtb, "dtb", Source::Dtb))?;
+    }
+    for entry in fdt.memory_reservations() {
+        // 5.3: the fdt crate hands the 64-bit address out as a pointer; it is a physical
+        // address, and pointers are 64 bits on every target we build.
+        let region = raw_region(entry.address() as usize as u64, entry.size() as u64);
+        map.add_reservation(Reservation::new(region, "/memreserve/", Source::MemReserve))?;
+    }
+
+    // 3.5: static children are reserved as they come; dynamic ones wait until everything
+    // static is in, then are placed in tree order.
+    let mut dynamic = FixedVec::<DynamicRequest<'a>, MAX_DYNAMIC>::new(DynamicRequest::new("", 0));
+    if let Some(parent) = root
+        .children()
+        .find(|n| is_named(n.name, "reserved-memory"))
+    {
+        let (address_cells, size_cells) = tree::child_cell_sizes(&parent);
+        for child in parent.children().filter(is_okay) {
+            if let Some(request) = add_reserved_child(map, child, address_cells, size_cells)? {
+                dynamic.push(request).map_err(|_| MemMapError::TooMany {
+                    what: "dynamic reserved-memory nodes",
+                    capacity: MAX_DYNAMIC,
+                })?;
+            }
+        }
+    }
+    for request in dynamic.as_slice() {
+        map.place_dynamic(request)?;
+    }
+    map.finish()
+}
+
+/// Whether the node says `device_type = "memory"`.
+fn is_memory(node: &FdtNode<'_, '_>) -> bool {
+    node.property("device_type")
+        .is_some_and(|p| first_string(p.value) == b"memory")
+}
+
+fn add_memory_node<'a>(
+    map: &mut MemoryMap<'a>,
+    node: FdtNode<'_, 'a>,
+    address_cells: usize,
+    size_cells: usize,
+) -> Result<(), MemMapError> {
+    let name = node.name;
+    let bad = |problem| Warning::BadMemoryNode {
+        node: name,
+        problem,
+    };
+    let Some(reg) = node.property("reg") else {
+        map.warn(bad(Problem::Missing { property: "reg" }));
+        return Ok(());
+    };
+    if !cells_ok(address_cells, size_cells) {
+        map.warn(bad(Problem::CellSizes {
+            address_cells,
+            size_cells,
+        }));
+        return Ok(());
+    }
+    let bytes = trailing_bytes(reg.value, address_cells, size_cells);
+    if bytes != 0 {
+        map.warn(bad(Problem::TrailingBytes {
+            property: "reg",
+            bytes,
+        }));
+    }
+    for (base, size) in tree::reg_entries(reg.value, address_cells, size_cells) {
+        map.add_memory(raw_region(base, size), name)?;
+    }
+    Ok(())
+}
+
+/// `/chosen` `linux,initrd-start`/`linux,initrd-end`: each one or two cells.
+fn add_initrd(map: &mut MemoryMap<'_>, chosen: FdtNode<'_, '_>) -> Result<(), MemMapError> {
+    const START: &str = "linux,initrd-start";
+    const END: &str = "linux,initrd-end";
+    let problem = match (chosen.property(START), chosen.property(END)) {
+        (None, None) => return Ok(()),
+        (Some(_), None) => Problem::Unpaired {
+            present: START,
+            missing: END,
+        },
+        (None, Some(_)) => Problem::Unpaired {
+            present: END,
+            missing: START,
+        },
+        (Some(s), Some(e)) => match (number(s.value), number(e.value)) {
+            (None, _) => Problem::BadLength {
+                property: START,
+                len: s.value.len(),
+            },
+            (_, None) => Problem::BadLength {
+                property: END,
+                len: e.value.len(),
+            },
+            (Some(start), Some(end)) if end <= start => Problem::EmptyRange { start, end },
+            (Some(start), Some(end)) => {
+                let region = Region::from_bounds(start, end);
+                return map.add_reservation(Reservation::new(region, "initrd", Source::Initrd));
+            }
+        },
+    };
+    map.warn(Warning::BadInitrd { problem });
+    Ok(())
+}
+
+/// One `/reserved-memory` child: a static one is reserved now; a dynamic one is returned for
+/// placement once everything static is in.
+fn add_reserved_child<'a>(
+    map: &mut MemoryMap<'a>,
+    node: FdtNode<'_, 'a>,
+    address_cells: usize,
+    size_cells: usize,
+) -> Result<Option<DynamicRequest<'a>>, MemMapError> {
+    let name = node.name;
+    let bad = |problem| Warning::BadReservedMemoryNode {
+        node: name,
+        problem,
+    };
+    let no_map = node.property("no-map").is_some();
+    let reusable = node.property("reusable").is_some();
+    let cells_problem = Problem::CellSizes {
+        address_cells,
+        size_cells,
+    };
+
+    // A node with `reg` is static, even if it also has `size` (Linux ignores `size` then).
+    if let Some(reg) = node.property("reg") {
+        if !cells_ok(address_cells, size_cells) {
+            map.warn(bad(cells_problem));
+            return Ok(None);
+        }
+        let bytes = trailing_bytes(reg.value, address_cells, size_cells);
+        if bytes != 0 {
+            map.warn(bad(Problem::TrailingBytes {
+                property: "reg",
+                bytes,
+            }));
+        }
+        for (base, size) in tree::reg_entries(reg.value, address_cells, size_cells) {
+            map.add_reservation(Reservation {
+                region: raw_region(base, size),
+                name,
+                source: Source::ReservedMemory,
+                no_map,
+                reusable,
+            })?;
+        }
+        return Ok(None);
+    }
+
+    let Some(size) = node.property("size") else {
+        // `iommu-addresses` alone reserves IO virtual addresses, not physical memory.
+        if node.property("iommu-addresses").is_none() {
+            map.warn(Warning::NoRegOrSize { node: name });
+        }
+        return Ok(None);
+    };
+    // reserved-memory.yaml: `size` and `alignment` are uint32 or uint64 ("based on parent's
+    // #size-cells"); either length is unambiguous, so both are accepted.
+    let Some(size_value) = number(size.value) else {
+        map.warn(bad(Problem::BadLength {
+            property: "size",
+            len: size.value.len(),
+        }));
+        return Ok(None);
+    };
+    let alignment = match node.property("alignment") {
+        None => 0,
+        Some(p) => match number(p.value) {
+            Some(a) => a,
+            None => {
+                // Placing it with the wrong alignment could break its device; Linux refuses
+                // the node too.
+                map.warn(bad(Problem::BadLength {
+                    property: "alignment",
+                    len: p.value.len(),
+                }));
+                return Ok(None);
+            }
+        },
+    };
+    let alloc_ranges = match node.property("alloc-ranges") {
+        None => AllocRanges::Anywhere,
+        Some(p) => {
+            if !cells_ok(address_cells, size_cells) {
+                map.warn(bad(cells_problem));
+                return Ok(None);
+            }
+            let bytes = trailing_bytes(p.value, address_cells, size_cells);
+            if bytes != 0 {
+                map.warn(bad(Problem::TrailingBytes {
+                    property: "alloc-ranges",
+                    bytes,
+                }));
+            }
+            AllocRanges::Cells {
+                value: p.value,
+                address_cells,
+                size_cells,
+            }
+        }
+    };
+    Ok(Some(DynamicRequest {
+        name,
+        size: size_value,
+        alignment,
+        alloc_ranges,
+        no_map,
+        reusable,
+    }))
+}

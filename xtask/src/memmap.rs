@@ -1,0 +1,251 @@
+//! `cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]`: the
+//! kernel's own memory-map code (levitate-mm) run on a device tree file.
+
+use crate::{bail, Result};
+use levitate_mm::addr::PhysAddr;
+use levitate_mm::dtb::pack;
+use levitate_mm::mem_map::{self, Placement, PAGE_STRUCT_SIZE};
+use levitate_mm::memmap::{KnownRegions, MemoryMap};
+use levitate_mm::region::Region;
+use levitate_mm::report::{Size, Table};
+use lexopt::ValueExt;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]";
+
+fn parse_u64(s: &str, what: &str) -> Result<u64> {
+    let t = s.trim().replace('_', "");
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    parsed.map_err(|_| crate::Error(format!("bad {what} `{s}`: expected a number such as 0x40200000")))
+}
+
+struct Options {
+    dtb: PathBuf,
+    json: bool,
+    svg: Option<PathBuf>,
+    kernel: Option<Region>,
+    dtb_base: Option<u64>,
+}
+
+fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
+    use lexopt::Arg::{Long, Value};
+    let (mut dtb, mut json, mut svg, mut kernel, mut dtb_base) = (None, false, None, None, None);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("json") => json = true,
+            Long("svg") => svg = Some(PathBuf::from(parser.value()?)),
+            Long("kernel") => {
+                let v = parser.value()?.string()?;
+                let Some((base, size)) = v.split_once(':') else {
+                    bail!("bad --kernel `{v}`: expected BASE:SIZE, e.g. 0x40200000:0x200000");
+                };
+                kernel = Some(Region::new(
+                    PhysAddr::new(parse_u64(base, "--kernel base")?),
+                    parse_u64(size, "--kernel size")?,
+                ));
+            }
+            Long("dtb-base") => dtb_base = Some(parse_u64(&parser.value()?.string()?, "--dtb-base")?),
+            Value(v) if dtb.is_none() => dtb = Some(PathBuf::from(v)),
+            other => bail!("{} ({USAGE})", other.unexpected()),
+        }
+    }
+    let Some(dtb) = dtb else { bail!("no device tree given ({USAGE})") };
+    Ok(Options { dtb, json, svg, kernel, dtb_base })
+}
+
+/// `cargo xtask memmap`.
+pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
+    let o = parse(parser)?;
+    let blob = std::fs::read(&o.dtb).map_err(|e| format!("cannot read {}: {e}", o.dtb.display()))?;
+    let size = pack::packed_size(&blob).map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
+    let mut packed = vec![0u8; size];
+    pack::pack_into(&blob, &mut packed).map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
+    let fdt = fdt::Fdt::new(&packed).map_err(|e| format!("{}: {e:?}", o.dtb.display()))?;
+    let known = KnownRegions {
+        dtb: o.dtb_base.map(|b| Region::new(PhysAddr::new(b), blob.len() as u64)),
+        kernel: o.kernel,
+    };
+    let mut map = MemoryMap::from_fdt(&fdt, &known).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
+    let placement = mem_map::place(&mut map).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
+    if let Err(e) = map.validate() {
+        bail!("{}: memory map invariant broken: {e:?}", o.dtb.display());
+    }
+    if o.json {
+        println!("{}", json(&map, &placement));
+    } else {
+        print!("{}", Table { map: &map, mem_map: Some(&placement) });
+    }
+    if let Some(path) = &o.svg {
+        std::fs::write(path, svg(&map, &placement))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if !o.json {
+            println!("picture: {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn ranges(list: &[Region]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|r| format!("{{\"base\":{},\"size\":{}}}", r.base.as_u64(), r.size))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// The map as one JSON object (integers as JSON numbers).
+pub fn json(map: &MemoryMap<'_>, placement: &Placement) -> String {
+    let reserved: Vec<String> = map
+        .reserved()
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"base\":{},\"size\":{},\"name\":{},\"source\":{},\"no_map\":{},\"reusable\":{}}}",
+                r.region.base.as_u64(),
+                r.region.size,
+                json_str(r.name),
+                json_str(r.source.as_str()),
+                r.no_map,
+                r.reusable
+            )
+        })
+        .collect();
+    let warnings: Vec<String> = map.warnings().iter().map(|w| json_str(&w.to_string())).collect();
+    format!(
+        "{{\"memory\":{},\"reserved\":[{}],\"usable\":{},\"mem_map\":{{\"base\":{},\"size\":{},\"frames\":{},\"bytes_per_frame\":{}}},\"warnings\":[{}]}}",
+        ranges(map.memory()),
+        reserved.join(","),
+        ranges(map.usable()),
+        placement.region.base.as_u64(),
+        placement.region.size,
+        placement.layout.frames(),
+        PAGE_STRUCT_SIZE,
+        warnings.join(",")
+    )
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The physical map drawn to scale: one bar per RAM range (each to its own scale, so a 36 GiB
+/// hole does not squash everything), usable in green, reservations in red (no-map) or orange,
+/// the mem_map in blue, labels under the bar.
+pub fn svg(map: &MemoryMap<'_>, placement: &Placement) -> String {
+    const W: f64 = 1000.0;
+    const LEFT: f64 = 20.0;
+    const BAR: f64 = 36.0;
+    let mut body = String::new();
+    let mut y = 40.0;
+    for ram in map.memory() {
+        let scale = W / ram.size as f64;
+        let x_of = |a: u64| LEFT + (a.saturating_sub(ram.base.as_u64())) as f64 * scale;
+        let width = |r: &Region| (r.intersect(ram).size as f64 * scale).max(1.0);
+        let _ = writeln!(
+            body,
+            r##"<text x="{LEFT}" y="{}" class="title">RAM {:#x}-{:#x} ({})</text>"##,
+            y - 8.0,
+            ram.base.as_u64(),
+            ram.end() - 1,
+            Size(ram.size)
+        );
+        let _ = writeln!(body, r##"<rect x="{LEFT}" y="{y}" width="{W}" height="{BAR}" fill="#ddd" stroke="#333"/>"##);
+        for u in map.usable().iter().filter(|u| u.overlaps(ram)) {
+            let _ = writeln!(
+                body,
+                r##"<rect x="{:.1}" y="{y}" width="{:.1}" height="{BAR}" fill="#7c7"><title>usable {:#x}-{:#x} ({})</title></rect>"##,
+                x_of(u.base.as_u64()),
+                width(u),
+                u.base.as_u64(),
+                u.end() - 1,
+                Size(u.size)
+            );
+        }
+        let mut label_y = y + BAR + 14.0;
+        for r in map.reserved().iter().filter(|r| r.region.overlaps(ram)) {
+            let colour = if r.source.as_str() == "mem_map" {
+                "#48c"
+            } else if r.no_map {
+                "#d44"
+            } else {
+                "#e93"
+            };
+            let x = x_of(r.region.base.as_u64().max(ram.base.as_u64()));
+            let _ = writeln!(
+                body,
+                r##"<rect x="{x:.1}" y="{y}" width="{:.1}" height="{BAR}" fill="{colour}"><title>{} ({}) {:#x}-{:#x} {}</title></rect>"##,
+                width(&r.region),
+                xml(r.name),
+                r.source.as_str(),
+                r.region.base.as_u64(),
+                r.region.end() - 1,
+                Size(r.region.size)
+            );
+            let _ = writeln!(
+                body,
+                r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}"/><text x="{:.1}" y="{label_y}" class="label">{} {}</text>"##,
+                y + BAR,
+                label_y - 4.0,
+                x + 2.0,
+                xml(r.name),
+                Size(r.region.size)
+            );
+            label_y += 12.0;
+        }
+        y = label_y + 40.0;
+    }
+    let _ = writeln!(
+        body,
+        r##"<text x="{LEFT}" y="{y}" class="label">green usable, orange reserved, red no-map, blue mem_map ({}, {} frames); each bar is one RAM range to its own scale</text>"##,
+        Size(placement.region.size),
+        placement.layout.frames()
+    );
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="monospace">
+<style>.title {{ font-size: 13px; font-weight: bold }} .label {{ font-size: 10px }}</style>
+<rect width="100%" height="100%" fill="white"/>
+{body}</svg>
+"##,
+        W + 2.0 * LEFT,
+        y + 20.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+
+    #[test]
+    fn numbers_in_hex_or_decimal() {
+        assert_eq!(parse_u64("0x4020_0000", "x").unwrap(), 0x4020_0000);
+        assert_eq!(parse_u64("4096", "x").unwrap(), 4096);
+        assert!(parse_u64("zz", "x").is_err());
+    }
+}
