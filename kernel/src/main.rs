@@ -13,8 +13,10 @@ mod bootargs;
 mod console;
 mod devicetree;
 mod heap;
+mod initramfs;
 mod ktest_runner;
 mod logger;
+mod memory;
 mod panic;
 mod power;
 mod shell;
@@ -26,6 +28,7 @@ use levitate_hal::arch::aarch64::mmu::early;
 use levitate_hal::arch::aarch64::{cpu, semihosting, timer};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
+use levitate_mm::region::Region;
 use spin::Once;
 
 /// What boot learnt about the machine.
@@ -139,6 +142,12 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
         Some(c) => log::info!("PSCI via {c:?}"),
         None => log::warn!("no PSCI in the device tree: poweroff and reboot will fail"),
     }
+
+    let image = Region::new(image_phys, early::image_size());
+    if let Err(e) = memory::init(dt, image) {
+        boot_failure(format_args!("memory: {e}"));
+    }
+    initramfs::init();
 
     // The test build runs the suites and powers off; both builds compile both paths.
     if cfg!(feature = "ktest") {

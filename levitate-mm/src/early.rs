@@ -88,7 +88,8 @@ pub fn alloc<'a>(
             largest,
         });
     };
-    map.reserve(region, name, source).map_err(EarlyAllocError::Map)?;
+    map.reserve(region, name, source)
+        .map_err(EarlyAllocError::Map)?;
     Ok(region)
 }
 
@@ -103,8 +104,14 @@ mod tests {
     #[test]
     fn first_fit_respects_alignment_and_limit() {
         let usable = [r(0x1000, 0x3000), r(0x10_0000, 0x40_0000)];
-        assert_eq!(find_first_fit(&usable, 0x1000, 0x1000, u64::MAX), Some(r(0x1000, 0x2000)));
-        assert_eq!(find_first_fit(&usable, 0x3000, 0x1000, u64::MAX), Some(r(0x10_0000, 0x10_3000)));
+        assert_eq!(
+            find_first_fit(&usable, 0x1000, 0x1000, u64::MAX),
+            Some(r(0x1000, 0x2000))
+        );
+        assert_eq!(
+            find_first_fit(&usable, 0x3000, 0x1000, u64::MAX),
+            Some(r(0x10_0000, 0x10_3000))
+        );
         assert_eq!(
             find_first_fit(&usable, 0x1000, 0x20_0000, u64::MAX),
             Some(r(0x20_0000, 0x20_1000))

@@ -10,8 +10,8 @@ extern crate std;
 pub mod addr;
 pub mod cpio;
 pub mod dtb;
-// pub mod early; (enabled once memmap lands)
-// pub mod mem_map;
+pub mod early;
+pub mod mem_map;
 pub mod memmap;
 pub mod region;
-// pub mod report;
+pub mod report;

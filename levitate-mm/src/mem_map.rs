@@ -49,7 +49,10 @@ impl Page {
 
 /// Bytes of metadata per frame.
 pub const PAGE_STRUCT_SIZE: u64 = core::mem::size_of::<Page>() as u64;
-const _: () = assert!(core::mem::size_of::<Page>() <= 16, "struct Page must stay within 16 bytes");
+const _: () = assert!(
+    core::mem::size_of::<Page>() <= 16,
+    "struct Page must stay within 16 bytes"
+);
 
 /// Most separate usable ranges the section table holds.
 pub const MAX_SECTIONS: usize = 256;
@@ -216,10 +219,21 @@ mod tests {
         assert_eq!(l.index_of(PhysAddr::new(0x4000_0000).pfn()), Some(0));
         assert_eq!(l.index_of(PhysAddr::new(0x4020_0000).pfn()), None, "hole");
         assert_eq!(l.index_of(PhysAddr::new(0x4040_0000).pfn()), Some(512));
-        assert_eq!(l.index_of(PhysAddr::new(0x3fff_f000).pfn()), None, "below RAM");
-        assert_eq!(l.index_of(PhysAddr::new(0x8_8000_4000).pfn()), None, "past the end");
+        assert_eq!(
+            l.index_of(PhysAddr::new(0x3fff_f000).pfn()),
+            None,
+            "below RAM"
+        );
+        assert_eq!(
+            l.index_of(PhysAddr::new(0x8_8000_4000).pfn()),
+            None,
+            "past the end"
+        );
         assert_eq!(l.pfn_of(l.frames()), None);
-        assert_eq!(l.pfn_of(l.frames() - 1), Some(PhysAddr::new(0x8_8000_3000).pfn()));
+        assert_eq!(
+            l.pfn_of(l.frames() - 1),
+            Some(PhysAddr::new(0x8_8000_3000).pfn())
+        );
     }
 
     proptest! {

@@ -6,8 +6,8 @@ use crate::memmap::MemoryMap;
 use crate::region::Region;
 use core::fmt;
 
-/// A byte count in binary units: exact in the largest unit that divides it ("2 MiB"), else
-/// with one decimal in the largest unit it reaches ("1.5 GiB").
+/// A byte count in the largest binary unit it reaches: exact when that unit divides it
+/// ("2 MiB"), else with one decimal, rounded down ("1.5 GiB", "226.3 MiB").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
 
@@ -22,12 +22,17 @@ impl fmt::Display for Size {
         let b = self.0;
         let text_width = f.width();
         let mut buf = Buf::default();
-        let r = if let Some((unit, size)) = UNITS.iter().find(|(_, s)| b >= *s && b.is_multiple_of(*s)) {
-            fmt::write(&mut buf, format_args!("{} {unit}", b / size))
-        } else if let Some((unit, size)) = UNITS.iter().find(|(_, s)| b >= *s) {
-            // One decimal without floating point: tenths, rounded down.
-            let tenths = u128::from(b) * 10 / u128::from(*size);
-            fmt::write(&mut buf, format_args!("{}.{} {unit}", tenths / 10, tenths % 10))
+        let r = if let Some((unit, size)) = UNITS.iter().find(|(_, s)| b >= *s) {
+            if b.is_multiple_of(*size) {
+                fmt::write(&mut buf, format_args!("{} {unit}", b / size))
+            } else {
+                // One decimal without floating point: tenths, rounded down.
+                let tenths = u128::from(b) * 10 / u128::from(*size);
+                fmt::write(
+                    &mut buf,
+                    format_args!("{}.{} {unit}", tenths / 10, tenths % 10),
+                )
+            }
         } else {
             fmt::write(&mut buf, format_args!("{b} B"))
         };
@@ -72,7 +77,13 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.0;
         let last = r.end().saturating_sub(1).max(r.base.as_u64());
-        write!(f, "{:#014x}-{:#014x} {:>10}", r.base.as_u64(), last, Size(r.size))
+        write!(
+            f,
+            "{:#014x}-{:#014x} {:>10}",
+            r.base.as_u64(),
+            last,
+            Size(r.size)
+        )
     }
 }
 
@@ -97,7 +108,13 @@ impl fmt::Display for Table<'_, '_> {
             writeln!(f, "  (none)")?;
         }
         for r in map.reserved() {
-            write!(f, "  {}  {:<15} {}", Span(r.region), r.source.as_str(), r.name)?;
+            write!(
+                f,
+                "  {}  {:<15} {}",
+                Span(r.region),
+                r.source.as_str(),
+                r.name
+            )?;
             if r.no_map {
                 write!(f, " [no-map]")?;
             }
@@ -157,7 +174,8 @@ mod tests {
         assert_eq!(format!("{}", Size(1 << 30)), "1 GiB");
         assert_eq!(format!("{}", Size(128 << 20)), "128 MiB");
         assert_eq!(format!("{}", Size(0x1800)), "6 KiB");
-        assert_eq!(format!("{}", Size(1536 << 20)), "1536 MiB");
+        assert_eq!(format!("{}", Size(1536 << 20)), "1.5 GiB");
+        assert_eq!(format!("{}", Size(231_828 << 10)), "226.3 MiB");
         assert_eq!(format!("{}", Size((3 << 29) + 512)), "1.5 GiB");
         assert_eq!(format!("{}", Size(7)), "7 B");
         assert_eq!(format!("{}", Size(0)), "0 B");

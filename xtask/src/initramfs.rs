@@ -10,7 +10,7 @@ use crate::{bail, Result};
 use levitate_mm::cpio::{S_IFDIR, S_IFLNK, S_IFREG, TRAILER};
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Archives are padded with zeros to a multiple of this, like GNU cpio's default block size.
 const BLOCK: usize = 512;
@@ -466,4 +466,13 @@ mod tests {
         let archive = Archive::new(&bytes).unwrap();
         assert_eq!(archive.find("README").unwrap().kind(), Kind::File);
     }
+}
+
+/// Packs the workspace's `initramfs/` folder into `target/initramfs.cpio` (rewritten only when
+/// its contents change) and returns the archive's path.
+pub fn default_archive() -> Result<PathBuf> {
+    let root = crate::workspace_root();
+    let out = root.join("target").join("initramfs.cpio");
+    write_archive(&root.join("initramfs"), &out)?;
+    Ok(out)
 }

@@ -12,8 +12,9 @@
 mod deps;
 mod gdb;
 mod image;
+mod initramfs;
 mod kernel;
-// mod memmap; (enabled with levitate-mm::memmap)
+mod memmap;
 mod qemu;
 mod test;
 
@@ -96,7 +97,7 @@ fn run_cli() -> Result<ExitCode> {
         "test" => test::run(&mut parser),
         "build" => kernel::build_cli(&mut parser),
         "gdb" => gdb::run(&mut parser),
-        // "memmap" => memmap::run(&mut parser),
+        "memmap" => memmap::run(&mut parser),
         "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

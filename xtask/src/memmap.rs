@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]";
+const USAGE: &str =
+    "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]";
 
 fn parse_u64(s: &str, what: &str) -> Result<u64> {
     let t = s.trim().replace('_', "");
@@ -21,7 +22,11 @@ fn parse_u64(s: &str, what: &str) -> Result<u64> {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => t.parse(),
     };
-    parsed.map_err(|_| crate::Error(format!("bad {what} `{s}`: expected a number such as 0x40200000")))
+    parsed.map_err(|_| {
+        crate::Error(format!(
+            "bad {what} `{s}`: expected a number such as 0x40200000"
+        ))
+    })
 }
 
 struct Options {
@@ -49,28 +54,44 @@ fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
                     parse_u64(size, "--kernel size")?,
                 ));
             }
-            Long("dtb-base") => dtb_base = Some(parse_u64(&parser.value()?.string()?, "--dtb-base")?),
+            Long("dtb-base") => {
+                dtb_base = Some(parse_u64(&parser.value()?.string()?, "--dtb-base")?)
+            }
             Value(v) if dtb.is_none() => dtb = Some(PathBuf::from(v)),
             other => bail!("{} ({USAGE})", other.unexpected()),
         }
     }
-    let Some(dtb) = dtb else { bail!("no device tree given ({USAGE})") };
-    Ok(Options { dtb, json, svg, kernel, dtb_base })
+    let Some(dtb) = dtb else {
+        bail!("no device tree given ({USAGE})")
+    };
+    Ok(Options {
+        dtb,
+        json,
+        svg,
+        kernel,
+        dtb_base,
+    })
 }
 
 /// `cargo xtask memmap`.
 pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     let o = parse(parser)?;
-    let blob = std::fs::read(&o.dtb).map_err(|e| format!("cannot read {}: {e}", o.dtb.display()))?;
-    let size = pack::packed_size(&blob).map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
+    let blob =
+        std::fs::read(&o.dtb).map_err(|e| format!("cannot read {}: {e}", o.dtb.display()))?;
+    let size = pack::packed_size(&blob)
+        .map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
     let mut packed = vec![0u8; size];
-    pack::pack_into(&blob, &mut packed).map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
+    pack::pack_into(&blob, &mut packed)
+        .map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
     let fdt = fdt::Fdt::new(&packed).map_err(|e| format!("{}: {e:?}", o.dtb.display()))?;
     let known = KnownRegions {
-        dtb: o.dtb_base.map(|b| Region::new(PhysAddr::new(b), blob.len() as u64)),
+        dtb: o
+            .dtb_base
+            .map(|b| Region::new(PhysAddr::new(b), blob.len() as u64)),
         kernel: o.kernel,
     };
-    let mut map = MemoryMap::from_fdt(&fdt, &known).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
+    let mut map =
+        MemoryMap::from_fdt(&fdt, &known).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
     let placement = mem_map::place(&mut map).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
     if let Err(e) = map.validate() {
         bail!("{}: memory map invariant broken: {e:?}", o.dtb.display());
@@ -78,7 +99,13 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     if o.json {
         println!("{}", json(&map, &placement));
     } else {
-        print!("{}", Table { map: &map, mem_map: Some(&placement) });
+        print!(
+            "{}",
+            Table {
+                map: &map,
+                mem_map: Some(&placement)
+            }
+        );
     }
     if let Some(path) = &o.svg {
         std::fs::write(path, svg(&map, &placement))
@@ -132,7 +159,11 @@ pub fn json(map: &MemoryMap<'_>, placement: &Placement) -> String {
             )
         })
         .collect();
-    let warnings: Vec<String> = map.warnings().iter().map(|w| json_str(&w.to_string())).collect();
+    let warnings: Vec<String> = map
+        .warnings()
+        .iter()
+        .map(|w| json_str(&w.to_string()))
+        .collect();
     format!(
         "{{\"memory\":{},\"reserved\":[{}],\"usable\":{},\"mem_map\":{{\"base\":{},\"size\":{},\"frames\":{},\"bytes_per_frame\":{}}},\"warnings\":[{}]}}",
         ranges(map.memory()),
@@ -147,7 +178,10 @@ pub fn json(map: &MemoryMap<'_>, placement: &Placement) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The physical map drawn to scale: one bar per RAM range (each to its own scale, so a 36 GiB
@@ -171,7 +205,10 @@ pub fn svg(map: &MemoryMap<'_>, placement: &Placement) -> String {
             ram.end() - 1,
             Size(ram.size)
         );
-        let _ = writeln!(body, r##"<rect x="{LEFT}" y="{y}" width="{W}" height="{BAR}" fill="#ddd" stroke="#333"/>"##);
+        let _ = writeln!(
+            body,
+            r##"<rect x="{LEFT}" y="{y}" width="{W}" height="{BAR}" fill="#ddd" stroke="#333"/>"##
+        );
         for u in map.usable().iter().filter(|u| u.overlaps(ram)) {
             let _ = writeln!(
                 body,

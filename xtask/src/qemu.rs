@@ -23,7 +23,7 @@ pub struct RunOptions {
     pub gic: Option<u8>,
     /// Device tree to pass instead of QEMU's own.
     pub dtb: Option<PathBuf>,
-    /// initrd to pass.
+    /// initrd to pass; `run` packs `initramfs/` when none is given.
     pub initrd: Option<PathBuf>,
     /// Kernel command line (xtask adds `semihosting`).
     pub bootargs: String,
@@ -209,6 +209,10 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
         release: opts.release,
         ktest: false,
     })?;
+    let mut opts = opts.clone();
+    if opts.initrd.is_none() {
+        opts.initrd = Some(crate::initramfs::default_archive()?);
+    }
     if opts.gdb {
         eprintln!("xtask: QEMU waits for gdb on :1234; run `cargo xtask gdb` in another terminal");
     }

@@ -27,6 +27,24 @@ pub static COMMANDS: &[Command] = &[
         run: dtb,
     },
     Command {
+        name: "memmap",
+        args: "",
+        help: "physical memory map: RAM, reserved, usable, mem_map",
+        run: memmap,
+    },
+    Command {
+        name: "ls",
+        args: "[PATH]",
+        help: "list a directory of the initramfs",
+        run: ls,
+    },
+    Command {
+        name: "cat",
+        args: "PATH",
+        help: "print a file of the initramfs",
+        run: cat,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free",
@@ -85,20 +103,8 @@ fn version(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// Formats a byte count: exact in the largest binary unit that divides it, else with one
-/// decimal in the largest unit it reaches.
-pub fn human_size(bytes: u64) -> alloc::string::String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    if let Some((unit, size)) = UNITS
-        .iter()
-        .find(|(_, s)| bytes >= *s && bytes.is_multiple_of(*s))
-    {
-        return format!("{} {unit}", bytes / size);
-    }
-    match UNITS.iter().find(|(_, s)| bytes >= *s) {
-        Some((unit, size)) => format!("{:.1} {unit}", bytes as f64 / *size as f64),
-        None => format!("{bytes} B"),
-    }
+fn human_size(bytes: u64) -> alloc::string::String {
+    format!("{}", levitate_mm::report::Size(bytes))
 }
 
 fn be_number(value: &[u8]) -> Option<u64> {
@@ -244,6 +250,80 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
+fn memmap(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let map = crate::memory::map();
+    let placement = crate::memory::mem_map().map(|m| &m.placement);
+    crate::print!(
+        "{}",
+        levitate_mm::report::Table {
+            map: &map,
+            mem_map: placement
+        }
+    );
+    Ok(())
+}
+
+fn archive() -> Result<&'static levitate_mm::cpio::Archive<'static>, CmdError> {
+    crate::initramfs::get().map_err(|e| CmdError::Failed(format!("{e}")))
+}
+
+fn ls(args: &[&str]) -> Result<(), CmdError> {
+    let path = match args {
+        [] => "/",
+        [p] => p,
+        _ => return Err(CmdError::Usage),
+    };
+    let archive = archive()?;
+    let show = |e: &levitate_mm::cpio::Entry<'_>| {
+        let suffix = if e.kind() == levitate_mm::cpio::Kind::Dir {
+            "/"
+        } else {
+            ""
+        };
+        println!(
+            "{} {:>8}  {}{suffix}",
+            e.mode_string(),
+            e.data.len(),
+            e.name()
+        );
+    };
+    match archive.read_dir(path) {
+        Ok(entries) => entries.for_each(|e| show(&e)),
+        Err(levitate_mm::cpio::LookupError::NotADirectory) => show(
+            &archive
+                .find(path)
+                .ok_or_else(|| CmdError::Failed(format!("{path}: not found")))?,
+        ),
+        Err(e) => return Err(CmdError::Failed(format!("{path}: {e}"))),
+    }
+    Ok(())
+}
+
+fn cat(args: &[&str]) -> Result<(), CmdError> {
+    let [path] = args else {
+        return Err(CmdError::Usage);
+    };
+    let archive = archive()?;
+    let entry = archive
+        .find(path)
+        .ok_or_else(|| CmdError::Failed(format!("{path}: no such file or directory")))?;
+    if entry.kind() != levitate_mm::cpio::Kind::File {
+        return Err(CmdError::Failed(format!("{path}: not a regular file")));
+    }
+    // Text goes out as is; bytes that are not UTF-8 are shown as U+FFFD, never raw.
+    for chunk in entry.data.utf8_chunks() {
+        crate::print!("{}", chunk.valid());
+        if !chunk.invalid().is_empty() {
+            crate::print!("\u{FFFD}");
+        }
+    }
+    if !entry.data.is_empty() && !entry.data.ends_with(b"\n") {
+        println!();
+    }
+    Ok(())
+}
+
 fn heap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let (size, used, free) = crate::heap::stats();
@@ -290,16 +370,3 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
     println!("{addr:#x} holds {value:#x}");
     Ok(())
 }
-
-levitate_hal::ktest!(
-    fn human_sizes() -> KtestResult {
-        levitate_hal::kassert_eq!(human_size(1 << 30), "1 GiB");
-        levitate_hal::kassert_eq!(human_size(128 << 20), "128 MiB");
-        levitate_hal::kassert_eq!(human_size(0x1800), "6 KiB");
-        levitate_hal::kassert_eq!(human_size(1536 << 20), "1536 MiB");
-        levitate_hal::kassert_eq!(human_size((3 << 29) + 512), "1.5 GiB");
-        levitate_hal::kassert_eq!(human_size(7), "7 B");
-        levitate_hal::kassert_eq!(human_size(0), "0 B");
-        Ok(())
-    }
-);

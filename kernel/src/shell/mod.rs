@@ -87,7 +87,9 @@ levitate_hal::ktest!(
                 "two commands share a name"
             );
         }
-        for name in ["help", "version", "dtb", "poweroff", "reboot", "panic"] {
+        for name in [
+            "help", "version", "dtb", "poweroff", "reboot", "panic", "memmap", "ls", "cat",
+        ] {
             levitate_hal::kassert!(find(name).is_some(), "a required command is missing");
         }
         Ok(())

@@ -78,7 +78,8 @@ impl TableAccess for EarlyMapper {
     }
 }
 
-fn image_size() -> u64 {
+/// Size of the kernel image in memory, BSS (boot tables, stack, table pool) included.
+pub fn image_size() -> u64 {
     extern "C" {
         static __image_start: u8;
         static __image_end: u8;
