@@ -79,6 +79,11 @@ pub fn ensure_qemu() -> Result<()> {
     ensure_program("qemu-system-aarch64", &["--version"], "qemu-system-arm")
 }
 
+/// The device-tree compiler, for tests that build trees.
+pub fn ensure_dtc() -> Result<()> {
+    ensure_program("dtc", &["--version"], "device-tree-compiler")
+}
+
 /// gdb that understands aarch64.
 pub fn ensure_gdb() -> Result<()> {
     ensure_program("gdb-multiarch", &["--version"], "gdb-multiarch")

@@ -73,43 +73,65 @@ fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
     })
 }
 
+/// What `memmap` prints, and the picture when asked for.
+pub struct Rendered {
+    /// The table or the JSON object.
+    pub text: String,
+    /// The SVG document, when `svg` was requested.
+    pub svg: Option<String>,
+}
+
+/// Runs the kernel's memory-map code on `blob` and renders it.
+pub fn render(
+    blob: &[u8],
+    known: &KnownRegions,
+    as_json: bool,
+    with_svg: bool,
+) -> Result<Rendered> {
+    let size = pack::packed_size(blob).map_err(|e| format!("corrupt device tree: {e}"))?;
+    let mut packed = vec![0u8; size];
+    pack::pack_into(blob, &mut packed).map_err(|e| format!("corrupt device tree: {e}"))?;
+    let fdt = fdt::Fdt::new(&packed).map_err(|e| format!("corrupt device tree: {e:?}"))?;
+    let mut map = MemoryMap::from_fdt(&fdt, known)?;
+    let placement = mem_map::place(&mut map)?;
+    if let Err(e) = map.validate() {
+        bail!("memory map invariant broken: {e}");
+    }
+    let text = if as_json {
+        json(&map, &placement)
+    } else {
+        Table {
+            map: &map,
+            mem_map: Some(&placement),
+        }
+        .to_string()
+    };
+    Ok(Rendered {
+        text,
+        svg: with_svg.then(|| svg(&map, &placement)),
+    })
+}
+
 /// `cargo xtask memmap`.
 pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     let o = parse(parser)?;
     let blob =
         std::fs::read(&o.dtb).map_err(|e| format!("cannot read {}: {e}", o.dtb.display()))?;
-    let size = pack::packed_size(&blob)
-        .map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
-    let mut packed = vec![0u8; size];
-    pack::pack_into(&blob, &mut packed)
-        .map_err(|e| format!("{}: corrupt device tree: {e}", o.dtb.display()))?;
-    let fdt = fdt::Fdt::new(&packed).map_err(|e| format!("{}: {e:?}", o.dtb.display()))?;
     let known = KnownRegions {
         dtb: o
             .dtb_base
             .map(|b| Region::new(PhysAddr::new(b), blob.len() as u64)),
         kernel: o.kernel,
     };
-    let mut map =
-        MemoryMap::from_fdt(&fdt, &known).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
-    let placement = mem_map::place(&mut map).map_err(|e| format!("{}: {e}", o.dtb.display()))?;
-    if let Err(e) = map.validate() {
-        bail!("{}: memory map invariant broken: {e:?}", o.dtb.display());
-    }
+    let out = render(&blob, &known, o.json, o.svg.is_some())
+        .map_err(|e| format!("{}: {}", o.dtb.display(), e.0))?;
     if o.json {
-        println!("{}", json(&map, &placement));
+        println!("{}", out.text);
     } else {
-        print!(
-            "{}",
-            Table {
-                map: &map,
-                mem_map: Some(&placement)
-            }
-        );
+        print!("{}", out.text);
     }
-    if let Some(path) = &o.svg {
-        std::fs::write(path, svg(&map, &placement))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let (Some(path), Some(svg)) = (&o.svg, &out.svg) {
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         if !o.json {
             println!("picture: {}", path.display());
         }
@@ -273,6 +295,122 @@ pub fn svg(map: &MemoryMap<'_>, placement: &Placement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dtbs() -> Vec<(String, Vec<u8>)> {
+        let dir = crate::workspace_root().join("levitate-mm/tests/dtbs");
+        let mut all: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "dtb"))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        assert!(all.len() >= 8);
+        all
+    }
+
+    fn num(v: &serde_json::Value) -> u64 {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{v} is not a JSON integer"))
+    }
+
+    #[test]
+    fn json_for_every_board() {
+        for (name, blob) in dtbs() {
+            let out = render(&blob, &KnownRegions::default(), true, true);
+            if name == "gs101-oriole.dtb" {
+                let e = out.err().expect("the tree without /memory must be refused");
+                assert!(e.0.contains("no RAM"), "{name}: {}", e.0);
+                continue;
+            }
+            let out = out.unwrap_or_else(|e| panic!("{name}: {}", e.0));
+            let v: serde_json::Value =
+                serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let memory: u64 = v["memory"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| num(&r["size"]))
+                .sum();
+            let usable: u64 = v["usable"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| num(&r["size"]))
+                .sum();
+            assert!(memory > 0 && usable > 0 && usable < memory, "{name}");
+            for r in v["reserved"].as_array().unwrap() {
+                num(&r["base"]);
+                num(&r["size"]);
+                assert!(
+                    r["name"].is_string() && r["no_map"].is_boolean() && r["reusable"].is_boolean()
+                );
+                let source = r["source"].as_str().unwrap();
+                assert!(
+                    [
+                        "memreserve",
+                        "reserved-memory",
+                        "dynamic",
+                        "initrd",
+                        "dtb",
+                        "kernel",
+                        "early",
+                        "mem_map"
+                    ]
+                    .contains(&source),
+                    "{name}: source {source}"
+                );
+            }
+            let mm = &v["mem_map"];
+            assert_eq!(num(&mm["bytes_per_frame"]), 16);
+            assert!(num(&mm["frames"]) * 16 <= num(&mm["size"]), "{name}");
+            assert_eq!(
+                num(&mm["frames"]) * 4096,
+                usable,
+                "{name}: one Page per usable frame"
+            );
+            assert!(v["warnings"].is_array());
+            assert!(out.svg.unwrap().starts_with("<svg"), "{name}");
+        }
+    }
+
+    #[test]
+    fn pixel6_mem_map_fits_in_32_mib() {
+        let blob = std::fs::read(
+            crate::workspace_root()
+                .join("levitate-mm/tests/dtbs/gs101-oriole.SYNTHETIC-memory.dtb"),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(
+            &render(&blob, &KnownRegions::default(), true, false)
+                .unwrap()
+                .text,
+        )
+        .unwrap();
+        assert!(num(&v["mem_map"]["size"]) <= 32 << 20);
+        assert_eq!(v["memory"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn known_regions_appear_and_corrupt_trees_are_errors() {
+        let blob =
+            std::fs::read(crate::workspace_root().join("levitate-mm/tests/dtbs/qemu-virt-1g.dtb"))
+                .unwrap();
+        let known = KnownRegions {
+            dtb: Some(Region::new(PhysAddr::new(0x4800_0000), blob.len() as u64)),
+            kernel: Some(Region::new(PhysAddr::new(0x4020_0000), 0x30_0000)),
+        };
+        let text = render(&blob, &known, false, false).unwrap().text;
+        assert!(text.contains("kernel") && text.contains("dtb"), "{text}");
+        for cut in [0, 10, 100, blob.len() / 2] {
+            assert!(render(&blob[..cut], &known, true, false).is_err());
+        }
+    }
 
     #[test]
     fn json_strings_are_escaped() {

@@ -292,9 +292,228 @@ fn patch_bytes(blob: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
+/// A QEMU tree for `mem_mib` of RAM with a /reserved-memory node of every kind added
+/// (static no-map, static mapped, disabled, dynamic with alloc-ranges), built with dtc.
+fn reserved_memory_dtb(work: &Path) -> Result<PathBuf> {
+    deps::ensure_dtc()?;
+    let base = work.join("qemu-virt-default.dtb");
+    let dts = work.join("virt-reserved.dts");
+    let out = work.join("virt-reserved.dtb");
+    let status = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
+        .arg(&dts)
+        .arg(&base)
+        .status()?;
+    if !status.success() {
+        bail!("dtc could not decompile QEMU's tree");
+    }
+    let mut text = std::fs::read_to_string(&dts)?;
+    text.push_str(RESERVED_MEMORY_OVERLAY);
+    std::fs::write(&dts, text)?;
+    let status = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&out)
+        .arg(&dts)
+        .status()?;
+    if !status.success() {
+        bail!("dtc could not compile the reserved-memory test tree");
+    }
+    Ok(out)
+}
+
+/// Added to QEMU's tree (dtc merges a second root block into the first).
+const RESERVED_MEMORY_OVERLAY: &str = r#"
+/ {
+    reserved-memory {
+        #address-cells = <2>;
+        #size-cells = <2>;
+        ranges;
+        fw@50000000 {
+            reg = <0x0 0x50000000 0x0 0x100000>;
+            no-map;
+        };
+        shared@51000000 {
+            reg = <0x0 0x51000000 0x0 0x200000>;
+        };
+        gone@52000000 {
+            reg = <0x0 0x52000000 0x0 0x100000>;
+            status = "disabled";
+        };
+        pool {
+            compatible = "shared-dma-pool";
+            reusable;
+            size = <0x0 0x400000>;
+            alignment = <0x0 0x200000>;
+            alloc-ranges = <0x0 0x60000000 0x0 0x1000000>;
+        };
+    };
+};
+"#;
+
+fn memory_scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
+    for (mem_mib, ram_line) in [
+        (128, "0x000040000000-0x000047ffffff    128 MiB"),
+        (1024, "0x000040000000-0x00007fffffff      1 GiB"),
+        (8192, "0x000040000000-0x00023fffffff      8 GiB"),
+    ] {
+        let opts = RunOptions {
+            mem_mib,
+            ..base.clone()
+        };
+        let out = boot(image, &opts, "memmap\npoweroff\n")?;
+        tally.record(
+            &format!("memmap with --mem {mem_mib}M"),
+            check(
+                &out,
+                &Expect {
+                    code: 0,
+                    contains: &[
+                        ram_line,
+                        "kernel          kernel",
+                        "dtb             dtb",
+                        "initrd          initrd",
+                        "mem_map         mem_map",
+                        "frames x 16 bytes",
+                    ],
+                    absent: &["warnings", "WARN"],
+                },
+            ),
+        );
+    }
+
+    let out = boot(
+        image,
+        &base.clone(),
+        "ls\nls /etc\ncat hello.txt\ncat nope\nls /nope\ncat\npoweroff\n",
+    )?;
+    tally.record(
+        "initramfs: ls and cat",
+        check(
+            &out,
+            &Expect {
+                code: 0,
+                contains: &[
+                    "initramfs: 9 entries",
+                    "hello.txt",
+                    "etc/",
+                    "motd",
+                    "Hello from the initramfs.",
+                    "cat: nope: no such file or directory",
+                    "ls: /nope: no such file or directory",
+                    "usage: cat PATH",
+                ],
+                absent: &[],
+            },
+        ),
+    );
+
+    let garbage = work.join("garbage.initrd");
+    std::fs::write(
+        &garbage,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )?;
+    let opts = RunOptions {
+        initrd: Some(garbage),
+        ..base.clone()
+    };
+    let out = boot(image, &opts, "ls\npoweroff\n")?;
+    tally.record(
+        "corrupt initramfs is a clear error",
+        check(
+            &out,
+            &Expect {
+                code: 0,
+                contains: &[
+                    "corrupt initramfs: bad magic at offset 0x0",
+                    "ls: corrupt initramfs",
+                ],
+                absent: &["PANIC"],
+            },
+        ),
+    );
+
+    let dtb = reserved_memory_dtb(work)?;
+    let opts = RunOptions {
+        dtb: Some(dtb),
+        ..base.clone()
+    };
+    let out = boot(image, &opts, "memmap\nfault 0xffff000050000000\n")?;
+    tally.record(
+        "reserved-memory: static no-map, mapped, disabled, dynamic",
+        check(
+            &out,
+            &Expect {
+                code: 3,
+                contains: &[
+                    "0x000050000000-0x0000500fffff      1 MiB  reserved-memory fw@50000000 [no-map]",
+                    "0x000051000000-0x0000511fffff      2 MiB  reserved-memory shared@51000000\n",
+                    "0x000060c00000-0x000060ffffff      4 MiB  dynamic         pool [reusable]",
+                    "no-map 1 MiB",
+                    // The no-map region is not in the linear map: touching it faults.
+                    "FAR  0xffff000050000000",
+                    "translation fault",
+                ],
+                absent: &["gone@52000000", "warnings"],
+            },
+        ),
+    );
+    Ok(())
+}
+
+fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let dtbs = workspace_root().join("levitate-mm/tests/dtbs");
+    let run = |args: &[&std::ffi::OsStr]| Command::new(&exe).arg("memmap").args(args).output();
+    for name in [
+        "qemu-virt-1g.dtb",
+        "gs101-oriole.SYNTHETIC-memory.dtb",
+        "meson-g12b-odroid-n2.dtb",
+    ] {
+        let svg = work.join(format!("{name}.svg"));
+        let out = run(&[
+            dtbs.join(name).as_os_str(),
+            "--svg".as_ref(),
+            svg.as_os_str(),
+        ])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ok = out.status.success() && text.contains("mem_map") && svg.is_file();
+        tally.record(
+            &format!("xtask memmap {name}"),
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("status {:?}: {text}", out.status.code()))
+            },
+        );
+    }
+    let truncated = work.join("truncated.dtb");
+    let blob = std::fs::read(dtbs.join("qemu-virt-1g.dtb"))?;
+    std::fs::write(&truncated, &blob[..blob.len() / 3])?;
+    for (label, path) in [
+        ("no /memory", dtbs.join("gs101-oriole.dtb")),
+        ("truncated", truncated),
+    ] {
+        let out = run(&[path.as_os_str(), "--json".as_ref()])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let one_line = err.lines().count() == 1 && err.starts_with("error: ");
+        let result = if out.status.code() == Some(1) && one_line && out.stdout.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("status {:?}, stderr {err:?}", out.status.code()))
+        };
+        tally.record(
+            &format!("xtask memmap on a bad tree ({label}) exits 1 with one error line"),
+            result,
+        );
+    }
+    Ok(())
+}
+
+fn scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
     println!("== shell and boot scenarios");
-    let default = RunOptions::default();
+    let default = base.clone();
     let names = ["help", "version", "dtb", "poweroff", "reboot", "panic"];
     let out = boot(image, &default, "help\nversion\npoweroff\n")?;
     let mut want: Vec<&str> = names.to_vec();
@@ -400,7 +619,7 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
     let el2 = RunOptions {
         el2: true,
         gic: Some(3),
-        ..RunOptions::default()
+        ..base.clone()
     };
     let out = boot(image, &el2, "poweroff\n")?;
     tally.record(
@@ -417,7 +636,7 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
 
     let quiet = RunOptions {
         bootargs: "loglevel=warn".into(),
-        ..RunOptions::default()
+        ..base.clone()
     };
     let out = boot(image, &quiet, "poweroff\n")?;
     tally.record(
@@ -432,25 +651,24 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
         ),
     );
 
-    for (label, base, el2) in [
+    for (label, load_at, el2) in [
         ("0x50000000", 0x5000_0000u64, false),
         ("0x7e000000 at EL2", 0x7e00_0000, true),
     ] {
         let stub = work.join("relocating-stub.img");
-        std::fs::write(&stub, relocating_stub(base))?;
-        let opts = RunOptions {
+        std::fs::write(&stub, relocating_stub(load_at))?;
+        let mut opts = RunOptions {
             el2,
             extra: vec![format!(
-                "loader,file={},addr={base:#x},force-raw=on",
+                "loader,file={},addr={load_at:#x},force-raw=on",
                 image.display()
             )
             .into()],
-            ..RunOptions::default()
+            ..base.clone()
         };
-        let mut opts = opts;
         opts.extra.insert(0, "-device".into());
         let out = boot(&stub, &opts, "poweroff\n")?;
-        let want = format!("image at {base:#x}");
+        let want = format!("image at {load_at:#x}");
         tally.record(
             &format!("kernel loaded at {label} by another bootloader"),
             check(
@@ -472,7 +690,7 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
     )?;
     let opts = RunOptions {
         dtb: Some(no_stdout),
-        ..RunOptions::default()
+        ..base.clone()
     };
     let out = boot(image, &opts, "poweroff\n")?;
     tally.record(
@@ -491,7 +709,7 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path) -> Result<()> {
     std::fs::write(&no_uart, patch_bytes(&qemu_dtb, b"pl011", b"pl0xx"))?;
     let opts = RunOptions {
         dtb: Some(no_uart),
-        ..RunOptions::default()
+        ..base.clone()
     };
     let out = boot(image, &opts, "")?;
     tally.record(
@@ -522,6 +740,11 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     let started = Instant::now();
     deps::ensure_target()?;
     deps::ensure_qemu()?;
+    let initramfs = crate::initramfs::default_archive()?;
+    let base = RunOptions {
+        initrd: Some(initramfs),
+        ..RunOptions::default()
+    };
     let mut tally = Tally::default();
     host_tests(&mut tally)?;
 
@@ -533,28 +756,35 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
         release: false,
         ktest: false,
     })?;
-    let mut matrix: Vec<(&str, RunOptions)> = vec![("default", RunOptions::default())];
+    let mut matrix: Vec<(&str, RunOptions)> = vec![("default", base.clone())];
     if !quick {
         matrix.push((
             "--el2 --gic 3",
             RunOptions {
                 el2: true,
                 gic: Some(3),
-                ..RunOptions::default()
+                ..base.clone()
             },
         ));
         matrix.push((
             "--mem 128M",
             RunOptions {
                 mem_mib: 128,
-                ..RunOptions::default()
+                ..base.clone()
+            },
+        ));
+        matrix.push((
+            "--mem 8G",
+            RunOptions {
+                mem_mib: 8192,
+                ..base.clone()
             },
         ));
         matrix.push((
             "--smp 4",
             RunOptions {
                 smp: 4,
-                ..RunOptions::default()
+                ..base.clone()
             },
         ));
     }
@@ -563,7 +793,9 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     }
     let work: PathBuf = workspace_root().join("target").join("xtask-test");
     std::fs::create_dir_all(&work)?;
-    scenarios(&mut tally, &normal.image, &work)?;
+    scenarios(&mut tally, &normal.image, &work, &base)?;
+    memory_scenarios(&mut tally, &normal.image, &work, &base)?;
+    memmap_cli(&mut tally, &work)?;
 
     println!();
     if !tally.failures.is_empty() {
