@@ -215,6 +215,15 @@ fn describe(_file_type: &fs::FileType) -> &'static str {
     "special file"
 }
 
+/// Packs the workspace's `initramfs/` folder into `target/initramfs.cpio` (rewritten only when
+/// its contents change) and returns the archive's path.
+pub fn default_archive() -> Result<PathBuf> {
+    let root = crate::workspace_root();
+    let out = root.join("target").join("initramfs.cpio");
+    write_archive(&root.join("initramfs"), &out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,13 +475,4 @@ mod tests {
         let archive = Archive::new(&bytes).unwrap();
         assert_eq!(archive.find("README").unwrap().kind(), Kind::File);
     }
-}
-
-/// Packs the workspace's `initramfs/` folder into `target/initramfs.cpio` (rewritten only when
-/// its contents change) and returns the archive's path.
-pub fn default_archive() -> Result<PathBuf> {
-    let root = crate::workspace_root();
-    let out = root.join("target").join("initramfs.cpio");
-    write_archive(&root.join("initramfs"), &out)?;
-    Ok(out)
 }

@@ -262,12 +262,17 @@ pub fn svg(map: &MemoryMap<'_>, placement: &Placement) -> String {
                 r.region.end() - 1,
                 Size(r.region.size)
             );
+            // Labels right of the middle hang to the left of their line, so none runs off.
+            let (text_x, anchor) = if x > LEFT + W / 2.0 {
+                (x - 2.0, "end")
+            } else {
+                (x + 2.0, "start")
+            };
             let _ = writeln!(
                 body,
-                r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}"/><text x="{:.1}" y="{label_y}" class="label">{} {}</text>"##,
+                r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}"/><text x="{text_x:.1}" y="{label_y}" class="label" text-anchor="{anchor}">{} {}</text>"##,
                 y + BAR,
                 label_y - 4.0,
-                x + 2.0,
                 xml(r.name),
                 Size(r.region.size)
             );
