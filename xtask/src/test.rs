@@ -488,6 +488,20 @@ fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
             },
         );
     }
+    // The tree QEMU dumps for this very machine (written by the boot scenarios).
+    let dumped = work.join("qemu-virt-default.dtb");
+    let out = run(&[dumped.as_os_str(), "--json".as_ref()])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ok = out.status.success()
+        && text.contains("\"memory\":[{\"base\":1073741824,\"size\":1073741824}]");
+    tally.record(
+        "xtask memmap on the tree QEMU dumps itself",
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("status {:?}: {text}", out.status.code()))
+        },
+    );
     let truncated = work.join("truncated.dtb");
     let blob = std::fs::read(dtbs.join("qemu-virt-1g.dtb"))?;
     std::fs::write(&truncated, &blob[..blob.len() / 3])?;
