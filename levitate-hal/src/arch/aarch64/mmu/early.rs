@@ -122,8 +122,8 @@ fn with_mapper<T>(f: impl FnOnce(&mut EarlyMapper) -> Result<T, MapError>) -> Re
     result
 }
 
-/// Maps physical `[pa, pa + size)` into the linear window (rounded out to pages).
-pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, MapError> {
+/// `[pa, pa + size)` rounded out to whole pages, as (first page, length).
+fn page_span(pa: PhysAddr, size: u64) -> Result<(PhysAddr, u64), MapError> {
     let start = pa.align_down(PAGE_SIZE);
     let end = pa
         .checked_add(size)
@@ -133,37 +133,67 @@ pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr
             pa,
             size,
         })?;
+    Ok((start, end - start))
+}
+
+/// Maps physical `[pa, pa + size)` into the linear window (rounded out to pages).
+pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, MapError> {
+    let (start, len) = page_span(pa, size)?;
     let va_start = layout::phys_to_linear(start).ok_or(MapError::NotCanonical(VirtAddr::new(0)))?;
     with_mapper(|m| {
         let root = m.root();
-        table::map(m, root, va_start, start, end - start, attrs)
+        table::map(m, root, va_start, start, len, attrs)
     })?;
     Ok(va_start + (pa - start))
+}
+
+/// The bump-allocated virtual windows.
+#[derive(Clone, Copy)]
+enum Window {
+    /// Device registers.
+    Mmio,
+    /// Read-only views of boot data (the bootloader's device tree).
+    Boot,
+}
+
+/// Maps `[pa, pa + size)` at the next free address of `window`, leaving an unmapped page after
+/// it so an overrun faults, and returns the virtual address of `pa`.
+fn map_in_window(
+    window: Window,
+    pa: PhysAddr,
+    size: u64,
+    attrs: Attributes,
+) -> Result<VirtAddr, MapError> {
+    let (start, len) = page_span(pa, size)?;
+    with_mapper(|m| {
+        let (next, limit) = match window {
+            Window::Mmio => (m.mmio_next, MMIO_BASE + MMIO_SIZE),
+            Window::Boot => (m.boot_next, BOOT_WINDOW_BASE + BOOT_WINDOW_SIZE),
+        };
+        if len > limit - next {
+            return Err(MapError::WindowFull);
+        }
+        let root = m.root();
+        table::map(m, root, VirtAddr::new(next), start, len, attrs)?;
+        let after = next + len + PAGE_SIZE;
+        match window {
+            Window::Mmio => m.mmio_next = after,
+            Window::Boot => m.boot_next = after,
+        }
+        Ok(VirtAddr::new(next) + (pa - start))
+    })
 }
 
 /// Maps physical `[pa, pa + size)` read-only into the boot window (outside the linear map, so
 /// the linear map can later cover the same RAM with blocks) and returns the address of `pa`.
 pub fn map_boot_window(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
-    let start = pa.align_down(PAGE_SIZE);
-    let end = pa
-        .checked_add(size)
-        .and_then(|e| e.checked_align_up(PAGE_SIZE))
-        .ok_or(MapError::Misaligned {
-            va: VirtAddr::new(0),
-            pa,
-            size,
-        })?;
-    let len = end - start;
-    with_mapper(|m| {
-        if m.boot_next + len > BOOT_WINDOW_BASE + BOOT_WINDOW_SIZE {
-            return Err(MapError::OutOfTables);
-        }
-        let va = VirtAddr::new(m.boot_next);
-        let root = m.root();
-        table::map(m, root, va, start, len, Attributes::KERNEL_RO)?;
-        m.boot_next += len + PAGE_SIZE;
-        Ok(va + (pa - start))
-    })
+    map_in_window(Window::Boot, pa, size, Attributes::KERNEL_RO)
+}
+
+/// Maps device registers at physical `[pa, pa + size)` into the MMIO window as Device-nGnRE
+/// and returns the virtual address of `pa`.
+pub fn ioremap(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
+    map_in_window(Window::Mmio, pa, size, Attributes::DEVICE)
 }
 
 /// How many pool tables are in use, and how many exist.
@@ -172,32 +202,6 @@ pub fn pool_usage() -> (usize, usize) {
         .lock()
         .as_ref()
         .map_or((0, POOL_TABLES), |m| (m.used, POOL_TABLES))
-}
-
-/// Maps device registers at physical `[pa, pa + size)` into the MMIO window as Device-nGnRE
-/// and returns the virtual address of `pa`.
-pub fn ioremap(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
-    let start = pa.align_down(PAGE_SIZE);
-    let end = pa
-        .checked_add(size)
-        .and_then(|e| e.checked_align_up(PAGE_SIZE))
-        .ok_or(MapError::Misaligned {
-            va: VirtAddr::new(0),
-            pa,
-            size,
-        })?;
-    let len = end - start;
-    with_mapper(|m| {
-        if m.mmio_next + len > MMIO_BASE + MMIO_SIZE {
-            return Err(MapError::OutOfTables);
-        }
-        let va = VirtAddr::new(m.mmio_next);
-        let root = m.root();
-        table::map(m, root, va, start, len, Attributes::DEVICE)?;
-        // Leave an unmapped page between windows so an overrun faults.
-        m.mmio_next += len + PAGE_SIZE;
-        Ok(va + (pa - start))
-    })
 }
 
 /// Translates a kernel virtual address through the live TTBR1 tables.

@@ -37,6 +37,8 @@ pub enum MapError {
     AlreadyMapped(VirtAddr),
     /// No frame was available for a table.
     OutOfTables,
+    /// A fixed virtual window (MMIO, boot) has no room left.
+    WindowFull,
     /// The virtual address lies in neither 48-bit half (bits [63:48] not all equal).
     NotCanonical(VirtAddr),
 }
@@ -49,6 +51,7 @@ impl fmt::Display for MapError {
             }
             Self::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
             Self::OutOfTables => write!(f, "no frame left for a translation table"),
+            Self::WindowFull => write!(f, "the virtual window has no room left"),
             Self::NotCanonical(va) => write!(f, "{va} is not a canonical 48-bit address"),
         }
     }
