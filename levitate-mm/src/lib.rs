@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod addr;
+pub mod buddy;
 pub mod cpio;
 pub mod dtb;
 pub mod early;

@@ -1,0 +1,1 @@
+//! The buddy frame allocator (in progress).
