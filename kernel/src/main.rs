@@ -26,6 +26,7 @@ mod tests;
 use bootargs::BootArgs;
 use levitate_hal::arch::aarch64::mmu::early;
 use levitate_hal::arch::aarch64::{cpu, semihosting, timer};
+use levitate_hal::stacks::{self, StackInfo};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
 use levitate_mm::region::Region;
@@ -76,6 +77,35 @@ fn boot_failure(args: core::fmt::Arguments<'_>) -> ! {
     power::exit_failure(power::EXIT_BOOT_FAILED)
 }
 
+/// Records the boot and exception stacks (boot.S) for overflow reports and backtraces.
+fn register_boot_stacks() {
+    extern "C" {
+        static __exception_stack_guard: u8;
+        static __exception_stack_bottom: u8;
+        static __exception_stack_top: u8;
+        static __boot_stack_guard: u8;
+        static __boot_stack_bottom: u8;
+        static __boot_stack_top: u8;
+    }
+    let addr = |p: *const u8| p as u64;
+    let stacks = [
+        StackInfo {
+            name: "boot",
+            stack: addr(&raw const __boot_stack_bottom)..addr(&raw const __boot_stack_top),
+            guard: addr(&raw const __boot_stack_guard)..addr(&raw const __boot_stack_bottom),
+        },
+        StackInfo {
+            name: "exception cpu0",
+            stack: addr(&raw const __exception_stack_bottom)..addr(&raw const __exception_stack_top),
+            guard: addr(&raw const __exception_stack_guard)..addr(&raw const __exception_stack_bottom),
+        },
+    ];
+    for s in stacks {
+        // Two entries in an empty registry of 64 cannot fail.
+        stacks::register(s).expect("stack registry invariant: room for the boot stacks");
+    }
+}
+
 /// The first Rust code, called by boot.S at the link address with the MMU on, interrupts
 /// masked, on the boot stack.
 #[no_mangle]
@@ -83,6 +113,7 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     let image_phys = PhysAddr::new(image_phys);
     early::init(image_phys);
     cpu::disable_lower_half();
+    register_boot_stacks();
     heap::init();
 
     // Without a readable device tree there is no console to report to and no way to know if

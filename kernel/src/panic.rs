@@ -25,30 +25,17 @@ impl Write for PanicWriter {
     }
 }
 
-/// The stacks a backtrace may walk.
-fn stacks() -> [core::ops::Range<u64>; 1] {
-    // One stack today; per-CPU and thread stacks join this list when they exist.
-    extern "C" {
-        static __boot_stack_bottom: u8;
-        static __boot_stack_top: u8;
-    }
-    // boot.S symbols bracketing the boot stack; only their addresses are used.
-    #[allow(clippy::single_range_in_vec_init)]
-    [
-        core::ptr::addr_of!(__boot_stack_bottom) as u64
-            ..core::ptr::addr_of!(__boot_stack_top) as u64,
-    ]
-}
-
 /// Prints a backtrace starting at frame pointer `fp`.
 pub fn print_backtrace(out: &mut impl Write, fp: u64) {
     let _ = writeln!(out, "backtrace:");
+    let mut stacks = [const { 0..0 }; 16];
+    let n = levitate_hal::stacks::ranges(&mut stacks);
     let mut i = 0;
     backtrace::walk(
         fp,
-        &stacks(),
-        // SAFETY: `walk` only reads 16-byte-aligned addresses inside the boot stack, which is
-        // mapped and readable.
+        &stacks[..n],
+        // SAFETY: `walk` only reads 16-byte-aligned addresses inside registered kernel stacks,
+        // which are mapped and readable for as long as they are registered.
         |addr| unsafe { core::ptr::read_volatile(addr as *const u64) },
         |lr| {
             // lr is the return address; the call is the instruction before it.

@@ -14,5 +14,6 @@ pub mod drivers;
 pub mod ksyms;
 pub mod ktest;
 pub mod layout;
+pub mod stacks;
 
 pub use levitate_mm::addr::{PhysAddr, VirtAddr};

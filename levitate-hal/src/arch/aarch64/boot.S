@@ -210,6 +210,12 @@ boot_park:
     .section .text.boot, "ax"
     .type   boot_virtual_entry, %function
 boot_virtual_entry:
+    // Exceptions run on their own stack (SP_EL1), the kernel on SP_EL0 (EL1t): a kernel stack
+    // overflow into its guard page then faults onto a good stack and is reported, instead of
+    // faulting again while saving the context.
+    ldr     x9, =__exception_stack_top
+    mov     sp, x9
+    msr     spsel, #0
     ldr     x9, =__boot_stack_top
     mov     sp, x9
     ldr     x9, =exception_vectors
@@ -239,7 +245,18 @@ boot_idmap_l2:  .space 4096
 boot_kernel_l0: .space 4096
 boot_kernel_l1: .space 4096
 boot_kernel_l2: .space 4096
-    .global __boot_stack_bottom, __boot_stack_top
+// Stacks, each above an unmapped guard page once the final page tables exist (the guards
+// are page aligned so the final tables can leave exactly them out).
+    .balign 4096
+    .global __exception_stack_guard, __exception_stack_bottom, __exception_stack_top
+__exception_stack_guard:
+    .space  0x1000
+__exception_stack_bottom:
+    .space  0x4000
+__exception_stack_top:
+    .global __boot_stack_guard, __boot_stack_bottom, __boot_stack_top
+__boot_stack_guard:
+    .space  0x1000
 __boot_stack_bottom:
     .space  0x10000
 __boot_stack_top:

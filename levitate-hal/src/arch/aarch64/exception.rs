@@ -55,8 +55,8 @@ impl TrapKind {
 impl fmt::Display for TrapKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match self.0 / 4 {
-            0 => "EL1 with SP_EL0",
-            1 => "EL1",
+            0 => "EL1 (kernel stack)",
+            1 => "EL1 (exception stack)",
             2 => "EL0 (AArch64)",
             _ => "EL0 (AArch32)",
         };
@@ -77,6 +77,13 @@ impl fmt::Display for FaultReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fr = self.frame;
         writeln!(f, "unhandled {}", self.kind)?;
+        if let Some(stack) = crate::stacks::guard_hit(fr.far).filter(|_| self.kind.is_sync()) {
+            writeln!(
+                f,
+                "  kernel stack overflow: stack '{}' ({:#x}..{:#x}) ran into its guard page",
+                stack.name, stack.stack.start, stack.stack.end
+            )?;
+        }
         if self.kind.is_sync() || self.kind.is_serror() {
             writeln!(f, "  ESR  {:#018x}  {}", fr.esr, esr::Describe(fr.esr))?;
         }
@@ -158,7 +165,9 @@ mod imp {
     #[no_mangle]
     extern "C" fn levitate_trap(kind: u64, frame: &mut TrapFrame) {
         let kind = TrapKind(kind);
-        if kind.0 == 4 && CATCH_ARMED.swap(false, Ordering::SeqCst) {
+        // Kernel code runs on SP_EL0, so its synchronous exceptions arrive at vector 0;
+        // vector 4 is a fault inside a handler.
+        if (kind.0 == 0 || kind.0 == 4) && CATCH_ARMED.swap(false, Ordering::SeqCst) {
             CAUGHT_ESR.store(frame.esr, Ordering::SeqCst);
             CAUGHT_FAR.store(frame.far, Ordering::SeqCst);
             CAUGHT_ELR.store(frame.elr, Ordering::SeqCst);

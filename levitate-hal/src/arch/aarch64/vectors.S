@@ -4,7 +4,7 @@
 //
 // TrapFrame layout, mirrored by exception::TrapFrame:
 //   0   x0..x30      31 * 8
-//   248 sp           stack pointer at the time of the exception
+//   248 sp           stack pointer at the time of the exception (SP_EL0 or SP_EL1)
 //   256 elr, 264 spsr, 272 esr, 280 far, 288 fpsr, 296 fpcr
 //   304 frame record {x29, elr}: lets backtraces walk from the handler into the interrupted code
 //   320 q0..q31      32 * 16
@@ -59,8 +59,13 @@ trap_entry:
     stp     x24, x25, [sp, #192]
     stp     x26, x27, [sp, #208]
     stp     x28, x29, [sp, #224]
+    // The interrupted stack pointer: SP_EL0 when the kernel ran in EL1t (vectors 0-3), else
+    // the SP_EL1 value before this frame was pushed (a fault inside a handler).
     add     x9, sp, #FRAME_SIZE
-    stp     x30, x9, [sp, #240]
+    cmp     x0, #4
+    b.hs    1f
+    mrs     x9, sp_el0
+1:  stp     x30, x9, [sp, #240]
     mrs     x10, elr_el1
     mrs     x11, spsr_el1
     stp     x10, x11, [sp, #256]
