@@ -3,6 +3,8 @@
 //! - `loglevel=error|warn|info|debug|trace` (default info)
 //! - `semihosting`: QEMU semihosting is enabled, so a panic or test failure may end the
 //!   emulation with an exit status. Only xtask passes it; a phone never does.
+//! - `poison`: fill freed frames with a pattern and check it on allocation (also the
+//!   `poison` cargo feature).
 
 use log::LevelFilter;
 
@@ -13,6 +15,8 @@ pub struct BootArgs {
     pub log_level: LevelFilter,
     /// QEMU semihosting may be used.
     pub semihosting: bool,
+    /// Fill freed frames with a pattern and check it on allocation (use-after-free detection).
+    pub poison: bool,
 }
 
 /// An option the kernel did not understand, reported once the logger runs.
@@ -25,6 +29,7 @@ impl BootArgs {
         let mut args = BootArgs {
             log_level: LevelFilter::Info,
             semihosting: false,
+            poison: false,
         };
         for word in cmdline.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -33,6 +38,7 @@ impl BootArgs {
                     None => unknown(Unknown(word)),
                 },
                 None if word == "semihosting" => args.semihosting = true,
+                None if word == "poison" => args.poison = true,
                 _ => unknown(Unknown(word)),
             }
         }

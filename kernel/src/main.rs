@@ -12,11 +12,13 @@ extern crate alloc;
 mod bootargs;
 mod console;
 mod devicetree;
+mod frames;
 mod heap;
 mod initramfs;
 mod ktest_runner;
 mod logger;
 mod memory;
+mod paging;
 mod panic;
 mod power;
 mod shell;
@@ -96,8 +98,10 @@ fn register_boot_stacks() {
         },
         StackInfo {
             name: "exception cpu0",
-            stack: addr(&raw const __exception_stack_bottom)..addr(&raw const __exception_stack_top),
-            guard: addr(&raw const __exception_stack_guard)..addr(&raw const __exception_stack_bottom),
+            stack: addr(&raw const __exception_stack_bottom)
+                ..addr(&raw const __exception_stack_top),
+            guard: addr(&raw const __exception_stack_guard)
+                ..addr(&raw const __exception_stack_bottom),
         },
     ];
     for s in stacks {
@@ -175,7 +179,8 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     }
 
     let image = Region::new(image_phys, early::image_size());
-    if let Err(e) = memory::init(dt, image) {
+    let poison = cfg!(feature = "poison") || args.poison;
+    if let Err(e) = memory::init(dt, image, poison) {
         boot_failure(format_args!("memory: {e}"));
     }
     initramfs::init();

@@ -2,10 +2,14 @@
 //! the mem_map. Everything here runs once, on the boot CPU, before any frame allocator.
 
 use crate::devicetree::DeviceTree;
+use crate::{frames, heap, paging};
 use core::fmt;
 use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
 use levitate_hal::layout;
+use levitate_hal::VirtAddr;
 use levitate_mm::addr::PhysAddr;
+use levitate_mm::addr::PAGE_SIZE;
+use levitate_mm::buddy::{Owner, Request, MAX_ORDER};
 use levitate_mm::mem_map::{self, Page, Placement};
 use levitate_mm::memmap::{self, KnownRegions, MemMapError, MemoryMap, Source};
 use levitate_mm::region::{Region, RegionSet};
@@ -23,6 +27,10 @@ pub enum MemoryError {
     Linear(Region, MapError),
     /// A range set overflowed.
     TooManyRanges,
+    /// The buddy allocator could not be built.
+    Buddy(levitate_mm::buddy::BuddyError),
+    /// The final page tables could not be built.
+    Paging(crate::paging::PagingError),
 }
 
 impl fmt::Display for MemoryError {
@@ -32,6 +40,8 @@ impl fmt::Display for MemoryError {
             Self::MemMap(e) => write!(f, "{e}"),
             Self::Linear(r, e) => write!(f, "cannot map RAM {r:?} into the linear map: {e}"),
             Self::TooManyRanges => write!(f, "too many separate RAM ranges to map"),
+            Self::Buddy(e) => write!(f, "{e}"),
+            Self::Paging(e) => write!(f, "{e}"),
         }
     }
 }
@@ -40,26 +50,32 @@ impl fmt::Display for MemoryError {
 /// Only boot and shell commands (one CPU, interrupts masked) take the lock.
 static MAP: Mutex<MemoryMap<'static>> = Mutex::new(MemoryMap::new());
 
-/// The mem_map: where it is and the array itself.
-pub struct MemMap {
-    /// Its place and index layout.
-    pub placement: Placement,
-    /// One entry per usable frame, in the linear map. The buddy allocator (next) links its
-    /// free lists through these; today only tests read them.
-    #[allow(dead_code)]
-    pub pages: Mutex<&'static mut [Page]>,
-}
-
-static MEM_MAP: Once<MemMap> = Once::new();
+/// Where the mem_map is and how frames index it (the array itself belongs to the buddy).
+static MEM_MAP: Once<Placement> = Once::new();
 
 /// The memory map, for reading.
 pub fn map() -> spin::MutexGuard<'static, MemoryMap<'static>> {
     MAP.lock()
 }
 
-/// The mem_map, once `init` placed it.
-pub fn mem_map() -> Option<&'static MemMap> {
+/// The mem_map's placement, once `init` placed it.
+pub fn mem_map() -> Option<&'static Placement> {
     MEM_MAP.get()
+}
+
+/// RAM minus `no-map` regions, page aligned: what the linear map covers. No-map pages must
+/// never be touched, not even by speculation through a cacheable mapping.
+pub fn linear_ranges(
+    map: &MemoryMap<'_>,
+) -> Result<RegionSet<{ memmap::MAX_USABLE }>, levitate_mm::region::CapacityExceeded> {
+    let mut mapped = RegionSet::<{ memmap::MAX_USABLE }>::new();
+    for r in map.memory() {
+        mapped.insert(*r)?;
+    }
+    for r in map.reserved().iter().filter(|r| r.no_map) {
+        mapped.remove(r.region.page_outward())?;
+    }
+    Ok(mapped)
 }
 
 /// The linear-map address of physical memory that `init` mapped.
@@ -69,9 +85,10 @@ pub fn linear(pa: PhysAddr) -> *mut u8 {
         .as_u64() as *mut u8
 }
 
-/// Builds the memory map, maps RAM (except no-map regions) into the linear map, and places and
-/// initialises the mem_map.
-pub fn init(dt: &DeviceTree, image: Region) -> Result<(), MemoryError> {
+/// Builds the memory map, maps RAM (except no-map regions) into the linear map, places the
+/// mem_map, starts the buddy allocator over it, switches to the final page tables and lets the
+/// heap grow.
+pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryError> {
     let fdt = crate::devicetree::fdt();
     let mut map = MAP.lock();
     let known = KnownRegions {
@@ -80,17 +97,9 @@ pub fn init(dt: &DeviceTree, image: Region) -> Result<(), MemoryError> {
     };
     map.load_fdt(&fdt, &known).map_err(MemoryError::Map)?;
 
-    // Linear map: all RAM but no-map regions, whose pages must never be touched, not even by
-    // speculation through a cacheable mapping.
-    let mut mapped = RegionSet::<{ memmap::MAX_USABLE }>::new();
-    for r in map.memory() {
-        mapped.insert(*r).map_err(|_| MemoryError::TooManyRanges)?;
-    }
-    for r in map.reserved().iter().filter(|r| r.no_map) {
-        mapped
-            .remove(r.region.page_outward())
-            .map_err(|_| MemoryError::TooManyRanges)?;
-    }
+    // The boot tables get the linear map first: the mem_map and the buddy's frames (page
+    // tables among them) are reached through it before the final tables exist.
+    let mapped = linear_ranges(&map).map_err(|_| MemoryError::TooManyRanges)?;
     for r in mapped.iter() {
         early::map_linear(r.base, r.size, Attributes::KERNEL_DATA)
             .map_err(|e| MemoryError::Linear(*r, e))?;
@@ -118,11 +127,97 @@ pub fn init(dt: &DeviceTree, image: Region) -> Result<(), MemoryError> {
         early::pool_usage().0,
         early::pool_usage().1,
     );
-    MEM_MAP.call_once(|| MemMap {
-        placement,
-        pages: Mutex::new(pages),
-    });
+    let placement = MEM_MAP.call_once(|| placement);
+    frames::init(pages, &placement.layout, map.memory(), poison).map_err(MemoryError::Buddy)?;
+    paging::init(&map).map_err(MemoryError::Paging)?;
+    let usable: u64 = map.usable().iter().map(|r| r.size).sum();
+    let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;
+    heap::enable_growth(layout::HEAP_BASE as usize, limit as usize, grow_heap);
+    log::info!(
+        "frames: buddy over {} frames{}; final page tables live ({} table frames); heap may grow to {}",
+        frames,
+        if poison { ", poisoning freed frames" } else { "" },
+        paging::table_frames(),
+        levitate_mm::report::Size(limit)
+    );
     Ok(())
+}
+
+/// The heap never grows past this, whatever the RAM.
+const HEAP_MAX: u64 = 1 << 30;
+
+/// Maps `bytes` of fresh frames at `at` for the heap: the largest blocks that fit, so a big
+/// growth costs few allocations. On failure everything mapped so far is given back.
+fn grow_heap(at: usize, bytes: usize) -> bool {
+    let (start, bytes) = (at as u64, bytes as u64);
+    let mut done = 0;
+    while done < bytes {
+        let left = (bytes - done) / PAGE_SIZE;
+        // Largest order that fits what is left and keeps the VA aligned like the block.
+        let mut order = (63 - left.leading_zeros()).min(u32::from(MAX_ORDER)) as u8;
+        while order > 0 && (start + done) % (PAGE_SIZE << order) != 0 {
+            order -= 1;
+        }
+        let block = loop {
+            match frames::alloc(Request::new(order, Owner::Heap)) {
+                Ok(b) => break Some(b),
+                Err(_) if order > 0 => order -= 1,
+                Err(_) => break None,
+            }
+        };
+        let mapped = block.and_then(|b| {
+            let (pa, size) = (b.addr, b.bytes());
+            match paging::map(
+                VirtAddr::new(start + done),
+                pa,
+                size,
+                Attributes::KERNEL_DATA,
+            ) {
+                Ok(()) => {
+                    // The heap owns the frames now; `shrink` (later) frees them by address.
+                    core::mem::forget(b);
+                    Some(size)
+                }
+                Err(e) => {
+                    log::error!(
+                        "heap: cannot map {size:#x} bytes at {:#x}: {e}",
+                        start + done
+                    );
+                    let _ = frames::free(b);
+                    None
+                }
+            }
+        });
+        match mapped {
+            Some(size) => done += size,
+            None => {
+                release_heap_range(start, done);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Unmaps `[start, start + bytes)` of the heap region and frees its frames.
+fn release_heap_range(start: u64, bytes: u64) {
+    let mut at = start;
+    while at < start + bytes {
+        let Some(t) = paging::translate(VirtAddr::new(at)) else {
+            at += PAGE_SIZE;
+            continue;
+        };
+        let owned = frames::with(|b| b.owner_of(t.pa));
+        let Some((_, order, block_start)) = owned else {
+            at += PAGE_SIZE;
+            continue;
+        };
+        let size = PAGE_SIZE << order;
+        if paging::unmap(VirtAddr::new(at), size).is_ok() {
+            let _ = frames::free_raw(block_start, order);
+        }
+        at += size;
+    }
 }
 
 fn log_map(map: &MemoryMap<'_>) {
@@ -178,12 +273,12 @@ levitate_hal::ktest!(
 
 levitate_hal::ktest!(
     fn mem_map_covers_every_usable_frame() -> KtestResult {
-        let mm = mem_map().unwrap();
+        let placement = mem_map().unwrap();
         let map = map();
         let usable_frames: u64 = map.usable().iter().map(|r| r.pages()).sum();
-        let layout = &mm.placement.layout;
+        let layout = &placement.layout;
         levitate_hal::kassert_eq!(layout.frames(), usable_frames);
-        levitate_hal::kassert!(layout.bytes() <= mm.placement.region.size);
+        levitate_hal::kassert!(layout.bytes() <= placement.region.size);
         for r in map.usable() {
             for addr in [r.base.as_u64(), r.end() - 4096] {
                 let pfn = PhysAddr::new(addr).pfn();
@@ -192,31 +287,38 @@ levitate_hal::ktest!(
                 levitate_hal::kassert_eq!(layout.pfn_of(index.unwrap()), Some(pfn));
             }
         }
-        levitate_hal::kassert_eq!(layout.index_of(mm.placement.region.base.pfn()), None);
-        let pages = mm.pages.lock();
-        levitate_hal::kassert_eq!(pages.len() as u64, layout.frames());
-        levitate_hal::kassert!(pages.iter().all(|p| *p == Page::EMPTY));
+        levitate_hal::kassert_eq!(layout.index_of(placement.region.base.pfn()), None);
+        // Every usable frame is the buddy's: free or allocated.
+        let stats = frames::stats().unwrap();
+        levitate_hal::kassert_eq!(stats.free_frames + stats.allocated_frames(), usable_frames);
         Ok(())
     }
 );
 
 levitate_hal::ktest!(
     fn usable_ram_is_mapped_and_writable() -> KtestResult {
+        // The first and last frame of every usable range is in the linear map, read-write
+        // (checked through the live tables), and a frame the buddy hands out can be written.
         let map = map();
         for r in map.usable() {
-            for addr in [r.base.as_u64(), r.end() - 8] {
-                let p = linear(PhysAddr::new(addr)).cast::<u64>();
-                // SAFETY: usable RAM nobody has allocated yet (no frame allocator exists), in
-                // the linear map; the old value is restored.
-                unsafe {
-                    let old = p.read_volatile();
-                    p.write_volatile(0x5a5a_a5a5_1234_5678);
-                    let back = p.read_volatile();
-                    p.write_volatile(old);
-                    levitate_hal::kassert_eq!(back, 0x5a5a_a5a5_1234_5678);
-                }
+            for addr in [r.base.as_u64(), r.end() - 4096] {
+                let va = layout::phys_to_linear(PhysAddr::new(addr)).unwrap();
+                let t = paging::translate(va);
+                levitate_hal::kassert!(t.is_some_and(|t| t.pa.as_u64() == addr
+                    && t.attrs.writable
+                    && !t.attrs.executable));
             }
         }
+        drop(map);
+        let block = frames::alloc(Request::new(0, Owner::Test)).unwrap();
+        let p = linear(block.addr).cast::<u64>();
+        // SAFETY: a frame just allocated for this test, mapped in the linear map.
+        let back = unsafe {
+            p.write_volatile(0x5a5a_a5a5_1234_5678);
+            p.read_volatile()
+        };
+        levitate_hal::kassert_eq!(back, 0x5a5a_a5a5_1234_5678);
+        levitate_hal::kassert!(frames::free(block).is_ok());
         Ok(())
     }
 );

@@ -83,7 +83,12 @@ mod tests {
         .into_iter()
         .collect();
         let mut seen = Vec::new();
-        walk(0x9000, &[0x1000..0x2000, 0x8000..0xa000], |a| mem[&a], |lr| seen.push(lr));
+        walk(
+            0x9000,
+            &[0x1000..0x2000, 0x8000..0xa000],
+            |a| mem[&a],
+            |lr| seen.push(lr),
+        );
         assert_eq!(seen, [0xaaa, 0xbbb, 0xccc]);
     }
 

@@ -30,7 +30,10 @@ static STACKS: Mutex<[Option<StackInfo>; MAX_STACKS]> = Mutex::new([const { None
 /// Records a stack.
 pub fn register(info: StackInfo) -> Result<(), RegistryFull> {
     let mut stacks = STACKS.lock();
-    let slot = stacks.iter_mut().find(|s| s.is_none()).ok_or(RegistryFull)?;
+    let slot = stacks
+        .iter_mut()
+        .find(|s| s.is_none())
+        .ok_or(RegistryFull)?;
     *slot = Some(info);
     Ok(())
 }
@@ -49,7 +52,11 @@ pub fn unregister(bottom: u64) {
 /// The stack whose guard page holds `addr`, if the registry can be read without waiting.
 pub fn guard_hit(addr: u64) -> Option<StackInfo> {
     let stacks = STACKS.try_lock()?;
-    stacks.iter().flatten().find(|s| s.guard.contains(&addr)).cloned()
+    stacks
+        .iter()
+        .flatten()
+        .find(|s| s.guard.contains(&addr))
+        .cloned()
 }
 
 /// Copies the usable ranges of every registered stack into `out`; returns how many.
@@ -81,7 +88,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(guard_hit(0x10_0ff8).map(|s| s.name), Some("test-a"));
-        assert_eq!(guard_hit(0x10_1000), None, "the stack itself is not the guard");
+        assert_eq!(
+            guard_hit(0x10_1000),
+            None,
+            "the stack itself is not the guard"
+        );
         let mut out = [0..0, 0..0, 0..0];
         let n = ranges(&mut out);
         assert!(out[..n].contains(&(0x10_1000..0x10_5000)));

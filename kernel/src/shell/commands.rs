@@ -47,7 +47,7 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "heap",
         args: "",
-        help: "kernel heap: size, used, free",
+        help: "kernel heap: size, used, free, growths",
         run: heap,
     },
     Command {
@@ -253,7 +253,7 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
 fn memmap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let map = crate::memory::map();
-    let placement = crate::memory::mem_map().map(|m| &m.placement);
+    let placement = crate::memory::mem_map();
     crate::print!(
         "{}",
         levitate_mm::report::Table {
@@ -326,12 +326,17 @@ fn cat(args: &[&str]) -> Result<(), CmdError> {
 
 fn heap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    let (size, used, free) = crate::heap::stats();
+    let h = crate::heap::stats();
     println!(
-        "heap: size {}, used {used} bytes, free {free} bytes",
-        human_size(size as u64)
+        "size:     {} mapped (limit {})",
+        human_size(h.size as u64),
+        human_size(h.limit as u64)
     );
-    println!("      (a fixed arena for now; the buddy allocator makes it grow on demand)");
+    println!("used:     {} bytes", h.used);
+    println!("free:     {} bytes", h.free);
+    println!("growths:  {}", h.growths);
+    println!("failures: {}", h.failures);
+    println!("boot arena: {}", human_size(h.boot_size as u64));
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! Stage 1 translation table descriptors for the 4 KiB granule (ARM ARM D8.3), described with
 //! tock-registers bitfields so no other code handles bit positions.
 
+use core::fmt;
 use levitate_mm::addr::PhysAddr;
-use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::registers::InMemoryRegister;
 
@@ -13,6 +14,10 @@ register_bitfields! {u64,
         UXN OFFSET(54) NUMBITS(1) [],
         /// Privileged execute-never.
         PXN OFFSET(53) NUMBITS(1) [],
+        /// Contiguous hint: this entry is one of 16 adjacent entries with the same attributes
+        /// and contiguous output addresses. Levitate never sets it; splitting clears it
+        /// because the pieces no longer form the group it promised.
+        CONTIGUOUS OFFSET(52) NUMBITS(1) [],
         /// Output address bits [47:12] (table, block or page address).
         OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
         /// Not global: the entry belongs to one ASID.
@@ -106,14 +111,60 @@ impl Attributes {
     };
 }
 
-/// Builds a leaf descriptor: a block at levels 1-2, a page at level 3.
+impl fmt::Display for MemoryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DeviceStrict => "device-nGnRnE",
+            Self::Device => "device-nGnRE",
+            Self::Normal => "normal",
+            Self::NormalUncached => "normal-nc",
+        })
+    }
+}
+
+/// As `pt` prints it: `RW NX normal`.
+impl fmt::Display for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rw = if self.writable { "RW" } else { "RO" };
+        let x = if self.executable { "X" } else { "NX" };
+        write!(f, "{rw} {x} {}", self.kind)
+    }
+}
+
+type Descriptor = InMemoryRegister<u64, STAGE1_DESCRIPTOR::Register>;
+
+/// The encoding of an invalid descriptor: what an unmapped entry holds, and what the "break"
+/// of break-before-make writes.
+pub const INVALID: u64 = 0;
+
+/// Builds a leaf descriptor: a block at levels 1-2, a page at level 3 (level 0 has no blocks
+/// with the 4 KiB granule, ARM ARM D8.3.1).
 pub fn leaf(pa: PhysAddr, attrs: Attributes, level: usize) -> u64 {
-    let d: InMemoryRegister<u64, STAGE1_DESCRIPTOR::Register> = InMemoryRegister::new(0);
-    let ty = if level == 3 {
+    debug_assert!((1..=3).contains(&level), "no leaf at level {level}");
+    let d = Descriptor::new(0);
+    d.write(
+        STAGE1_DESCRIPTOR::VALID::SET
+            + leaf_type(level)
+            + STAGE1_DESCRIPTOR::AF::SET
+            + STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(pa.as_u64() >> 12),
+    );
+    with_attributes(d.get(), attrs)
+}
+
+/// Bit 1 of a leaf: 0 for a block (levels 1-2), 1 for a page (level 3).
+fn leaf_type(level: usize) -> tock_registers::fields::FieldValue<u64, STAGE1_DESCRIPTOR::Register> {
+    if level == 3 {
         STAGE1_DESCRIPTOR::TYPE::Table
     } else {
         STAGE1_DESCRIPTOR::TYPE::Block
-    };
+    }
+}
+
+/// The leaf `raw` with its memory type, shareability and permissions replaced by `attrs`;
+/// every other bit (output address, AF, nG, ...) is kept. UXN stays set: EL0 never executes
+/// kernel mappings.
+pub fn with_attributes(raw: u64, attrs: Attributes) -> u64 {
+    let d = Descriptor::new(raw);
     let sh = match attrs.kind {
         MemoryKind::Normal | MemoryKind::NormalUncached => STAGE1_DESCRIPTOR::SH::InnerShareable,
         // Device memory is treated as outer shareable whatever this field says.
@@ -124,27 +175,58 @@ pub fn leaf(pa: PhysAddr, attrs: Attributes, level: usize) -> u64 {
     } else {
         STAGE1_DESCRIPTOR::AP::RO_EL1
     };
-    d.write(
-        STAGE1_DESCRIPTOR::VALID::SET
-            + ty
-            + STAGE1_DESCRIPTOR::ATTR_INDX.val(attrs.kind as u64)
+    let pxn = if attrs.executable {
+        STAGE1_DESCRIPTOR::PXN::CLEAR
+    } else {
+        STAGE1_DESCRIPTOR::PXN::SET
+    };
+    d.modify(
+        STAGE1_DESCRIPTOR::ATTR_INDX.val(attrs.kind as u64)
             + sh
             + ap
-            + STAGE1_DESCRIPTOR::AF::SET
-            + STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(pa.as_u64() >> 12)
-            + STAGE1_DESCRIPTOR::UXN::SET
-            + if attrs.executable {
-                STAGE1_DESCRIPTOR::PXN::CLEAR
-            } else {
-                STAGE1_DESCRIPTOR::PXN::SET
-            },
+            + pxn
+            + STAGE1_DESCRIPTOR::UXN::SET,
     );
     d.get()
 }
 
+/// The leaf at `level` that maps `pa` with every attribute of the leaf `raw`: one entry of
+/// the table that replaces the block `raw` when it is split. The contiguous hint is dropped.
+pub fn split_leaf(raw: u64, level: usize, pa: PhysAddr) -> u64 {
+    debug_assert!((1..=3).contains(&level), "no leaf at level {level}");
+    let d = Descriptor::new(raw);
+    d.modify(
+        leaf_type(level)
+            + STAGE1_DESCRIPTOR::CONTIGUOUS::CLEAR
+            + STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(pa.as_u64() >> 12),
+    );
+    d.get()
+}
+
+/// Whether replacing the valid descriptor `old` by the valid descriptor `new` in a live table
+/// needs break-before-make (ARM ARM D8.16.1, "Using break-before-make when updating
+/// translation table entries"): anything but a change of permissions (AP, PXN, UXN) or of
+/// the access flag does: memory type, cacheability, shareability, output address, block size
+/// (leaf <-> table), nG, the contiguous hint. Replacing or writing an invalid descriptor never
+/// does.
+pub fn needs_break_before_make(old: u64, new: u64) -> bool {
+    let without_permissions = |raw: u64| {
+        let d = Descriptor::new(raw);
+        d.modify(
+            STAGE1_DESCRIPTOR::AP.val(0)
+                + STAGE1_DESCRIPTOR::PXN::CLEAR
+                + STAGE1_DESCRIPTOR::UXN::CLEAR
+                + STAGE1_DESCRIPTOR::AF::CLEAR,
+        );
+        d.get()
+    };
+    let valid = |raw: u64| Descriptor::new(raw).is_set(STAGE1_DESCRIPTOR::VALID);
+    valid(old) && valid(new) && without_permissions(old) != without_permissions(new)
+}
+
 /// Builds a table descriptor pointing at the next-level table at `pa`.
 pub fn table(pa: PhysAddr) -> u64 {
-    let d: InMemoryRegister<u64, STAGE1_DESCRIPTOR::Register> = InMemoryRegister::new(0);
+    let d = Descriptor::new(0);
     d.write(
         STAGE1_DESCRIPTOR::VALID::SET
             + STAGE1_DESCRIPTOR::TYPE::Table
@@ -156,7 +238,7 @@ pub fn table(pa: PhysAddr) -> u64 {
 /// A decoded descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
-    /// Nothing mapped.
+    /// Nothing mapped: an invalid descriptor, or an encoding the walker faults on.
     Invalid,
     /// A pointer to the next-level table.
     Table(PhysAddr),
@@ -166,7 +248,7 @@ pub enum Decoded {
 
 /// Decodes a descriptor found at `level`.
 pub fn decode(raw: u64, level: usize) -> Decoded {
-    let d: InMemoryRegister<u64, STAGE1_DESCRIPTOR::Register> = InMemoryRegister::new(raw);
+    let d = Descriptor::new(raw);
     if !d.is_set(STAGE1_DESCRIPTOR::VALID) {
         return Decoded::Invalid;
     }
@@ -175,8 +257,9 @@ pub fn decode(raw: u64, level: usize) -> Decoded {
     if level < 3 && is_table_bit {
         return Decoded::Table(pa);
     }
-    if level == 3 && !is_table_bit {
-        // Reserved encoding at level 3: treat as invalid.
+    if level == 0 || (level == 3 && !is_table_bit) {
+        // A block at level 0 (4 KiB granule without FEAT_LPA2) and bit 1 clear at level 3 are
+        // reserved encodings: the walker reports a translation fault (ARM ARM D8.3.1).
         return Decoded::Invalid;
     }
     let attrs = Attributes {
@@ -190,6 +273,16 @@ pub fn decode(raw: u64, level: usize) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `raw` with nG and the contiguous hint set: bits Levitate does not otherwise model.
+    fn with_ng_contiguous(raw: u64, contiguous: bool) -> u64 {
+        let d = Descriptor::new(raw);
+        d.modify(STAGE1_DESCRIPTOR::NG::SET);
+        if contiguous {
+            d.modify(STAGE1_DESCRIPTOR::CONTIGUOUS::SET);
+        }
+        d.get()
+    }
 
     #[test]
     fn matches_boot_asm_block() {
@@ -225,5 +318,86 @@ mod tests {
         assert_eq!(decode(table(t), 0), Decoded::Table(t));
         assert_eq!(decode(0, 2), Decoded::Invalid);
         assert_eq!(table(t), 0x4123_4003);
+    }
+
+    #[test]
+    fn reserved_encodings_are_invalid() {
+        let pa = PhysAddr::new(0x8000_0000);
+        // A level 1 block read as if it sat at level 0.
+        assert_eq!(
+            decode(leaf(pa, Attributes::KERNEL_DATA, 1), 0),
+            Decoded::Invalid
+        );
+        // A block encoding at level 3.
+        assert_eq!(
+            decode(leaf(pa, Attributes::KERNEL_DATA, 2), 3),
+            Decoded::Invalid
+        );
+    }
+
+    #[test]
+    fn split_leaf_keeps_every_attribute() {
+        let block = leaf(PhysAddr::new(0x4000_0000), Attributes::KERNEL_TEXT, 1);
+        // nG survives a split; the contiguous hint is dropped on purpose.
+        let page = split_leaf(
+            with_ng_contiguous(block, true),
+            3,
+            PhysAddr::new(0x4000_5000),
+        );
+        assert_eq!(
+            decode(page, 3),
+            Decoded::Leaf(PhysAddr::new(0x4000_5000), Attributes::KERNEL_TEXT)
+        );
+        let expected = leaf(PhysAddr::new(0x4000_5000), Attributes::KERNEL_TEXT, 3);
+        assert_eq!(page, with_ng_contiguous(expected, false));
+        let mid = split_leaf(block, 2, PhysAddr::new(0x4020_0000));
+        assert_eq!(
+            mid,
+            leaf(PhysAddr::new(0x4020_0000), Attributes::KERNEL_TEXT, 2)
+        );
+    }
+
+    #[test]
+    fn with_attributes_changes_only_attributes() {
+        let pa = PhysAddr::new(0x1234_5000);
+        let page = with_ng_contiguous(leaf(pa, Attributes::KERNEL_DATA, 3), false);
+        let ro = with_attributes(page, Attributes::KERNEL_RO);
+        assert_eq!(
+            ro,
+            with_ng_contiguous(leaf(pa, Attributes::KERNEL_RO, 3), false)
+        );
+        assert_eq!(with_attributes(ro, Attributes::KERNEL_DATA), page);
+    }
+
+    #[test]
+    fn break_before_make_only_for_more_than_permissions() {
+        let pa = PhysAddr::new(0x4000_0000);
+        let data = leaf(pa, Attributes::KERNEL_DATA, 2);
+        for attrs in [Attributes::KERNEL_RO, Attributes::KERNEL_TEXT] {
+            assert!(!needs_break_before_make(data, leaf(pa, attrs, 2)));
+        }
+        let uncached = Attributes {
+            kind: MemoryKind::NormalUncached,
+            ..Attributes::KERNEL_DATA
+        };
+        assert!(needs_break_before_make(data, leaf(pa, uncached, 2)));
+        assert!(needs_break_before_make(
+            data,
+            leaf(pa, Attributes::DEVICE, 2)
+        ));
+        assert!(needs_break_before_make(
+            data,
+            leaf(pa + (1 << 21), Attributes::KERNEL_DATA, 2)
+        ));
+        assert!(needs_break_before_make(data, table(PhysAddr::new(0x1000))));
+        assert!(!needs_break_before_make(data, INVALID));
+        assert!(!needs_break_before_make(INVALID, data));
+    }
+
+    #[test]
+    fn attributes_display() {
+        assert_eq!(Attributes::KERNEL_DATA.to_string(), "RW NX normal");
+        assert_eq!(Attributes::KERNEL_TEXT.to_string(), "RO X normal");
+        assert_eq!(Attributes::DEVICE.to_string(), "RW NX device-nGnRE");
     }
 }

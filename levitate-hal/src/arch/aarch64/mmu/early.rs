@@ -36,6 +36,25 @@ struct EarlyMapper {
     mmio_next: u64,
     /// Next free address in the boot window.
     boot_next: u64,
+    /// The MMIO windows mapped so far, for the final tables to map again.
+    mmio: [Option<WindowMapping>; MAX_MMIO_WINDOWS],
+}
+
+/// Most MMIO windows the early mapper records.
+const MAX_MMIO_WINDOWS: usize = 16;
+
+/// One device window mapped by `ioremap`: the final page tables must map it again at the same
+/// address, since drivers keep using it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowMapping {
+    /// Virtual start (page aligned).
+    pub va: VirtAddr,
+    /// Physical start (page aligned).
+    pub pa: PhysAddr,
+    /// Length in bytes (whole pages).
+    pub size: u64,
+    /// Its attributes.
+    pub attrs: Attributes,
 }
 
 /// Interrupts are masked during early boot and the lock is held only around table edits, so
@@ -69,6 +88,10 @@ impl TableAccess for EarlyMapper {
         Some(PhysAddr::new(va - KIMAGE_VBASE + self.image_phys))
     }
 
+    /// The pool is a bump allocator: a freed table is leaked (it stays inside the image). The
+    /// early mapper never unmaps, so only later page-table code on these tables can free one.
+    fn free_table(&mut self, _pa: PhysAddr) {}
+
     fn table(&mut self, pa: PhysAddr) -> &mut [u64; ENTRIES] {
         let va = self.image_va(pa);
         // SAFETY: `va` is a page-aligned table inside the mapped kernel image (checked above):
@@ -96,6 +119,7 @@ pub fn init(image_phys: PhysAddr) {
         used: 0,
         mmio_next: MMIO_BASE,
         boot_next: BOOT_WINDOW_BASE,
+        mmio: [None; MAX_MMIO_WINDOWS],
     });
 }
 
@@ -173,12 +197,30 @@ fn map_in_window(
         if len > limit - next {
             return Err(MapError::WindowFull);
         }
+        let record = WindowMapping {
+            va: VirtAddr::new(next),
+            pa: start,
+            size: len,
+            attrs,
+        };
+        let slot = match window {
+            Window::Mmio => Some(
+                m.mmio
+                    .iter()
+                    .position(Option::is_none)
+                    .ok_or(MapError::WindowFull)?,
+            ),
+            Window::Boot => None,
+        };
         let root = m.root();
         table::map(m, root, VirtAddr::new(next), start, len, attrs)?;
         let after = next + len + PAGE_SIZE;
         match window {
             Window::Mmio => m.mmio_next = after,
             Window::Boot => m.boot_next = after,
+        }
+        if let Some(i) = slot {
+            m.mmio[i] = Some(record);
         }
         Ok(VirtAddr::new(next) + (pa - start))
     })
@@ -194,6 +236,15 @@ pub fn map_boot_window(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
 /// and returns the virtual address of `pa`.
 pub fn ioremap(pa: PhysAddr, size: u64) -> Result<VirtAddr, MapError> {
     map_in_window(Window::Mmio, pa, size, Attributes::DEVICE)
+}
+
+/// The MMIO windows `ioremap` has mapped.
+pub fn windows() -> impl Iterator<Item = WindowMapping> {
+    let copy = MAPPER
+        .lock()
+        .as_ref()
+        .map_or([None; MAX_MMIO_WINDOWS], |m| m.mmio);
+    copy.into_iter().flatten()
 }
 
 /// How many pool tables are in use, and how many exist.

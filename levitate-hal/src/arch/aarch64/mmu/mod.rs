@@ -4,9 +4,12 @@
 
 pub mod descriptor;
 pub mod table;
+pub mod walk;
 
 #[cfg(target_os = "none")]
 pub mod early;
+#[cfg(target_os = "none")]
+pub mod tlb;
 
 pub use descriptor::{Attributes, MemoryKind};
 pub use table::{MapError, TableAccess};

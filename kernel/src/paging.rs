@@ -1,0 +1,236 @@
+//! The kernel's final translation tables, built from buddy frames (no static pool): the image
+//! with W^X permissions (text read-only and executable, rodata read-only, data and BSS
+//! writable and never executable, stack guard pages left out), a linear map of all RAM except
+//! `no-map` regions, and the MMIO windows as Device-nGnRE. Boot switches TTBR1 to them; from
+//! then on the heap and stacks map and unmap through here.
+
+use crate::frames;
+use crate::memory;
+use core::fmt;
+use levitate_hal::arch::aarch64::mmu::table::{
+    self, MapError, TableAccess, Translation, UnmapError, Unmapped, ENTRIES,
+};
+use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
+use levitate_hal::arch::aarch64::mmu::walk::{self, Walk};
+use levitate_hal::arch::aarch64::mmu::{early, Attributes};
+use levitate_hal::layout::{self, KIMAGE_VBASE};
+use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use levitate_mm::buddy::{Owner, Request};
+use levitate_mm::memmap::MemoryMap;
+use levitate_mm::region::{Region, RegionSet};
+use spin::Mutex;
+
+/// Tables whose frames come from the buddy and are reached through the linear map.
+pub struct BuddyTables;
+
+impl TableAccess for BuddyTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let block = frames::alloc(Request::new(0, Owner::PageTable).zeroed()).ok()?;
+        let pa = block.addr;
+        // The table owns the frame from here; `free_table` gives it back by address.
+        core::mem::forget(block);
+        Some(pa)
+    }
+
+    fn free_table(&mut self, pa: PhysAddr) {
+        // A refused free is logged and counted by `frames`; the tables stay consistent.
+        let _ = frames::free_raw(pa, 0);
+    }
+
+    fn table(&mut self, pa: PhysAddr) -> &mut [u64; ENTRIES] {
+        // SAFETY: `pa` is a table frame this access allocated from the buddy (or the root):
+        // usable RAM, mapped in the linear map, page aligned, and reached only under
+        // `KERNEL`'s lock, so this is the only reference.
+        unsafe { &mut *memory::linear(pa).cast::<[u64; ENTRIES]>() }
+    }
+}
+
+/// The root of the kernel's tables once they exist. Lock order: heap, then this, then frames.
+static KERNEL: Mutex<Option<PhysAddr>> = Mutex::new(None);
+
+/// Why the final tables could not be built.
+#[derive(Debug)]
+pub enum PagingError {
+    /// Mapping a region failed.
+    Map(&'static str, MapError),
+    /// No frame for the root table.
+    NoRoot,
+    /// A range set overflowed.
+    TooManyRanges,
+}
+
+impl fmt::Display for PagingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Map(what, e) => write!(f, "mapping {what}: {e}"),
+            Self::NoRoot => write!(f, "no frame for the root translation table"),
+            Self::TooManyRanges => write!(f, "too many separate ranges to map"),
+        }
+    }
+}
+
+/// Image section boundaries from linker.ld and boot.S.
+struct ImageLayout {
+    text: (u64, u64),
+    rodata: (u64, u64),
+    data: (u64, u64),
+    guards: [(u64, u64); 2],
+}
+
+fn image_layout() -> ImageLayout {
+    extern "C" {
+        static __image_start: u8;
+        static __text_end: u8;
+        static __rodata_end: u8;
+        static __image_end: u8;
+        static __exception_stack_guard: u8;
+        static __exception_stack_bottom: u8;
+        static __boot_stack_guard: u8;
+        static __boot_stack_bottom: u8;
+    }
+    let a = |p: *const u8| p as u64;
+    ImageLayout {
+        text: (a(&raw const __image_start), a(&raw const __text_end)),
+        rodata: (a(&raw const __text_end), a(&raw const __rodata_end)),
+        data: (a(&raw const __rodata_end), a(&raw const __image_end)),
+        guards: [
+            (
+                a(&raw const __exception_stack_guard),
+                a(&raw const __exception_stack_bottom),
+            ),
+            (
+                a(&raw const __boot_stack_guard),
+                a(&raw const __boot_stack_bottom),
+            ),
+        ],
+    }
+}
+
+/// Builds the final tables and switches TTBR1 to them.
+pub fn init(map: &MemoryMap<'_>) -> Result<(), PagingError> {
+    let image_phys = early::image_phys().expect("boot order invariant: early mapper set up");
+    let phys_of = |va: u64| PhysAddr::new(va - KIMAGE_VBASE + image_phys.as_u64());
+    let mut access = BuddyTables;
+    let root = access.alloc_table().ok_or(PagingError::NoRoot)?;
+    let mut map_range =
+        |what: &'static str, va: u64, pa: PhysAddr, size: u64, attrs: Attributes| {
+            table::map(&mut access, root, VirtAddr::new(va), pa, size, attrs)
+                .map_err(|e| PagingError::Map(what, e))
+        };
+
+    let img = image_layout();
+    map_range(
+        "kernel text",
+        img.text.0,
+        phys_of(img.text.0),
+        img.text.1 - img.text.0,
+        Attributes::KERNEL_TEXT,
+    )?;
+    map_range(
+        "kernel rodata",
+        img.rodata.0,
+        phys_of(img.rodata.0),
+        img.rodata.1 - img.rodata.0,
+        Attributes::KERNEL_RO,
+    )?;
+    let mut data = RegionSet::<8>::new();
+    data.insert(Region::from_bounds(img.data.0, img.data.1))
+        .map_err(|_| PagingError::TooManyRanges)?;
+    for (start, end) in img.guards {
+        data.remove(Region::from_bounds(start, end))
+            .map_err(|_| PagingError::TooManyRanges)?;
+    }
+    for r in data.iter() {
+        let va = r.base.as_u64();
+        map_range(
+            "kernel data",
+            va,
+            phys_of(va),
+            r.size,
+            Attributes::KERNEL_DATA,
+        )?;
+    }
+
+    for r in memory::linear_ranges(map)
+        .map_err(|_| PagingError::TooManyRanges)?
+        .iter()
+    {
+        let va = layout::phys_to_linear(r.base).expect("RAM lies below the linear window's end");
+        map_range(
+            "the linear map",
+            va.as_u64(),
+            r.base,
+            r.size,
+            Attributes::KERNEL_DATA,
+        )?;
+    }
+    for w in early::windows() {
+        map_range("an MMIO window", w.va.as_u64(), w.pa, w.size, w.attrs)?;
+    }
+
+    // SAFETY: the new tables map the image, its stacks and every MMIO window at the same
+    // virtual addresses and with the same physical addresses as the boot tables, so the code,
+    // stack and console in use keep working across the switch. The barrier makes the table
+    // writes visible to the walker; the TLB invalidation drops every boot-table entry.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "msr ttbr1_el1, {root}",
+            "isb",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            root = in(reg) root.as_u64(),
+            options(nostack)
+        );
+    }
+    *KERNEL.lock() = Some(root);
+    Ok(())
+}
+
+fn with_tables<R>(f: impl FnOnce(&mut BuddyTables, PhysAddr) -> R) -> R {
+    let guard = KERNEL.lock();
+    let root =
+        guard.expect("boot order invariant: paging::init runs before kernel mappings change");
+    f(&mut BuddyTables, root)
+}
+
+/// Maps `[va, va + size)` to `[pa, pa + size)`. New entries need no TLB maintenance.
+pub fn map(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
+    let r = with_tables(|t, root| table::map(t, root, va, pa, size, attrs));
+    // SAFETY: a barrier only: make the new entries visible to the table walker.
+    unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
+    r
+}
+
+/// Unmaps `[va, va + size)`, returning emptied tables to the buddy.
+pub fn unmap(va: VirtAddr, size: u64) -> Result<Unmapped, UnmapError> {
+    with_tables(|t, root| table::unmap(t, root, va, size, &mut KernelTlb))
+}
+
+/// Changes the attributes of `[va, va + size)`.
+pub fn protect(va: VirtAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
+    with_tables(|t, root| table::protect(t, root, va, size, attrs, &mut KernelTlb))
+}
+
+/// Translates a kernel virtual address.
+pub fn translate(va: VirtAddr) -> Option<Translation> {
+    with_tables(|t, root| table::translate(t, root, va))
+}
+
+/// The walk to `va`, one step per level.
+pub fn walk(va: VirtAddr) -> Walk {
+    with_tables(|t, root| walk::walk(t, root, va))
+}
+
+/// Table frames the kernel's tables use.
+pub fn table_frames() -> usize {
+    with_tables(|t, root| table::count_tables(t, root))
+}
+
+/// Whether the final tables are live.
+pub fn ready() -> bool {
+    KERNEL.lock().is_some()
+}
+
+const _: () = assert!(PAGE_SIZE == 4096);
