@@ -152,3 +152,26 @@ levitate_hal::ktest!(
         Ok(())
     }
 );
+
+levitate_hal::ktest!(
+    fn poisoning_catches_a_write_after_free() -> KtestResult {
+        if !stats().unwrap().poisoning {
+            return Ok(()); // only meaningful in the `poison` boot of the matrix
+        }
+        let block = alloc(Request::new(0, Owner::Test)).unwrap();
+        let addr = block.addr;
+        levitate_hal::kassert!(free(block).is_ok());
+        // A use after free: write into the freed frame.
+        // SAFETY: deliberately writing a free frame (mapped in the linear map) to check that
+        // poisoning notices; the poison is restored below.
+        unsafe { memory::linear(addr + 0x40).write_volatile(0x11) };
+        let found = with(|b| b.find_use_after_free(&LinearMemory));
+        LinearMemory.fill(addr.pfn(), 1, levitate_mm::buddy::POISON);
+        levitate_hal::kassert!(
+            matches!(found, Some(AllocError::UseAfterFree { addr: a, .. }) if a == addr + 0x40),
+            "the write after free was not found at its address"
+        );
+        levitate_hal::kassert!(with(|b| b.find_use_after_free(&LinearMemory)).is_none());
+        Ok(())
+    }
+);

@@ -207,3 +207,26 @@ levitate_hal::ktest!(
         Ok(())
     }
 );
+
+levitate_hal::ktest!(
+    fn heap_grows_on_demand() -> KtestResult {
+        extern crate alloc;
+        use alloc::vec::Vec;
+        let before = stats();
+        // Bigger than everything mapped so far: the heap must grow.
+        let n = before.size + (4 << 20);
+        let mut v: Vec<u8> = Vec::new();
+        levitate_hal::kassert!(v.try_reserve_exact(n).is_ok(), "the heap did not grow");
+        v.extend((0..n).map(|i| i as u8));
+        levitate_hal::kassert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+        let after = stats();
+        levitate_hal::kassert!(after.growths > before.growths);
+        levitate_hal::kassert!(after.size >= before.size + n);
+        drop(v);
+        // A request past the limit fails cleanly instead of panicking.
+        let mut huge: Vec<u8> = Vec::new();
+        levitate_hal::kassert!(huge.try_reserve_exact(after.limit + 1).is_err());
+        levitate_hal::kassert_eq!(stats().failures, after.failures + 1);
+        Ok(())
+    }
+);

@@ -70,6 +70,7 @@ impl fmt::Display for PagingError {
 }
 
 /// Image section boundaries from linker.ld and boot.S.
+#[derive(Clone, Copy)]
 struct ImageLayout {
     text: (u64, u64),
     rodata: (u64, u64),
@@ -208,7 +209,8 @@ pub fn unmap(va: VirtAddr, size: u64) -> Result<Unmapped, UnmapError> {
     with_tables(|t, root| table::unmap(t, root, va, size, &mut KernelTlb))
 }
 
-/// Changes the attributes of `[va, va + size)`.
+/// Changes the attributes of `[va, va + size)`. (Only tests use it so far.)
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
 pub fn protect(va: VirtAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
     with_tables(|t, root| table::protect(t, root, va, size, attrs, &mut KernelTlb))
 }
@@ -234,3 +236,95 @@ pub fn ready() -> bool {
 }
 
 const _: () = assert!(PAGE_SIZE == 4096);
+
+/// A virtual window only the page-table tests use.
+#[cfg(feature = "ktest")]
+const TEST_VA: u64 = layout::STACKS_BASE + (0x80 << 32);
+
+levitate_hal::ktest!(
+    fn map_translate_unmap_returns_tables() -> KtestResult {
+        use levitate_hal::arch::aarch64::exception::catch_fault;
+        let tables_before = table_frames();
+        let block = frames::alloc(Request::new(0, Owner::Test).zeroed()).unwrap();
+        let va = VirtAddr::new(TEST_VA);
+        levitate_hal::kassert!(map(va, block.addr, PAGE_SIZE, Attributes::KERNEL_DATA).is_ok());
+        levitate_hal::kassert!(table_frames() > tables_before, "no table was allocated");
+        let t = translate(va + 0x123);
+        levitate_hal::kassert!(t.is_some_and(|t| t.pa == block.addr + 0x123 && t.level == 3));
+        // The mapping reaches the frame: write through it, read through the linear map.
+        let p = va.as_u64() as *mut u64;
+        // SAFETY: `va` was just mapped to a frame allocated for this test.
+        unsafe { p.write_volatile(0xfeed_f00d) };
+        // SAFETY: the same frame through the linear map.
+        let back = unsafe { memory::linear(block.addr).cast::<u64>().read_volatile() };
+        levitate_hal::kassert_eq!(back, 0xfeed_f00d);
+        levitate_hal::kassert!(
+            map(va, block.addr, PAGE_SIZE, Attributes::KERNEL_DATA).is_err(),
+            "double map accepted"
+        );
+        let un = unmap(va, PAGE_SIZE);
+        levitate_hal::kassert!(un.is_ok());
+        levitate_hal::kassert_eq!(table_frames(), tables_before);
+        levitate_hal::kassert!(translate(va).is_none());
+        // SAFETY: reading an address just unmapped: the fault is caught and the load skipped.
+        let fault = catch_fault(|| unsafe {
+            core::ptr::read_volatile(core::hint::black_box(p));
+        });
+        levitate_hal::kassert!(
+            fault.is_some_and(|f| f.far == va.as_u64()),
+            "unmapped page did not fault"
+        );
+        levitate_hal::kassert!(unmap(va, PAGE_SIZE).is_err(), "unmapping a hole accepted");
+        levitate_hal::kassert!(frames::free(block).is_ok());
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn kernel_image_is_w_xor_x_and_guards_are_unmapped() -> KtestResult {
+        use levitate_hal::arch::aarch64::esr;
+        use levitate_hal::arch::aarch64::exception::catch_fault;
+        let img = image_layout();
+        let text = translate(VirtAddr::new(img.text.0 + 0x1000)).unwrap().attrs;
+        levitate_hal::kassert!(text.executable && !text.writable, "text is not RX");
+        let ro = translate(VirtAddr::new(img.rodata.0)).unwrap().attrs;
+        levitate_hal::kassert!(!ro.executable && !ro.writable, "rodata is not RO");
+        let data = translate(VirtAddr::new(img.data.0)).unwrap().attrs;
+        levitate_hal::kassert!(!data.executable && data.writable, "data is not RW NX");
+        for (guard, _) in img.guards {
+            levitate_hal::kassert!(
+                translate(VirtAddr::new(guard)).is_none(),
+                "a stack guard page is mapped"
+            );
+        }
+        // Writing to text faults with a permission fault.
+        let target = kernel_image_is_w_xor_x_and_guards_are_unmapped as *const () as *mut u32;
+        // SAFETY: text is read-only, so the store faults; catch_fault skips it.
+        let fault = catch_fault(|| unsafe { target.write_volatile(0) });
+        levitate_hal::kassert!(fault.is_some(), "writing to text did not fault");
+        let fsc = (esr::iss(fault.unwrap().esr) & 0x3f) as u8;
+        levitate_hal::kassert_eq!(esr::fault_status_name(fsc), "permission fault");
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn protect_makes_a_page_read_only() -> KtestResult {
+        use levitate_hal::arch::aarch64::exception::catch_fault;
+        let block = frames::alloc(Request::new(0, Owner::Test).zeroed()).unwrap();
+        let va = VirtAddr::new(TEST_VA + 0x20_0000);
+        levitate_hal::kassert!(map(va, block.addr, PAGE_SIZE, Attributes::KERNEL_DATA).is_ok());
+        levitate_hal::kassert!(protect(va, PAGE_SIZE, Attributes::KERNEL_RO).is_ok());
+        let p = va.as_u64() as *mut u64;
+        // SAFETY: the page is mapped read-only now: the store faults and is skipped.
+        let fault = catch_fault(|| unsafe { p.write_volatile(1) });
+        levitate_hal::kassert!(fault.is_some(), "a read-only page accepted a write");
+        levitate_hal::kassert!(protect(va, PAGE_SIZE, Attributes::KERNEL_DATA).is_ok());
+        // SAFETY: writable again.
+        let fault = catch_fault(|| unsafe { p.write_volatile(2) });
+        levitate_hal::kassert!(fault.is_none(), "restored write permission did not take");
+        levitate_hal::kassert!(unmap(va, PAGE_SIZE).is_ok());
+        levitate_hal::kassert!(frames::free(block).is_ok());
+        Ok(())
+    }
+);

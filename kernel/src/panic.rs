@@ -38,10 +38,11 @@ pub fn print_backtrace(out: &mut impl Write, fp: u64) {
         // which are mapped and readable for as long as they are registered.
         |addr| unsafe { core::ptr::read_volatile(addr as *const u64) },
         |lr| {
-            // lr is the return address; the call is the instruction before it.
-            let _ = match ksyms::resolve(lr - 4) {
-                Some((name, off)) => writeln!(out, "  #{i:<2} {lr:#018x} {name}+{:#x}", off + 4),
-                None => writeln!(out, "  #{i:<2} {lr:#018x} ?"),
+            // Show the call instruction, the one before the return address.
+            let pc = lr.wrapping_sub(4);
+            let _ = match ksyms::resolve(pc) {
+                Some((name, off)) => writeln!(out, "  #{i:<2} {pc:#018x} {name}+{off:#x}"),
+                None => writeln!(out, "  #{i:<2} {pc:#018x} ?"),
             };
             i += 1;
         },

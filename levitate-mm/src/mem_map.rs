@@ -12,23 +12,29 @@ use crate::memmap::{MemoryMap, Source};
 use crate::region::Region;
 use core::fmt;
 
-/// Per-frame metadata. Fields are the buddy allocator's; this issue only lays them out.
+/// Per-frame metadata, owned by the buddy allocator ([`crate::buddy`]). Only the first frame
+/// of a block (its head) carries the block's state; every other frame of a block is a tail,
+/// so allocating or freeing a 1 GiB block writes one entry, not 262144.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Page {
-    /// Next block on the same free list, as a mem_map index ([`Page::NONE`] = end).
+    /// Free head: next block on the same free list, as a mem_map index ([`Page::NONE`] =
+    /// end). Meaningless in other states.
     pub next: u32,
-    /// Previous block on the same free list ([`Page::NONE`] = head).
+    /// Free head: previous block on the same free list ([`Page::NONE`] = first).
     pub prev: u32,
-    /// Order of the block this frame heads.
+    /// Head: order of the block this frame starts.
     pub order: u8,
-    /// Allocation state.
+    /// 0: tail (inside a block, or not yet set up), 1: head of a free block, 2: head of an
+    /// allocated block.
     pub state: u8,
-    /// Owner of an allocated block (page tables, heap, stacks, ...).
+    /// Allocated head: the `buddy::Owner` (page tables, heap, stacks, ...) as its `u8`.
     pub owner: u8,
-    /// Miscellaneous flags.
+    /// Bit 0: this frame has started an allocated block since boot. Kept when the frame
+    /// becomes a tail, so the buddy tells a double free from a free of an address never
+    /// handed out even after coalescing. Other bits are free.
     pub flags: u8,
-    /// Spare word (reference count or allocation site, later).
+    /// Spare word, unused by the buddy (reference count or allocation site, later).
     pub aux: u32,
 }
 

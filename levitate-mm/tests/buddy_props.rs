@@ -206,7 +206,7 @@ impl Model {
                 Misuse::OutsideRam
             });
         }
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Misuse::Misaligned);
         }
         if let Some(&(o, owner)) = self.live.get(&addr) {
@@ -218,7 +218,7 @@ impl Model {
         }
         if self.ever.contains(&addr) {
             Err(Misuse::DoubleFree)
-        } else if (addr / PAGE_SIZE) % (1 << order) != 0 {
+        } else if !(addr / PAGE_SIZE).is_multiple_of(1 << order) {
             Err(Misuse::Misaligned)
         } else {
             Err(Misuse::NeverAllocated)

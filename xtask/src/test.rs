@@ -462,6 +462,97 @@ fn memory_scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOpti
     Ok(())
 }
 
+fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<()> {
+    let out = boot(
+        image,
+        base,
+        "meminfo\nbuddyinfo\nmemcheck\npt 0xffffffff80000000\npt 0xffff000040000000\npt 0x1000\nstress frames 3000\nstress heap 16M\nheap\nmemcheck\npoweroff\n",
+    )?;
+    tally.record(
+        "meminfo, buddyinfo, memcheck, pt, stress frames and stress heap",
+        check(
+            &out,
+            &Expect {
+                code: 0,
+                contains: &[
+                    "MemTotal:            1048576 kB",
+                    "PageTables:",
+                    "KernelHeap:",
+                    "Fragmentation:",
+                    "Node 0, zone    DMA32",
+                    "memcheck: ok",
+                    "L3[0] ",
+                    "page 4 KiB -> 0x40200000 RO X normal",
+                    "block 1 GiB -> 0x40000000 RW NX normal",
+                    "L1[0] invalid",
+                    "stress frames: 3000 operations",
+                    "(back to its starting value)",
+                    "stress heap: ",
+                    "growths:",
+                ],
+                absent: &["errors: 1", "errors: 2", "CHANGED", "unknown command"],
+            },
+        ),
+    );
+    if !out.output.contains("errors: 0") {
+        tally.record(
+            "stress reports errors: 0",
+            Err("no `errors: 0` line".into()),
+        );
+    }
+
+    let opts = RunOptions {
+        smp: 4,
+        ..base.clone()
+    };
+    let out = boot(image, &opts, "stress frames 5000\nmemcheck\npoweroff\n")?;
+    tally.record(
+        "stress frames at --smp 4",
+        check(
+            &out,
+            &Expect {
+                code: 0,
+                contains: &["errors: 0", "(back to its starting value)", "memcheck: ok"],
+                absent: &[],
+            },
+        ),
+    );
+
+    let out = boot(image, base, "fault stack\n")?;
+    tally.record(
+        "stack overflow is reported with the stack's name",
+        check(
+            &out,
+            &Expect {
+                code: 3,
+                contains: &[
+                    "kernel stack overflow: stack 'boot'",
+                    "ran into its guard page",
+                    "levitate::shell::commands::recurse",
+                ],
+                absent: &["nested panic"],
+            },
+        ),
+    );
+
+    let out = boot(image, base, "fault text\n")?;
+    tally.record(
+        "writing to kernel text is a permission fault",
+        check(
+            &out,
+            &Expect {
+                code: 3,
+                contains: &[
+                    "permission fault at level 3, write",
+                    "in levitate::shell::commands::fault",
+                ],
+                absent: &[],
+            },
+        ),
+    );
+    Ok(())
+}
+
 fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let dtbs = workspace_root().join("levitate-mm/tests/dtbs");
@@ -795,6 +886,13 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
             },
         ));
         matrix.push((
+            "--bootargs poison",
+            RunOptions {
+                bootargs: "poison".into(),
+                ..base.clone()
+            },
+        ));
+        matrix.push((
             "--smp 4",
             RunOptions {
                 smp: 4,
@@ -809,6 +907,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     std::fs::create_dir_all(&work)?;
     scenarios(&mut tally, &normal.image, &work, &base)?;
     memory_scenarios(&mut tally, &normal.image, &work, &base)?;
+    frame_scenarios(&mut tally, &normal.image, &base)?;
     memmap_cli(&mut tally, &work)?;
 
     println!();

@@ -45,6 +45,36 @@ pub static COMMANDS: &[Command] = &[
         run: cat,
     },
     Command {
+        name: "meminfo",
+        args: "",
+        help: "memory totals in /proc/meminfo's style",
+        run: super::mm::meminfo,
+    },
+    Command {
+        name: "buddyinfo",
+        args: "",
+        help: "free blocks per order, as /proc/buddyinfo",
+        run: super::mm::buddyinfo,
+    },
+    Command {
+        name: "memcheck",
+        args: "",
+        help: "run the memory map's and the buddy allocator's invariant checkers",
+        run: super::mm::memcheck,
+    },
+    Command {
+        name: "pt",
+        args: "ADDR",
+        help: "walk the kernel page tables for a virtual address",
+        run: super::mm::pt,
+    },
+    Command {
+        name: "stress",
+        args: "frames N | heap BYTES",
+        help: "random frame or heap allocations with pattern checks",
+        run: super::mm::stress,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free, growths",
@@ -70,8 +100,8 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "fault",
-        args: "[ADDR]",
-        help: "read ADDR (default 0) to take an unhandled fault on purpose",
+        args: "[ADDR | stack | text]",
+        help: "take an unhandled fault on purpose: read ADDR (default 0), overflow the stack, or write to kernel text",
         run: fault,
     },
 ];
@@ -362,6 +392,20 @@ fn panic(args: &[&str]) -> Result<(), CmdError> {
 fn fault(args: &[&str]) -> Result<(), CmdError> {
     let addr = match args {
         [] => 0,
+        ["stack"] => {
+            println!("recursing until the stack overflows");
+            let depth = recurse(0);
+            println!("returned from depth {depth}?");
+            return Ok(());
+        }
+        ["text"] => {
+            let target = fault as *const () as *mut u32;
+            println!("writing to kernel text at {:#x}", target as u64);
+            // SAFETY: deliberately unsound on request: text is mapped read-only, so this
+            // write faults (a permission fault) instead of changing code.
+            unsafe { target.write_volatile(0) };
+            return Ok(());
+        }
         [a] => {
             let digits = a.strip_prefix("0x").unwrap_or(a);
             u64::from_str_radix(digits, 16).map_err(|_| CmdError::Usage)?
@@ -374,4 +418,15 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
     let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
     println!("{addr:#x} holds {value:#x}");
     Ok(())
+}
+
+/// Recursion with a frame the optimiser cannot remove, for `fault stack`.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    // Always true at run time, but the compiler cannot tell, so the recursion stays.
+    if core::hint::black_box(depth) != u64::MAX {
+        return recurse(depth + 1) + frame[depth as usize % 64];
+    }
+    frame[0]
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod line;
+mod mm;
 
 use crate::{console, print, println};
 use alloc::string::String;

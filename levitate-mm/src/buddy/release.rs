@@ -97,7 +97,7 @@ impl<'m> Buddy<'m> {
         let (mut pfn, mut index, mut order) = (pfn, index, order);
         while order < MAX_ORDER {
             let buddy = pfn ^ (1 << order);
-            if buddy >= end {
+            if buddy < section.start || buddy >= end {
                 break;
             }
             let buddy_index = (section.first_index + (buddy - section.start)) as u32;

@@ -28,7 +28,8 @@ pub struct TrapFrame {
     pub fpsr: u64,
     /// Floating-point control.
     pub fpcr: u64,
-    /// A frame record `{x29, elr}` so a backtrace from the handler reaches the interrupted code.
+    /// A frame record `{x29, elr + 4}` so a backtrace from the handler reaches the interrupted
+    /// code (backtraces show the instruction before each return address).
     pub frame_record: [u64; 2],
     /// SIMD/FP registers q0..q31.
     pub q: [u128; 32],

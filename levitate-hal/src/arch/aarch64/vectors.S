@@ -6,7 +6,7 @@
 //   0   x0..x30      31 * 8
 //   248 sp           stack pointer at the time of the exception (SP_EL0 or SP_EL1)
 //   256 elr, 264 spsr, 272 esr, 280 far, 288 fpsr, 296 fpcr
-//   304 frame record {x29, elr}: lets backtraces walk from the handler into the interrupted code
+//   304 frame record {x29, elr + 4}: lets backtraces walk from the handler into the interrupted code
 //   320 q0..q31      32 * 16
 //   832 end
 
@@ -75,7 +75,10 @@ trap_entry:
     mrs     x14, fpsr
     mrs     x15, fpcr
     stp     x14, x15, [sp, #288]
-    stp     x29, x10, [sp, #304]
+    // Frame record {x29, ELR + 4}: backtraces print the instruction before each return
+    // address, which for this record is the interrupted instruction itself.
+    add     x11, x10, #4
+    stp     x29, x11, [sp, #304]
     add     x9, sp, #320
     stp     q0, q1, [x9, #0]
     stp     q2, q3, [x9, #32]

@@ -205,18 +205,17 @@ pub fn split_leaf(raw: u64, level: usize, pa: PhysAddr) -> u64 {
 
 /// Whether replacing the valid descriptor `old` by the valid descriptor `new` in a live table
 /// needs break-before-make (ARM ARM D8.16.1, "Using break-before-make when updating
-/// translation table entries"): anything but a change of permissions (AP, PXN, UXN) or of
-/// the access flag does: memory type, cacheability, shareability, output address, block size
-/// (leaf <-> table), nG, the contiguous hint. Replacing or writing an invalid descriptor never
-/// does.
+/// translation table entries"): anything but a change of permissions (AP, PXN, UXN) does:
+/// memory type, cacheability, shareability, output address, block size (leaf <-> table), nG,
+/// the contiguous hint (and, conservatively, the access flag). Replacing or writing an invalid
+/// descriptor never does.
 pub fn needs_break_before_make(old: u64, new: u64) -> bool {
     let without_permissions = |raw: u64| {
         let d = Descriptor::new(raw);
         d.modify(
             STAGE1_DESCRIPTOR::AP.val(0)
                 + STAGE1_DESCRIPTOR::PXN::CLEAR
-                + STAGE1_DESCRIPTOR::UXN::CLEAR
-                + STAGE1_DESCRIPTOR::AF::CLEAR,
+                + STAGE1_DESCRIPTOR::UXN::CLEAR,
         );
         d.get()
     };

@@ -254,11 +254,3 @@ pub fn pool_usage() -> (usize, usize) {
         .as_ref()
         .map_or((0, POOL_TABLES), |m| (m.used, POOL_TABLES))
 }
-
-/// Translates a kernel virtual address through the live TTBR1 tables.
-pub fn translate(va: VirtAddr) -> Option<table::Translation> {
-    let mut guard = MAPPER.lock();
-    let m = guard.as_mut()?;
-    let root = m.root();
-    table::translate(m, root, va)
-}

@@ -18,6 +18,12 @@
 //! Errors are found before anything changes: a hole in an `unmap`/`protect` range or a mapped
 //! page in a `map` range leaves the tables untouched. Only running out of tables can stop an
 //! operation halfway (see each function).
+//!
+//! The caller's part: hold the lock that serialises changes to a tree; never split (by
+//! unmapping or re-protecting part of it) a block that the CPU needs during the break, i.e.
+//! one holding the running code, the stack, or the tables themselves when `TableAccess`
+//! reaches them through that block (tables reached through a linear map of 1 GiB blocks are);
+//! and do the cache maintenance a change of cacheability needs.
 
 use super::descriptor::{self, Attributes, Decoded};
 use super::walk;
@@ -530,7 +536,8 @@ fn clear(
 /// Gives every page of `[va, va + size)` the attributes `attrs`, splitting blocks the range
 /// covers only in part (unless they already have `attrs`), and flushes the TLB through `tlb`.
 /// Permission changes are made in place; a change of memory type goes through
-/// break-before-make (ARM ARM D8.16.1), during which that leaf is unmapped.
+/// break-before-make (ARM ARM D8.16.1), during which that leaf is unmapped. Cache contents
+/// are not touched: going from cacheable to not, clean and invalidate the range to PoC.
 ///
 /// The whole range must be mapped: a hole is `NotMapped` (the first unmapped address) and
 /// nothing changes. On `OutOfTables` no attribute changed, though blocks already split stay
@@ -1542,9 +1549,11 @@ mod tests {
     }
 
     /// Random map/unmap/protect operations in a 2 GiB window that straddles an L0 boundary,
-    /// checked against a page-level model: results and errors, sampled translations, the
-    /// tree's invariants and table count after every operation, and no store on a refused
-    /// operation. At the end everything is unmapped and only the root must remain.
+    /// checked against a page-level model (a `BTreeMap` rather than a `HashMap`, for range
+    /// queries and a deterministic order): results and errors, sampled translations, the
+    /// tree's invariants and table count (no leak) and the TLB rules of every operation's
+    /// event trace, and no store on a refused operation. At the end everything is unmapped and
+    /// only the root must remain.
     #[test]
     fn random_operations_match_a_page_model() {
         const WINDOW: u64 = 0xffff_0080_0000_0000 - GIB;

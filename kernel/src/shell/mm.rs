@@ -1,0 +1,277 @@
+//! Memory commands: meminfo, buddyinfo, memcheck, pt, stress.
+
+use super::CmdError;
+use crate::{frames, heap, memory, paging, println};
+use alloc::format;
+use alloc::vec::Vec;
+use levitate_hal::VirtAddr;
+use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
+use levitate_mm::buddy::{Block, Owner, Request};
+
+fn no_args(args: &[&str]) -> Result<(), CmdError> {
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(CmdError::Usage)
+    }
+}
+
+fn stats() -> Result<levitate_mm::buddy::Stats, CmdError> {
+    frames::stats().ok_or_else(|| CmdError::Failed("the frame allocator is not running".into()))
+}
+
+/// /proc/meminfo-style totals, in kB, from the buddy's per-owner accounting.
+pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let s = stats()?;
+    let ram: u64 = memory::map().memory().iter().map(|r| r.size).sum();
+    let kb = |frames: u64| frames * PAGE_SIZE / 1024;
+    let row = |name: &str, v: u64| println!("{:<16}{v:>12} kB", format!("{name}:"));
+    row("MemTotal", ram / 1024);
+    row("MemFree", kb(s.free_frames));
+    row("MemManaged", kb(s.managed_frames));
+    row("Reserved", ram / 1024 - kb(s.managed_frames));
+    row("PageTables", kb(s.allocated_to(Owner::PageTable)));
+    row("KernelHeap", kb(s.allocated_to(Owner::Heap)));
+    row("KernelStacks", kb(s.allocated_to(Owner::Stack)));
+    row("Kernel", kb(s.allocated_to(Owner::Kernel)));
+    row("Dma", kb(s.allocated_to(Owner::Dma)));
+    row("Test", kb(s.allocated_to(Owner::Test)));
+    row("Other", kb(s.allocated_to(Owner::Other)));
+    let f = s.fragmentation();
+    println!(
+        "{:<16}{:>8}.{:03}    (unusable free space index, order 9)",
+        "Fragmentation:",
+        f / 1000,
+        f % 1000
+    );
+    println!("{:<16}{:>12}", "MisuseRefused:", s.misuse.total());
+    println!("{:<16}{:>12}", "AllocFailures:", s.alloc_failures);
+    println!(
+        "{:<16}{:>12}",
+        "Poisoning:",
+        if s.poisoning { "on" } else { "off" }
+    );
+    Ok(())
+}
+
+/// Free blocks per order, as /proc/buddyinfo.
+pub fn buddyinfo(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    println!("{}", stats()?.buddyinfo());
+    Ok(())
+}
+
+/// Runs every invariant checker.
+pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    memory::map()
+        .validate()
+        .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
+    frames::validate().map_err(|e| CmdError::Failed(format!("buddy allocator: {e}")))?;
+    let s = stats()?;
+    let blocks: u64 = s.free_blocks().iter().sum();
+    println!(
+        "memcheck: ok ({} free frames in {blocks} blocks, {} allocated)",
+        s.free_frames,
+        s.allocated_frames()
+    );
+    Ok(())
+}
+
+fn parse_number(s: &str) -> Option<u64> {
+    let t = s.replace('_', "");
+    match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => t.parse().ok(),
+    }
+}
+
+/// Walks the kernel's tables for a virtual address.
+pub fn pt(args: &[&str]) -> Result<(), CmdError> {
+    let [addr] = args else {
+        return Err(CmdError::Usage);
+    };
+    let va = parse_number(addr).ok_or(CmdError::Usage)?;
+    if !paging::ready() {
+        return Err(CmdError::Failed(
+            "the final page tables are not live".into(),
+        ));
+    }
+    println!("{}", paging::walk(VirtAddr::new(va)));
+    Ok(())
+}
+
+/// A small xorshift generator: the stress commands need variety, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn pattern(addr: PhysAddr) -> u64 {
+    addr.as_u64().rotate_left(17) ^ 0x5bd1_e995_1234_abcd
+}
+
+/// Writes the block's pattern into every frame (first and last word of each).
+fn fill(block: &Block) {
+    for i in 0..block.frames() {
+        let frame = block.addr + i * PAGE_SIZE;
+        let p = memory::linear(frame).cast::<u64>();
+        // SAFETY: the frame belongs to `block`, allocated to this command, in the linear map.
+        unsafe {
+            p.write_volatile(pattern(frame));
+            p.add(511).write_volatile(!pattern(frame));
+        }
+    }
+}
+
+/// Counts frames whose pattern changed.
+fn check(block: &Block) -> u64 {
+    (0..block.frames())
+        .filter(|i| {
+            let frame = block.addr + i * PAGE_SIZE;
+            let p = memory::linear(frame).cast::<u64>();
+            // SAFETY: as in `fill`.
+            let (a, b) = unsafe { (p.read_volatile(), p.add(511).read_volatile()) };
+            a != pattern(frame) || b != !pattern(frame)
+        })
+        .count() as u64
+}
+
+fn stress_frames(n: u64) -> Result<(), CmdError> {
+    let start = stats()?.free_frames;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ levitate_hal::arch::aarch64::timer::ticks());
+    let mut live: Vec<Block> = Vec::new();
+    let (mut allocs, mut frees, mut failed, mut errors, mut max_live) =
+        (0u64, 0u64, 0u64, 0u64, 0usize);
+    for _ in 0..n {
+        let r = rng.next();
+        if live.is_empty() || (r % 3 != 0 && live.len() < 256) {
+            // Mostly small orders, now and then a 2 MiB block.
+            let order = match r >> 8 & 15 {
+                0..=7 => 0,
+                8..=11 => 1,
+                12 | 13 => 2,
+                14 => 4,
+                _ => 9,
+            };
+            match frames::alloc(Request::new(order, Owner::Test)) {
+                Ok(b) => {
+                    fill(&b);
+                    live.push(b);
+                    allocs += 1;
+                    max_live = max_live.max(live.len());
+                }
+                Err(_) => failed += 1,
+            }
+        } else {
+            let b = live.swap_remove((r >> 16) as usize % live.len());
+            errors += check(&b);
+            if frames::free(b).is_err() {
+                errors += 1;
+            }
+            frees += 1;
+        }
+    }
+    for b in live.drain(..) {
+        errors += check(&b);
+        if frames::free(b).is_err() {
+            errors += 1;
+        }
+        frees += 1;
+    }
+    let end = stats()?.free_frames;
+    if frames::validate().is_err() {
+        errors += 1;
+    }
+    println!("stress frames: {n} operations: {allocs} allocations, {frees} frees, {failed} refused for lack of memory, at most {max_live} blocks live");
+    println!("errors: {errors}");
+    println!(
+        "MemFree: {} kB before, {} kB after{}",
+        start * 4,
+        end * 4,
+        if start == end {
+            " (back to its starting value)"
+        } else {
+            " (CHANGED)"
+        }
+    );
+    if errors > 0 || start != end {
+        return Err(CmdError::Failed("frames were corrupted or lost".into()));
+    }
+    Ok(())
+}
+
+fn stress_heap(total: u64) -> Result<(), CmdError> {
+    let before = heap::stats();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ levitate_hal::arch::aarch64::timer::ticks());
+    let mut live: Vec<Vec<u8>> = Vec::new();
+    let (mut bytes, mut errors, mut allocations) = (0u64, 0u64, 0u64);
+    while bytes < total {
+        let r = rng.next();
+        // Many small blocks, some medium, a few large (up to a quarter of the total).
+        let size = match r & 15 {
+            0..=10 => 16 + (r >> 8) % 512,
+            11..=14 => 4096 + (r >> 8) % 65536,
+            _ => 1 + (r >> 8) % (total / 4).max(1),
+        } as usize;
+        let mut v: Vec<u8> = Vec::new();
+        if v.try_reserve_exact(size).is_err() {
+            println!("stress heap: a {size}-byte allocation failed after {bytes} bytes");
+            break;
+        }
+        let seed = (r >> 32) as u8;
+        v.extend((0..size).map(|i| seed.wrapping_add(i as u8)));
+        bytes += size as u64;
+        allocations += 1;
+        live.push(v);
+    }
+    // Check and free in a shuffled order.
+    while !live.is_empty() {
+        let v = live.swap_remove(rng.next() as usize % live.len());
+        let seed = v[0];
+        errors += v
+            .iter()
+            .enumerate()
+            .filter(|(i, &b)| b != seed.wrapping_add(*i as u8))
+            .count() as u64;
+    }
+    let after = heap::stats();
+    println!(
+        "stress heap: {allocations} allocations, {bytes} bytes; heap grew {} times to {} KiB (limit {} KiB)",
+        after.growths - before.growths,
+        after.size / 1024,
+        after.limit / 1024
+    );
+    println!("errors: {errors}");
+    if errors > 0 {
+        return Err(CmdError::Failed("heap memory was corrupted".into()));
+    }
+    Ok(())
+}
+
+/// `stress frames N` / `stress heap BYTES`.
+pub fn stress(args: &[&str]) -> Result<(), CmdError> {
+    match args {
+        ["frames", n] => stress_frames(parse_number(n).filter(|&n| n > 0).ok_or(CmdError::Usage)?),
+        ["heap", b] => stress_heap(parse_size(b).filter(|&b| b > 0).ok_or(CmdError::Usage)?),
+        _ => Err(CmdError::Usage),
+    }
+}
+
+/// A byte count with an optional K/M/G suffix.
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    parse_number(num)?.checked_mul(mult)
+}
