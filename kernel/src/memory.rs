@@ -173,11 +173,8 @@ fn grow_heap(at: usize, bytes: usize) -> bool {
                 size,
                 Attributes::KERNEL_DATA,
             ) {
-                Ok(()) => {
-                    // The heap owns the frames now; `shrink` (later) frees them by address.
-                    core::mem::forget(b);
-                    Some(size)
-                }
+                // The heap owns the frames now; `release_heap_range` frees them by address.
+                Ok(()) => Some(size),
                 Err(e) => {
                     log::error!(
                         "heap: cannot map {size:#x} bytes at {:#x}: {e}",

@@ -15,7 +15,7 @@ use levitate_hal::arch::aarch64::mmu::walk::{self, Walk};
 use levitate_hal::arch::aarch64::mmu::{early, Attributes};
 use levitate_hal::layout::{self, KIMAGE_VBASE};
 use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
-use levitate_mm::buddy::{Owner, Request};
+use levitate_mm::buddy::{Block, Owner, Request};
 use levitate_mm::memmap::MemoryMap;
 use levitate_mm::region::{Region, RegionSet};
 use spin::Mutex;
@@ -25,11 +25,9 @@ pub struct BuddyTables;
 
 impl TableAccess for BuddyTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let block = frames::alloc(Request::new(0, Owner::PageTable).zeroed()).ok()?;
-        let pa = block.addr;
         // The table owns the frame from here; `free_table` gives it back by address.
-        core::mem::forget(block);
-        Some(pa)
+        let Block { addr, .. } = frames::alloc(Request::new(0, Owner::PageTable).zeroed()).ok()?;
+        Some(addr)
     }
 
     fn free_table(&mut self, pa: PhysAddr) {
@@ -227,7 +225,7 @@ pub fn walk(va: VirtAddr) -> Walk {
 
 /// Table frames the kernel's tables use.
 pub fn table_frames() -> usize {
-    with_tables(|t, root| table::count_tables(t, root))
+    with_tables(table::count_tables)
 }
 
 /// Whether the final tables are live.

@@ -152,7 +152,7 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
         (0u64, 0u64, 0u64, 0u64, 0usize);
     for _ in 0..n {
         let r = rng.next();
-        if live.is_empty() || (r % 3 != 0 && live.len() < 256) {
+        if live.is_empty() || (!r.is_multiple_of(3) && live.len() < 256) {
             // Mostly small orders, now and then a 2 MiB block.
             let order = match r >> 8 & 15 {
                 0..=7 => 0,
