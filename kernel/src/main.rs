@@ -22,13 +22,14 @@ mod paging;
 mod panic;
 mod power;
 mod shell;
+mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
 
 use bootargs::BootArgs;
 use levitate_hal::arch::aarch64::mmu::early;
 use levitate_hal::arch::aarch64::{cpu, semihosting, timer};
-use levitate_hal::stacks::{self, StackInfo};
+use levitate_hal::stacks::{self as stack_registry, StackInfo};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
 use levitate_mm::region::Region;
@@ -92,7 +93,7 @@ fn register_boot_stacks() {
     let addr = |p: *const u8| p as u64;
     let stacks = [
         StackInfo {
-            name: "boot",
+            name: "early boot",
             stack: addr(&raw const __boot_stack_bottom)..addr(&raw const __boot_stack_top),
             guard: addr(&raw const __boot_stack_guard)..addr(&raw const __boot_stack_bottom),
         },
@@ -106,7 +107,7 @@ fn register_boot_stacks() {
     ];
     for s in stacks {
         // Two entries in an empty registry of 64 cannot fail.
-        stacks::register(s).expect("stack registry invariant: room for the boot stacks");
+        stack_registry::register(s).expect("stack registry invariant: room for the boot stacks");
     }
 }
 
@@ -183,6 +184,20 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     if let Err(e) = memory::init(dt, image, poison) {
         boot_failure(format_args!("memory: {e}"));
     }
+    // Leave the static boot stack for one from frames, above a guard page.
+    match stacks::new("boot", BOOT_STACK_SIZE) {
+        // SAFETY: a fresh, mapped stack nobody else uses; nothing on the current stack is used
+        // after the switch (`continue_boot` starts from scratch).
+        Ok(stack) => unsafe { cpu::switch_stack(stack.top, continue_boot) },
+        Err(e) => boot_failure(format_args!("boot stack: {e}")),
+    }
+}
+
+/// Size of the boot CPU's kernel stack.
+const BOOT_STACK_SIZE: u64 = 64 << 10;
+
+/// The rest of boot, on the frame-backed boot stack.
+extern "C" fn continue_boot() -> ! {
     initramfs::init();
 
     // The test build runs the suites and powers off; both builds compile both paths.

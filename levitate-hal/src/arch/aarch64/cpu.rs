@@ -36,3 +36,26 @@ pub fn frame_pointer() -> u64 {
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack)) };
     fp
 }
+
+/// Moves the current thread of execution onto the stack whose top is `top` and calls `entry`
+/// there, with an empty frame-pointer chain. Never returns.
+///
+/// # Safety
+/// `top` must be the 16-byte aligned top of a mapped, writable stack that nothing else uses,
+/// large enough for `entry`. Everything on the old stack is abandoned: no reference into it may
+/// be used afterwards.
+pub unsafe fn switch_stack(top: u64, entry: extern "C" fn() -> !) -> ! {
+    // SAFETY: forwarded from this function's contract; the kernel runs on SP_EL0, so `sp` here
+    // is the kernel stack pointer, and exceptions keep using SP_EL1.
+    unsafe {
+        core::arch::asm!(
+            "mov sp, {top}",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "br {entry}",
+            top = in(reg) top,
+            entry = in(reg) entry,
+            options(noreturn)
+        )
+    }
+}
