@@ -22,6 +22,7 @@ mod paging;
 mod panic;
 mod power;
 mod shell;
+mod smp;
 mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
@@ -119,6 +120,7 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     early::init(image_phys);
     cpu::disable_lower_half();
     register_boot_stacks();
+    smp::init_boot_cpu();
     heap::init();
 
     // Without a readable device tree there is no console to report to and no way to know if
@@ -199,6 +201,7 @@ const BOOT_STACK_SIZE: u64 = 64 << 10;
 /// The rest of boot, on the frame-backed boot stack.
 extern "C" fn continue_boot() -> ! {
     initramfs::init();
+    smp::start_secondaries();
 
     // The test build runs the suites and powers off; both builds compile both paths.
     if cfg!(feature = "ktest") {

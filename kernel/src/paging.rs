@@ -228,6 +228,13 @@ pub fn table_frames() -> usize {
     with_tables(table::count_tables)
 }
 
+/// The physical root of the kernel's tables (what TTBR1 holds).
+pub fn root() -> PhysAddr {
+    KERNEL
+        .lock()
+        .expect("boot order invariant: paging::init ran")
+}
+
 /// Whether the final tables are live.
 pub fn ready() -> bool {
     KERNEL.lock().is_some()

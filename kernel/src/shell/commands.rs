@@ -75,6 +75,12 @@ pub static COMMANDS: &[Command] = &[
         run: super::mm::stress,
     },
     Command {
+        name: "cpus",
+        args: "",
+        help: "online CPUs with their MPIDR and what each is doing",
+        run: super::mm::cpus,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free, growths",

@@ -4,6 +4,7 @@ use super::CmdError;
 use crate::{frames, heap, memory, paging, println};
 use alloc::format;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{Block, Owner, Request};
@@ -144,15 +145,44 @@ fn check(block: &Block) -> u64 {
         .count() as u64
 }
 
-fn stress_frames(n: u64) -> Result<(), CmdError> {
-    let start = stats()?.free_frames;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ levitate_hal::arch::aarch64::timer::ticks());
+/// Blocks handed from one CPU to another during `stress frames`, to be checked and freed
+/// there.
+static EXCHANGE: spin::Mutex<Vec<Block>> = spin::Mutex::new(Vec::new());
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static FREES: AtomicU64 = AtomicU64::new(0);
+static REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Checks a block's pattern and frees it; returns the errors found.
+fn check_and_free(b: Block) -> u64 {
+    let mut errors = check(&b);
+    if frames::free(b).is_err() {
+        errors += 1;
+    }
+    FREES.fetch_add(1, Ordering::Relaxed);
+    errors
+}
+
+/// One CPU's share of `stress frames`: `n` random operations; returns the errors it saw.
+fn stress_worker(n: usize) -> u64 {
+    let me = crate::smp::current().index as u64;
+    let mut rng =
+        Rng(0x9e37_79b9_7f4a_7c15 ^ (me << 32) ^ levitate_hal::arch::aarch64::timer::ticks());
     let mut live: Vec<Block> = Vec::new();
-    let (mut allocs, mut frees, mut failed, mut errors, mut max_live) =
-        (0u64, 0u64, 0u64, 0u64, 0usize);
+    let mut errors = 0;
     for _ in 0..n {
         let r = rng.next();
-        if live.is_empty() || (!r.is_multiple_of(3) && live.len() < 256) {
+        if r.is_multiple_of(8) {
+            // Cross-CPU traffic: hand a block over, or free one another CPU allocated.
+            if r & 16 != 0 {
+                if let Some(b) = live.pop() {
+                    EXCHANGE.lock().push(b);
+                }
+            } else if let Some(b) = EXCHANGE.lock().pop() {
+                errors += check_and_free(b);
+                REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if live.is_empty() || (!r.is_multiple_of(3) && live.len() < 256) {
             // Mostly small orders, now and then a 2 MiB block.
             let order = match r >> 8 & 15 {
                 0..=7 => 0,
@@ -165,32 +195,48 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
                 Ok(b) => {
                     fill(&b);
                     live.push(b);
-                    allocs += 1;
-                    max_live = max_live.max(live.len());
+                    ALLOCS.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => failed += 1,
+                Err(_) => {
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                }
             }
         } else {
             let b = live.swap_remove((r >> 16) as usize % live.len());
-            errors += check(&b);
-            if frames::free(b).is_err() {
-                errors += 1;
-            }
-            frees += 1;
+            errors += check_and_free(b);
         }
     }
     for b in live.drain(..) {
-        errors += check(&b);
-        if frames::free(b).is_err() {
-            errors += 1;
-        }
-        frees += 1;
+        errors += check_and_free(b);
+    }
+    errors
+}
+
+fn stress_frames(n: u64) -> Result<(), CmdError> {
+    let start = stats()?.free_frames;
+    for c in [&ALLOCS, &FREES, &REMOTE_FREES, &REFUSED] {
+        c.store(0, Ordering::Relaxed);
+    }
+    let results = crate::smp::run_on_all(stress_worker, n as usize);
+    let cpus = results.iter().flatten().count();
+    let mut errors: u64 = results.iter().flatten().sum();
+    // Blocks still in flight between CPUs.
+    let leftovers: Vec<Block> = core::mem::take(&mut *EXCHANGE.lock());
+    for b in leftovers {
+        errors += check_and_free(b);
+        REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
     }
     let end = stats()?.free_frames;
     if frames::validate().is_err() {
         errors += 1;
     }
-    println!("stress frames: {n} operations: {allocs} allocations, {frees} frees, {failed} refused for lack of memory, at most {max_live} blocks live");
+    println!(
+        "stress frames: {n} operations on each of {cpus} CPUs: {} allocations, {} frees ({} on another CPU than the allocation), {} refused for lack of memory",
+        ALLOCS.load(Ordering::Relaxed),
+        FREES.load(Ordering::Relaxed),
+        REMOTE_FREES.load(Ordering::Relaxed),
+        REFUSED.load(Ordering::Relaxed)
+    );
     println!("errors: {errors}");
     println!(
         "MemFree: {} kB before, {} kB after{}",
@@ -205,6 +251,22 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
     if errors > 0 || start != end {
         return Err(CmdError::Failed("frames were corrupted or lost".into()));
     }
+    Ok(())
+}
+
+/// Online CPUs with their MPIDR and what each is doing.
+pub fn cpus(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    for c in crate::smp::cpus() {
+        println!(
+            "cpu{:<3} MPIDR {:#012x}  {:<18} jobs {}",
+            c.index,
+            c.mpidr.load(Ordering::Relaxed),
+            c.state().as_str(),
+            c.jobs.load(Ordering::Relaxed)
+        );
+    }
+    println!("{} online", crate::smp::online());
     Ok(())
 }
 

@@ -51,12 +51,15 @@ primary_entry:
 
     mrs     x21, CurrentEL
     lsr     x21, x21, #2
+    adr     x8, at_el1
     cmp     x21, #2
     b.eq    el2_to_el1
     cmp     x21, #1
     b.eq    at_el1
     b       boot_park                   // EL3 entry is not supported by the boot protocol
 
+// Configures EL2 for an AArch64 EL1 kernel and drops to EL1h at the address in x8.
+// Shared by the boot CPU and the secondaries. Clobbers x9, x10.
 el2_to_el1:
     // EL1 runs AArch64; no stage 2, no traps of EL1 work to EL2.
     mov     x9, #(1 << 31)              // HCR_EL2.RW
@@ -85,8 +88,7 @@ el2_to_el1:
     msr     sctlr_el1, x9
     mov     x9, #0x3c5                  // EL1h with D, A, I, F masked
     msr     spsr_el2, x9
-    adr     x9, at_el1
-    msr     elr_el2, x9
+    msr     elr_el2, x8
     eret
 
 at_el1:
@@ -205,6 +207,59 @@ boot_park:
     b       boot_park
     .size   primary_entry, . - primary_entry
 
+// Secondary CPUs, started by PSCI CPU_ON with x0 = the physical address of their
+// `SecondaryBoot` block (kernel/src/smp.rs; the boot CPU cleaned it to PoC):
+//   0 ttbr1 (physical root of the kernel tables), 8 kernel stack top, 16 exception stack top,
+//   24 per-CPU data pointer, 32 Rust entry (all virtual but the first)
+// The code sits in .text.head, inside the 2 MiB the boot identity map covers.
+    .global secondary_entry
+    .type   secondary_entry, %function
+secondary_entry:
+    msr     daifset, #0xf
+    ldp     x20, x21, [x0]              // ttbr1, kernel stack top
+    ldp     x22, x23, [x0, #16]         // exception stack top, per-CPU pointer
+    ldr     x24, [x0, #32]              // entry
+    mrs     x9, CurrentEL
+    lsr     x9, x9, #2
+    adr     x8, secondary_at_el1
+    cmp     x9, #2
+    b.eq    el2_to_el1
+    cmp     x9, #1
+    b.ne    boot_park
+secondary_at_el1:
+    ldr     x9, =SCTLR_EL1_RES1
+    msr     sctlr_el1, x9
+    mov     x9, #(3 << 20)
+    msr     cpacr_el1, x9
+    isb
+    ldr     x9, =MAIR_VALUE
+    msr     mair_el1, x9
+    mrs     x10, id_aa64mmfr0_el1
+    ubfx    x10, x10, #0, #4
+    cmp     x10, #5
+    mov     x11, #5
+    csel    x10, x10, x11, ls
+    ldr     x9, =TCR_VALUE
+    bfi     x9, x10, #32, #3
+    msr     tcr_el1, x9
+    adrp    x9, boot_idmap_l0
+    msr     ttbr0_el1, x9
+    msr     ttbr1_el1, x20
+    isb
+    tlbi    vmalle1
+    dsb     nsh
+    isb
+    ldr     x9, =SCTLR_EL1_MMU_ON
+    msr     sctlr_el1, x9
+    isb
+    ic      iallu
+    dsb     nsh
+    isb
+    ldr     x9, =secondary_virtual_entry
+    br      x9
+    .size   secondary_entry, . - secondary_entry
+    .ltorg
+
     .ltorg
 
     .section .text.boot, "ax"
@@ -230,6 +285,23 @@ boot_virtual_entry:
 5:  wfe
     b       5b
     .size   boot_virtual_entry, . - boot_virtual_entry
+
+    .type   secondary_virtual_entry, %function
+secondary_virtual_entry:
+    mov     sp, x22                     // SP_EL1: this CPU's exception stack
+    msr     spsel, #0
+    mov     sp, x21                     // SP_EL0: this CPU's kernel stack
+    msr     tpidr_el1, x23
+    ldr     x9, =exception_vectors
+    msr     vbar_el1, x9
+    isb
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x23
+    blr     x24
+6:  wfe
+    b       6b
+    .size   secondary_virtual_entry, . - secondary_virtual_entry
 
     .ltorg
 

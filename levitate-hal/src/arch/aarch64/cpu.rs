@@ -59,3 +59,39 @@ pub unsafe fn switch_stack(top: u64, entry: extern "C" fn() -> !) -> ! {
         )
     }
 }
+
+/// Sets TPIDR_EL1, the per-CPU data pointer.
+pub fn set_percpu(ptr: u64) {
+    use aarch64_cpu::registers::TPIDR_EL1;
+    TPIDR_EL1.set(ptr);
+}
+
+/// Reads TPIDR_EL1, the per-CPU data pointer.
+pub fn percpu() -> u64 {
+    use aarch64_cpu::registers::TPIDR_EL1;
+    TPIDR_EL1.get()
+}
+
+/// Wakes CPUs waiting in WFE.
+pub fn send_event() {
+    // SAFETY: SEV only signals an event; the DSB first makes earlier stores visible to the
+    // woken CPUs.
+    unsafe { core::arch::asm!("dsb ish", "sev", options(nostack)) };
+}
+
+/// Cleans the data cache lines covering `[start, start + len)` to the point of coherency, so a
+/// CPU running with its MMU and caches off (a secondary starting up) reads what was written.
+pub fn clean_dcache_to_poc(start: u64, len: u64) {
+    let ctr: u64;
+    // SAFETY: reads the cache type register.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    let line = 4u64 << ((ctr >> 16) & 0xf); // DminLine: log2 of words per line
+    let mut at = start & !(line - 1);
+    while at < start + len {
+        // SAFETY: cache maintenance by VA on mapped kernel memory has no other effect.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) at, options(nostack)) };
+        at += line;
+    }
+    // SAFETY: barrier only.
+    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+}

@@ -115,6 +115,17 @@ mod imp {
         PsciError(call(conduit, function::SYSTEM_OFF, 0, 0, 0))
     }
 
+    /// Starts the CPU whose MPIDR affinity is `target` at physical address `entry` with
+    /// `context` in x0, MMU off (DEN0022 5.6 CPU_ON).
+    pub fn cpu_on(
+        conduit: Conduit,
+        target: u64,
+        entry: u64,
+        context: u64,
+    ) -> Result<(), PsciError> {
+        result(call(conduit, function::CPU_ON, target, entry, context)).map(|_| ())
+    }
+
     /// Resets the system. Returns only if the firmware refuses.
     pub fn system_reset(conduit: Conduit) -> PsciError {
         PsciError(call(conduit, function::SYSTEM_RESET, 0, 0, 0))
@@ -122,7 +133,7 @@ mod imp {
 }
 
 #[cfg(target_os = "none")]
-pub use imp::{call, system_off, system_reset, version};
+pub use imp::{call, cpu_on, system_off, system_reset, version};
 
 #[cfg(test)]
 mod tests {

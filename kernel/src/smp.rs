@@ -1,0 +1,387 @@
+//! Secondary CPUs: started with PSCI CPU_ON from the device tree's `/cpus` (enable-method
+//! "psci", the conduit from `/psci`), each with its own kernel stack and exception stack (guard
+//! pages below both), per-CPU data through TPIDR_EL1, and a mailbox for work the boot CPU
+//! hands out (`run_on_all`).
+
+use crate::{devicetree, paging, power, stacks};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use levitate_hal::arch::aarch64::{cpu, psci, timer};
+use levitate_hal::layout::KIMAGE_VBASE;
+use levitate_mm::dtb::tree;
+use spin::Mutex;
+
+/// Most CPUs Levitate drives (the Pixel 6 has 8).
+pub const MAX_CPUS: usize = 16;
+
+/// What a CPU is doing, for `cpus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Not started (or failed to start).
+    Offline = 0,
+    /// Waiting for work.
+    Idle = 1,
+    /// Running a job.
+    Busy = 2,
+    /// The boot CPU, running the shell.
+    Shell = 3,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Idle,
+            2 => State::Busy,
+            3 => State::Shell,
+            _ => State::Offline,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Offline => "offline",
+            State::Idle => "idle",
+            State::Busy => "running a job",
+            State::Shell => "running the shell",
+        }
+    }
+}
+
+/// A unit of work for one CPU: `func(arg)`, whose result the boot CPU collects.
+#[derive(Clone, Copy)]
+pub struct Job {
+    /// What to run.
+    pub func: fn(usize) -> u64,
+    /// Its argument.
+    pub arg: usize,
+}
+
+/// Per-CPU data. TPIDR_EL1 points at this CPU's entry.
+pub struct PerCpu {
+    /// Logical CPU number (0 = boot CPU).
+    pub index: usize,
+    /// MPIDR affinity.
+    pub mpidr: AtomicU64,
+    state: AtomicU8,
+    /// Set by the CPU itself once it runs Rust code.
+    online: AtomicBool,
+    /// Work waiting for this CPU. Taken by the CPU, filled by the boot CPU: a short critical
+    /// section on both sides, never held while running the job.
+    mailbox: Mutex<Option<Job>>,
+    result: AtomicU64,
+    done: AtomicBool,
+    /// Jobs completed.
+    pub jobs: AtomicU64,
+}
+
+impl PerCpu {
+    const fn new(index: usize) -> Self {
+        Self {
+            index,
+            mpidr: AtomicU64::new(0),
+            state: AtomicU8::new(State::Offline as u8),
+            online: AtomicBool::new(false),
+            mailbox: Mutex::new(None),
+            result: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            jobs: AtomicU64::new(0),
+        }
+    }
+
+    /// What the CPU is doing.
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = {
+    let mut cpus = [const { PerCpu::new(0) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        cpus[i] = PerCpu::new(i);
+        i += 1;
+    }
+    cpus
+};
+
+/// CPUs brought up (boot CPU included).
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// The register block boot.S's `secondary_entry` reads with the MMU off. Layout shared with
+/// boot.S.
+#[repr(C, align(64))]
+struct SecondaryBoot {
+    ttbr1: u64,
+    stack_top: u64,
+    exception_stack_top: u64,
+    percpu: u64,
+    entry: u64,
+}
+
+/// One block per CPU, written by the boot CPU before CPU_ON (cleaned to PoC) and read once by
+/// that CPU. Guarded by the start sequence, not a lock: CPUs start one at a time.
+static BOOT_BLOCKS: Mutex<[SecondaryBoot; MAX_CPUS]> = Mutex::new(
+    [const {
+        SecondaryBoot {
+            ttbr1: 0,
+            stack_top: 0,
+            exception_stack_top: 0,
+            percpu: 0,
+            entry: 0,
+        }
+    }; MAX_CPUS],
+);
+
+/// This CPU's data.
+pub fn current() -> &'static PerCpu {
+    let p = cpu::percpu() as *const PerCpu;
+    // SAFETY: TPIDR_EL1 holds the address of this CPU's entry in `CPUS` (set by `init_boot_cpu`
+    // or boot.S before any Rust code on that CPU), a static that lives forever.
+    unsafe { &*p }
+}
+
+/// Marks the boot CPU as CPU 0 and points its TPIDR_EL1 at its data.
+pub fn init_boot_cpu() {
+    let me = &CPUS[0];
+    me.mpidr.store(cpu::mpidr(), Ordering::Relaxed);
+    me.online.store(true, Ordering::Release);
+    me.set_state(State::Shell);
+    cpu::set_percpu(me as *const PerCpu as u64);
+}
+
+/// Every CPU brought online, in index order.
+pub fn cpus() -> impl Iterator<Item = &'static PerCpu> {
+    CPUS.iter().filter(|c| c.online.load(Ordering::Acquire))
+}
+
+/// CPUs online.
+pub fn online() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+extern "C" {
+    fn secondary_entry();
+}
+
+/// Starts every other CPU the device tree lists with enable-method "psci".
+pub fn start_secondaries() {
+    let Some(conduit) = power::conduit() else {
+        log::warn!("smp: no PSCI conduit: staying on one CPU");
+        return;
+    };
+    let fdt = devicetree::fdt();
+    let Some(cpus_node) = tree::find_path(&fdt, "/cpus") else {
+        return;
+    };
+    let (address_cells, _) = tree::child_cell_sizes(&cpus_node.node);
+    let me = cpu::mpidr();
+    let image_phys = levitate_hal::arch::aarch64::mmu::early::image_phys()
+        .expect("boot order invariant: early mapper set up")
+        .as_u64();
+    let entry_pa = secondary_entry as *const () as u64 - KIMAGE_VBASE + image_phys;
+    let mut next = 1;
+    for node in cpus_node.node.children() {
+        if node.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+            continue;
+        }
+        let Some(reg) = node.property("reg") else {
+            continue;
+        };
+        let Some((mpidr, _)) = tree::reg_entries(reg.value, address_cells, 0).next() else {
+            continue;
+        };
+        if mpidr & 0xff_00ff_ffff == me {
+            continue;
+        }
+        let method = node.property("enable-method").and_then(|p| p.as_str());
+        if method != Some("psci") {
+            log::warn!(
+                "smp: {} has enable-method {:?}, not psci: not started",
+                node.name,
+                method
+            );
+            continue;
+        }
+        if next == MAX_CPUS {
+            log::warn!("smp: more than {MAX_CPUS} CPUs; the rest stay off");
+            break;
+        }
+        match start_one(next, mpidr, conduit, entry_pa, image_phys) {
+            Ok(()) => next += 1,
+            Err(e) => log::warn!("smp: {} (MPIDR {mpidr:#x}) did not start: {e}", node.name),
+        }
+    }
+    log::info!("smp: {} CPUs online", online());
+}
+
+fn start_one(
+    index: usize,
+    mpidr: u64,
+    conduit: psci::Conduit,
+    entry_pa: u64,
+    image_phys: u64,
+) -> Result<(), &'static str> {
+    let stack = stacks::new(cpu_name(index, false), 64 << 10).map_err(|_| "no kernel stack")?;
+    let exc = stacks::new(cpu_name(index, true), 16 << 10).map_err(|_| "no exception stack")?;
+    let percpu = &CPUS[index];
+    percpu.mpidr.store(mpidr, Ordering::Relaxed);
+    let block_pa = {
+        let mut blocks = BOOT_BLOCKS.lock();
+        let b = &mut blocks[index];
+        *b = SecondaryBoot {
+            ttbr1: paging::root().as_u64(),
+            stack_top: stack.top,
+            exception_stack_top: exc.top,
+            percpu: percpu as *const PerCpu as u64,
+            entry: secondary_main as *const () as u64,
+        };
+        let va = b as *const SecondaryBoot as u64;
+        // The secondary reads the block with its caches off.
+        cpu::clean_dcache_to_poc(va, core::mem::size_of::<SecondaryBoot>() as u64);
+        va - KIMAGE_VBASE + image_phys
+    };
+    psci::cpu_on(conduit, mpidr, entry_pa, block_pa).map_err(|_| "PSCI CPU_ON refused")?;
+    let deadline = timer::ticks() + timer::frequency();
+    while !percpu.online.load(Ordering::Acquire) {
+        if timer::ticks() > deadline {
+            return Err("it did not come online within a second");
+        }
+        core::hint::spin_loop();
+    }
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    Ok(())
+}
+
+fn cpu_name(index: usize, exception: bool) -> &'static str {
+    const KERNEL: [&str; MAX_CPUS] = [
+        "cpu0", "cpu1", "cpu2", "cpu3", "cpu4", "cpu5", "cpu6", "cpu7", "cpu8", "cpu9", "cpu10",
+        "cpu11", "cpu12", "cpu13", "cpu14", "cpu15",
+    ];
+    const EXCEPTION: [&str; MAX_CPUS] = [
+        "exception cpu0",
+        "exception cpu1",
+        "exception cpu2",
+        "exception cpu3",
+        "exception cpu4",
+        "exception cpu5",
+        "exception cpu6",
+        "exception cpu7",
+        "exception cpu8",
+        "exception cpu9",
+        "exception cpu10",
+        "exception cpu11",
+        "exception cpu12",
+        "exception cpu13",
+        "exception cpu14",
+        "exception cpu15",
+    ];
+    if exception {
+        EXCEPTION[index]
+    } else {
+        KERNEL[index]
+    }
+}
+
+/// The first Rust code on a secondary CPU (boot.S set its stacks, TPIDR_EL1 and vectors).
+extern "C" fn secondary_main(percpu: &'static PerCpu) -> ! {
+    cpu::disable_lower_half();
+    timer::enable_event_stream();
+    percpu.set_state(State::Idle);
+    percpu.online.store(true, Ordering::Release);
+    loop {
+        let job = percpu.mailbox.lock().take();
+        match job {
+            Some(job) => {
+                percpu.set_state(State::Busy);
+                let r = (job.func)(job.arg);
+                percpu.result.store(r, Ordering::Relaxed);
+                percpu.jobs.fetch_add(1, Ordering::Relaxed);
+                percpu.set_state(State::Idle);
+                percpu.done.store(true, Ordering::Release);
+                cpu::send_event();
+            }
+            None => aarch64_cpu::asm::wfe(),
+        }
+    }
+}
+
+/// Runs `func(arg)` on every online CPU at once (the caller's included) and returns the
+/// results, indexed by CPU, for `online()` CPUs.
+pub fn run_on_all(func: fn(usize) -> u64, arg: usize) -> [Option<u64>; MAX_CPUS] {
+    let mut results = [None; MAX_CPUS];
+    let others: heapless_list::List = CPUS[1..]
+        .iter()
+        .filter(|c| c.online.load(Ordering::Acquire))
+        .map(|c| c.index)
+        .collect();
+    for &i in others.as_slice() {
+        let c = &CPUS[i];
+        c.done.store(false, Ordering::Release);
+        *c.mailbox.lock() = Some(Job { func, arg });
+    }
+    cpu::send_event();
+    let me = current();
+    results[me.index] = Some(func(arg));
+    me.jobs.fetch_add(1, Ordering::Relaxed);
+    for &i in others.as_slice() {
+        let c = &CPUS[i];
+        while !c.done.load(Ordering::Acquire) {
+            aarch64_cpu::asm::wfe();
+        }
+        results[i] = Some(c.result.load(Ordering::Relaxed));
+    }
+    results
+}
+
+/// A tiny fixed list of CPU indices (no allocation on the dispatch path).
+mod heapless_list {
+    use super::MAX_CPUS;
+
+    /// Up to MAX_CPUS indices.
+    pub struct List {
+        items: [usize; MAX_CPUS],
+        len: usize,
+    }
+
+    impl List {
+        /// The indices.
+        pub fn as_slice(&self) -> &[usize] {
+            &self.items[..self.len]
+        }
+    }
+
+    impl FromIterator<usize> for List {
+        fn from_iter<T: IntoIterator<Item = usize>>(iter: T) -> Self {
+            let mut l = List {
+                items: [0; MAX_CPUS],
+                len: 0,
+            };
+            for i in iter.into_iter().take(MAX_CPUS) {
+                l.items[l.len] = i;
+                l.len += 1;
+            }
+            l
+        }
+    }
+}
+
+levitate_hal::ktest!(
+    fn every_listed_cpu_comes_online_and_runs_jobs() -> KtestResult {
+        let fdt = devicetree::fdt();
+        let listed = fdt
+            .all_nodes()
+            .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("cpu"))
+            .count();
+        levitate_hal::kassert_eq!(online(), listed.min(MAX_CPUS));
+        let results = run_on_all(|arg| (current().index * 1000 + arg) as u64, 7);
+        for (i, r) in results.iter().enumerate().take(online()) {
+            levitate_hal::kassert_eq!(*r, Some((i * 1000 + 7) as u64));
+        }
+        Ok(())
+    }
+);
