@@ -77,11 +77,22 @@ pub fn with<R>(f: impl FnOnce(&mut Buddy<'static>) -> R) -> R {
 #[track_caller]
 pub fn alloc(req: Request) -> Result<Block, AllocError> {
     let caller = Location::caller();
-    let result = with(|b| b.alloc(req, &mut LinearMemory));
+    let (result, free, managed) = with(|b| {
+        let r = b.alloc(req, &mut LinearMemory);
+        let s = b.stats();
+        (r, s.free_frames, s.managed_frames)
+    });
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
+    crate::pressure::update(free, managed);
     result
+}
+
+/// Frames parked in per-CPU caches are given back to the buddy (none exist yet: the caches
+/// come with the per-CPU layer). Returns the frames drained.
+pub fn drain_caches() -> u64 {
+    0
 }
 
 /// Frees a block.
@@ -95,10 +106,15 @@ pub fn free(block: Block) -> Result<Owner, FreeError> {
 #[track_caller]
 pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     let caller = Location::caller();
-    let result = with(|b| b.free(addr, order, &mut LinearMemory));
+    let (result, free, managed) = with(|b| {
+        let r = b.free(addr, order, &mut LinearMemory);
+        let s = b.stats();
+        (r, s.free_frames, s.managed_frames)
+    });
     if let Err(e) = &result {
         log::error!("frame allocator refused a free: {e} (caller {caller})");
     }
+    crate::pressure::update(free, managed);
     result
 }
 

@@ -1,11 +1,12 @@
 //! The kernel heap: `linked_list_allocator` behind the `#[global_allocator]`.
 //!
 //! Two parts. A small arena in BSS serves the allocations boot makes before any frame allocator
-//! exists (the packed device tree, early strings). Once memory is set up, the main heap lives at
-//! `layout::HEAP_BASE` and grows on demand: when an allocation does not fit, `grow` maps fresh
-//! frames at its end (at least 64 KiB, in proportion to the request) up to a limit; past it the
-//! allocation fails cleanly with a message naming the request. Frees go back to whichever part
-//! the block came from.
+//! exists (the packed device tree, early strings). Once memory is set up, the main heap lives
+//! in the heap region as segments: when an allocation fits no segment, `grow` maps fresh frames
+//! for a new one (at least 64 KiB, in proportion to the request) up to a limit; past it the
+//! allocation fails cleanly with a message naming the request. Under memory pressure,
+//! `try_reclaim` unmaps segments that became wholly free and returns their frames. Frees go back
+//! to whichever part the block came from.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -16,6 +17,8 @@ use spin::Mutex;
 const BOOT_ARENA_SIZE: usize = 512 << 10;
 /// Smallest growth step.
 pub const MIN_GROWTH: usize = 64 << 10;
+/// Most live segments; past it the newest segment is extended instead.
+const MAX_SEGMENTS: usize = 64;
 
 #[repr(C, align(4096))]
 struct Arena(UnsafeCell<[u8; BOOT_ARENA_SIZE]>);
@@ -29,16 +32,34 @@ static BOOT_ARENA: Arena = Arena(UnsafeCell::new([0; BOOT_ARENA_SIZE]));
 /// Maps `bytes` (a multiple of the page size) of fresh memory at `at`; returns false when it
 /// cannot (out of frames). Provided by the memory module once frames exist.
 pub type GrowFn = fn(at: usize, bytes: usize) -> bool;
+/// Unmaps `[at, at + bytes)` of the heap region and frees its frames.
+pub type ReleaseFn = fn(at: usize, bytes: usize);
+
+/// One mapped stretch of the main heap.
+struct Segment {
+    heap: Heap,
+    start: usize,
+}
+
+impl Segment {
+    fn contains(&self, p: usize) -> bool {
+        (self.start..self.start + self.heap.size()).contains(&p)
+    }
+}
 
 struct State {
     boot: Heap,
-    main: Heap,
-    /// Start of the main heap region (0 until `enable_growth`).
-    base: usize,
-    /// Most bytes the main heap may reach.
+    segments: [Option<Segment>; MAX_SEGMENTS],
+    /// Next unused address of the heap region (segments are never placed twice).
+    next: usize,
+    /// End of the heap region's address space.
+    region_end: usize,
+    /// Most bytes mapped at once.
     limit: usize,
     grow: Option<GrowFn>,
+    release: Option<ReleaseFn>,
     growths: u64,
+    releases: u64,
     failures: u64,
 }
 
@@ -50,11 +71,14 @@ struct KernelHeap(Mutex<State>);
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap(Mutex::new(State {
     boot: Heap::empty(),
-    main: Heap::empty(),
-    base: 0,
+    segments: [const { None }; MAX_SEGMENTS],
+    next: 0,
+    region_end: 0,
     limit: 0,
     grow: None,
+    release: None,
     growths: 0,
+    releases: 0,
     failures: 0,
 }));
 
@@ -71,13 +95,15 @@ pub fn init() {
     }
 }
 
-/// Starts the main heap at `base` (nothing mapped yet), allowed to grow to `limit` bytes
-/// through `grow`.
-pub fn enable_growth(base: usize, limit: usize, grow: GrowFn) {
+/// Starts the main heap in `[base, base + region)`, allowed to map up to `limit` bytes through
+/// `grow`, giving wholly free segments back through `release`.
+pub fn enable_growth(base: usize, region: usize, limit: usize, grow: GrowFn, release: ReleaseFn) {
     let mut s = HEAP.0.lock();
-    s.base = base;
+    s.next = base;
+    s.region_end = base + region;
     s.limit = limit;
     s.grow = Some(grow);
+    s.release = Some(release);
 }
 
 /// Heap statistics.
@@ -91,30 +117,83 @@ pub struct Stats {
     pub free: usize,
     /// Times the main heap grew.
     pub growths: u64,
+    /// Wholly free segments given back to the frame allocator.
+    pub releases: u64,
     /// Allocations refused at the limit or for want of frames.
     pub failures: u64,
     /// The main heap's growth limit.
     pub limit: usize,
     /// The boot arena's size.
     pub boot_size: usize,
+    /// Live segments.
+    pub segments: usize,
 }
 
 /// Current statistics.
 pub fn stats() -> Stats {
     let s = HEAP.0.lock();
+    let live = s.segments.iter().flatten();
+    let (mut size, mut used, mut free, mut segments) = (0, s.boot.used(), s.boot.free(), 0);
+    for seg in live {
+        size += seg.heap.size();
+        used += seg.heap.used();
+        free += seg.heap.free();
+        segments += 1;
+    }
     Stats {
-        size: s.main.size(),
-        used: s.main.used() + s.boot.used(),
-        free: s.main.free() + s.boot.free(),
+        size,
+        used,
+        free,
         growths: s.growths,
+        releases: s.releases,
         failures: s.failures,
         limit: s.limit,
         boot_size: s.boot.size(),
+        segments,
     }
 }
 
+/// Gives wholly free segments back to the frame allocator, keeping the newest one (the next
+/// small allocation would only grow again). Returns the bytes released, or `None` when the
+/// heap is busy (the caller may hold its lock: frame allocation under heap growth).
+pub fn try_reclaim() -> Option<usize> {
+    let mut s = HEAP.0.try_lock()?;
+    let Some(release) = s.release else {
+        return Some(0);
+    };
+    let newest = s
+        .segments
+        .iter()
+        .flatten()
+        .map(|seg| seg.start)
+        .max()
+        .unwrap_or(0);
+    let mut released = 0;
+    for slot in 0..MAX_SEGMENTS {
+        let empty = s.segments[slot]
+            .as_ref()
+            .is_some_and(|seg| seg.heap.used() == 0 && seg.start != newest);
+        if empty {
+            let seg = s.segments[slot].take().expect("checked just above");
+            release(seg.start, seg.heap.size());
+            released += seg.heap.size();
+            s.releases += 1;
+        }
+    }
+    Some(released)
+}
+
 impl State {
-    /// Grows the main heap enough for `layout`; false when it cannot.
+    fn mapped(&self) -> usize {
+        self.segments
+            .iter()
+            .flatten()
+            .map(|seg| seg.heap.size())
+            .sum()
+    }
+
+    /// Adds memory enough for `layout`: a new segment, or (all slots taken) more at the end of
+    /// the newest one. False when it cannot.
     fn grow_for(&mut self, layout: Layout) -> bool {
         let Some(grow) = self.grow else { return false };
         // Worst case the block needs its size plus alignment padding; grow by twice that so a
@@ -124,17 +203,19 @@ impl State {
             .saturating_add(layout.align())
             .saturating_mul(2);
         let step = need.max(MIN_GROWTH).next_multiple_of(4096);
-        let size = self.main.size();
-        if size.saturating_add(step) > self.limit {
+        let mapped = self.mapped();
+        if mapped.saturating_add(step) > self.limit
+            || self.next.saturating_add(step) > self.region_end
+        {
             log::error!(
-                "heap: cannot grow by {step} bytes for a {}-byte allocation (align {}): the heap is at {size} of its {}-byte limit",
+                "heap: cannot grow by {step} bytes for a {}-byte allocation (align {}): {mapped} of the {}-byte limit mapped",
                 layout.size(),
                 layout.align(),
                 self.limit
             );
             return false;
         }
-        let at = self.base + size;
+        let at = self.next;
         if !grow(at, step) {
             log::error!(
                 "heap: out of frames growing by {step} bytes for a {}-byte allocation (align {})",
@@ -143,15 +224,36 @@ impl State {
             );
             return false;
         }
-        if size == 0 {
-            // SAFETY: `grow` just mapped [base, base + step) for the heap alone.
-            unsafe { self.main.init(self.base as *mut u8, step) };
-        } else {
-            // SAFETY: `grow` just mapped [at, at + step), directly after the heap's end.
-            unsafe { self.main.extend(step) };
-        }
+        self.next += step;
         self.growths += 1;
+        match self.segments.iter().position(Option::is_none) {
+            Some(slot) => {
+                let mut heap = Heap::empty();
+                // SAFETY: `grow` just mapped [at, at + step) for this segment alone.
+                unsafe { heap.init(at as *mut u8, step) };
+                self.segments[slot] = Some(Segment { heap, start: at });
+            }
+            None => {
+                // Every slot is taken: the newest segment ends at `at`, so extend it.
+                let newest = self
+                    .segments
+                    .iter_mut()
+                    .flatten()
+                    .max_by_key(|seg| seg.start)
+                    .expect("all slots are full, so one exists");
+                // SAFETY: `grow` just mapped [at, at + step), directly after this segment's
+                // end (segments are placed in address order and never reused).
+                unsafe { newest.heap.extend(step) };
+            }
+        }
         true
+    }
+
+    fn alloc_main(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.segments
+            .iter_mut()
+            .flatten()
+            .find_map(|seg| seg.heap.allocate_first_fit(layout).ok())
     }
 }
 
@@ -161,11 +263,11 @@ unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut s = self.0.lock();
         if s.grow.is_some() {
-            if let Ok(p) = s.main.allocate_first_fit(layout) {
+            if let Some(p) = s.alloc_main(layout) {
                 return p.as_ptr();
             }
             if s.grow_for(layout) {
-                if let Ok(p) = s.main.allocate_first_fit(layout) {
+                if let Some(p) = s.alloc_main(layout) {
                     return p.as_ptr();
                 }
             }
@@ -183,14 +285,22 @@ unsafe impl GlobalAlloc for KernelHeap {
         let Some(p) = NonNull::new(ptr) else { return };
         let mut s = self.0.lock();
         let boot = BOOT_ARENA.0.get() as usize;
-        let heap = if (boot..boot + BOOT_ARENA_SIZE).contains(&(ptr as usize)) {
-            &mut s.boot
+        let at = ptr as usize;
+        let heap = if (boot..boot + BOOT_ARENA_SIZE).contains(&at) {
+            Some(&mut s.boot)
         } else {
-            &mut s.main
+            s.segments
+                .iter_mut()
+                .flatten()
+                .find(|seg| seg.contains(at))
+                .map(|seg| &mut seg.heap)
         };
-        // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout, from the
-        // heap whose range holds it.
-        unsafe { heap.deallocate(p, layout) };
+        match heap {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout, from
+            // the heap whose range holds it.
+            Some(heap) => unsafe { heap.deallocate(p, layout) },
+            None => panic!("heap invariant: freeing {ptr:p}, which no heap segment holds"),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod memory;
 mod paging;
 mod panic;
 mod power;
+mod pressure;
 mod shell;
 mod smp;
 mod stacks;

@@ -132,7 +132,13 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     paging::init(&map).map_err(MemoryError::Paging)?;
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
     let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;
-    heap::enable_growth(layout::HEAP_BASE as usize, limit as usize, grow_heap);
+    heap::enable_growth(
+        layout::HEAP_BASE as usize,
+        layout::HEAP_SIZE as usize,
+        limit as usize,
+        grow_heap,
+        |at, bytes| release_heap_range(at as u64, bytes as u64),
+    );
     log::info!(
         "frames: buddy over {} frames{}; final page tables live ({} table frames); heap may grow to {}",
         frames,

@@ -19,6 +19,8 @@ pub const LINEAR_BASE: u64 = 0xffff_0000_0000_0000;
 pub const LINEAR_SIZE: u64 = 0x0000_8000_0000_0000;
 /// Start of the kernel heap region.
 pub const HEAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// Size of the kernel heap region.
+pub const HEAP_SIZE: u64 = 0x0000_0100_0000_0000;
 /// Start of the kernel stack region.
 pub const STACKS_BASE: u64 = 0xffff_a000_0000_0000;
 /// Start of the MMIO window.

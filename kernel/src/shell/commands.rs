@@ -370,7 +370,10 @@ fn heap(args: &[&str]) -> Result<(), CmdError> {
     );
     println!("used:     {} bytes", h.used);
     println!("free:     {} bytes", h.free);
-    println!("growths:  {}", h.growths);
+    println!(
+        "growths:  {} ({} segments live, {} given back)",
+        h.growths, h.segments, h.releases
+    );
     println!("failures: {}", h.failures);
     println!("boot arena: {}", human_size(h.boot_size as u64));
     Ok(())

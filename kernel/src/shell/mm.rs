@@ -39,6 +39,13 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     row("Dma", kb(s.allocated_to(Owner::Dma)));
     row("Test", kb(s.allocated_to(Owner::Test)));
     row("Other", kb(s.allocated_to(Owner::Other)));
+    let used = s.managed_frames - s.free_frames;
+    println!(
+        "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
+        "Pressure:",
+        crate::pressure::level().as_str(),
+        (used * 100).checked_div(s.managed_frames).unwrap_or(100)
+    );
     let f = s.fragmentation();
     println!(
         "{:<16}{:>8}.{:03}    (unusable free space index, order 9)",

@@ -1,0 +1,166 @@
+//! Memory pressure: watermarks on the share of managed frames in use give a level (low below
+//! 60 %, medium, high from 80 %, critical from 95 %), shown in `meminfo` and logged when it
+//! changes. At high and critical the kernel reclaims: it drains the per-CPU frame caches and
+//! gives wholly free heap segments back to the buddy.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// A pressure level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// Below 60 % used.
+    Low = 0,
+    /// 60 % to 80 %.
+    Medium = 1,
+    /// 80 % to 95 %: reclaim.
+    High = 2,
+    /// 95 % and more: reclaim.
+    Critical = 3,
+}
+
+impl Level {
+    /// The level for `used` of `managed` frames.
+    pub fn of(used: u64, managed: u64) -> Level {
+        let permille = (used * 1000).checked_div(managed).unwrap_or(1000);
+        match permille {
+            0..600 => Level::Low,
+            600..800 => Level::Medium,
+            800..950 => Level::High,
+            _ => Level::Critical,
+        }
+    }
+
+    fn from_u8(v: u8) -> Level {
+        match v {
+            0 => Level::Low,
+            1 => Level::Medium,
+            2 => Level::High,
+            _ => Level::Critical,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Low as u8);
+/// Set while one CPU reclaims, so others do not pile in.
+static RECLAIMING: AtomicBool = AtomicBool::new(false);
+/// A reclaim found the heap busy (it runs inside frame allocations, some made while the heap
+/// grows) and must be tried again.
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// The current level.
+pub fn level() -> Level {
+    Level::from_u8(LEVEL.load(Ordering::Relaxed))
+}
+
+/// Updates the level from fresh figures; logs a change and reclaims at high and critical.
+/// Called by the frame allocator after each operation, with no lock held.
+pub fn update(free: u64, managed: u64) {
+    let used = managed.saturating_sub(free);
+    let new = Level::of(used, managed);
+    let old = Level::from_u8(LEVEL.swap(new as u8, Ordering::Relaxed));
+    if new != old {
+        let pct = (used * 100).checked_div(managed).unwrap_or(100);
+        if new > old {
+            log::warn!(
+                "memory pressure {} ({pct}% of managed memory in use)",
+                new.as_str()
+            );
+        } else {
+            log::info!("memory pressure back to {} ({pct}% in use)", new.as_str());
+        }
+    }
+    let due = new > old || PENDING.load(Ordering::Relaxed);
+    if new >= Level::High && due && !RECLAIMING.swap(true, Ordering::Acquire) {
+        reclaim();
+        RECLAIMING.store(false, Ordering::Release);
+    }
+}
+
+/// Gives back what the kernel holds but does not use: the per-CPU caches' frames and wholly
+/// free heap segments. Returns (frames drained, heap bytes released).
+pub fn reclaim() -> (u64, usize) {
+    let drained = crate::frames::drain_caches();
+    let heap = match crate::heap::try_reclaim() {
+        Some(bytes) => {
+            PENDING.store(false, Ordering::Relaxed);
+            bytes
+        }
+        None => {
+            PENDING.store(true, Ordering::Relaxed);
+            0
+        }
+    };
+    if drained > 0 || heap > 0 {
+        log::info!(
+            "reclaim: {drained} frames from the per-CPU caches, {heap} bytes of free heap segments"
+        );
+    }
+    (drained, heap)
+}
+
+levitate_hal::ktest!(
+    fn levels_follow_the_watermarks() -> KtestResult {
+        levitate_hal::kassert_eq!(Level::of(0, 100), Level::Low);
+        levitate_hal::kassert_eq!(Level::of(59, 100), Level::Low);
+        levitate_hal::kassert_eq!(Level::of(60, 100), Level::Medium);
+        levitate_hal::kassert_eq!(Level::of(80, 100), Level::High);
+        levitate_hal::kassert_eq!(Level::of(95, 100), Level::Critical);
+        levitate_hal::kassert_eq!(Level::of(1, 0), Level::Critical);
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn high_pressure_reclaims_free_heap_segments() -> KtestResult {
+        extern crate alloc;
+        use alloc::vec::Vec;
+        use levitate_mm::buddy::{Owner, Request};
+        // Room for every block we will hold, reserved first so no later push lands in the
+        // segment we are about to empty.
+        let mut held = Vec::new();
+        levitate_hal::kassert!(held.try_reserve_exact(8192).is_ok());
+        // Two segments (the second request does not fit what is left of the first); empty the
+        // older one.
+        let mut a: Vec<u8> = Vec::new();
+        let mut b: Vec<u8> = Vec::new();
+        levitate_hal::kassert!(a.try_reserve_exact(4 << 20).is_ok());
+        levitate_hal::kassert!(b.try_reserve_exact(6 << 20).is_ok());
+        drop(a);
+        let before = crate::heap::stats();
+        // Push usage past 80 % with 2 MiB blocks.
+        while level() < Level::High && held.len() < held.capacity() {
+            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+                Ok(block) => held.push(block),
+                Err(_) => break,
+            }
+        }
+        let reached = level();
+        let after = crate::heap::stats();
+        // Give everything back before judging, so a failure leaves memory as it was.
+        let mut freed = true;
+        for block in held {
+            freed &= crate::frames::free(block).is_ok();
+        }
+        drop(b);
+        levitate_hal::kassert!(freed);
+        levitate_hal::kassert!(reached >= Level::High, "could not reach high pressure");
+        levitate_hal::kassert!(
+            after.releases > before.releases,
+            "no free heap segment was given back"
+        );
+        levitate_hal::kassert!(after.size < before.size);
+        levitate_hal::kassert_eq!(level(), Level::Low);
+        Ok(())
+    }
+);
