@@ -505,7 +505,7 @@ fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result
         smp: 4,
         ..base.clone()
     };
-    let out = boot(image, &opts, "stress frames 5000\nmemcheck\npoweroff\n")?;
+    let out = boot(image, &opts, "cpus\nstress frames 5000\ncpus\nmemcheck\npoweroff\n")?;
     tally.record(
         "stress frames at --smp 4",
         check(
