@@ -505,14 +505,27 @@ fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result
         smp: 4,
         ..base.clone()
     };
-    let out = boot(image, &opts, "cpus\nstress frames 5000\ncpus\nmemcheck\npoweroff\n")?;
+    let out = boot(
+        image,
+        &opts,
+        "cpus\nstress frames 5000\ncpus\nmemcheck\npoweroff\n",
+    )?;
     tally.record(
         "stress frames at --smp 4",
         check(
             &out,
             &Expect {
                 code: 0,
-                contains: &["errors: 0", "(back to its starting value)", "memcheck: ok"],
+                contains: &[
+                    "4 online",
+                    "cpu3   MPIDR 0x0000000003",
+                    "on each of 4 CPUs",
+                    "on another CPU than the allocation",
+                    "errors: 0",
+                    "(back to its starting value)",
+                    "jobs 1",
+                    "memcheck: ok",
+                ],
                 absent: &[],
             },
         ),
