@@ -1,21 +1,67 @@
-//! The kernel's frame allocator: the buddy allocator (levitate-mm) over the mem_map, behind one
-//! lock, with the kernel's side of its contract: memory access through the linear map (zeroing
-//! and poisoning), and misuse logged with the caller's location.
+//! The kernel's frame allocator: three layers from levitate-mm wired to the hardware. Per-CPU
+//! caches of single frames (no global lock on the common path), the bitmap layer for runs of
+//! 2..=511 frames, and the buddy over the mem_map behind one lock. This module supplies their
+//! side of the contract: memory through the linear map (zeroing, poisoning), locks, and misuse
+//! logged with the caller's location.
 
 use crate::memory;
+use crate::smp::{self, MAX_CPUS};
 use core::panic::Location;
+use core::sync::atomic::AtomicU8;
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
+use levitate_mm::bitmap::{self, BitmapStats, FrameError, Run, SmallRuns};
 use levitate_mm::buddy::{
-    AllocError, Block, Buddy, BuddyError, FrameMemory, FreeError, Owner, Request, Stats, Violation,
+    AllocError, Block, Buddy, BuddyError, FrameMemory, FreeError, Owner, Request, Stats,
 };
 use levitate_mm::mem_map::{Layout, Page};
+use levitate_mm::pcp::{
+    self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits, PcpError,
+};
 use levitate_mm::region::Region;
-use spin::Mutex;
+use spin::{Mutex, Once};
 
 /// Interrupts are masked whenever the kernel runs today and no interrupt handler allocates,
-/// so holding this lock cannot deadlock against an interrupt; other CPUs (later) wait. Lock
-/// order: heap, then page tables, then this.
+/// so holding these locks cannot deadlock against an interrupt; other CPUs wait. Lock order:
+/// heap, page tables, the bitmap layer, one per-CPU cache, then the buddy.
 static BUDDY: Mutex<Option<Buddy<'static>>> = Mutex::new(None);
+
+/// Runs of 2..=511 frames (levitate_mm::bitmap). About 480 KiB of chunk table, in BSS.
+static RUNS: Mutex<SmallRuns> = Mutex::new(SmallRuns::new());
+
+/// One order-0 frame cache per CPU. Each is taken by its own CPU on the common path
+/// (uncontended) and by others only to drain it.
+static CACHES: [Mutex<CpuCache>; MAX_CPUS] = {
+    let mut caches = [const { Mutex::new(new_cache(0)) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        caches[i] = Mutex::new(new_cache(i as u8));
+        i += 1;
+    }
+    caches
+};
+
+const fn new_cache(id: u8) -> CpuCache {
+    match CpuCache::new(id, Limits::DEFAULT) {
+        Ok(c) => c,
+        Err(_) => panic!("per-CPU cache limits are valid constants"),
+    }
+}
+
+/// Frees refused at the front (every layer's misuse), for `meminfo`.
+static REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Frees refused so far, all layers.
+pub fn refused_frees() -> u64 {
+    REFUSED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn refused(what: &dyn core::fmt::Display, caller: &Location<'_>) {
+    REFUSED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    log::error!("frame allocator refused a free: {what} (caller {caller})");
+}
+
+/// The per-frame state bytes the caches use to catch misuse across CPUs.
+static STATES: Once<FrameStates<'static>> = Once::new();
 
 /// Frame contents through the linear map.
 pub struct LinearMemory;
@@ -23,8 +69,8 @@ pub struct LinearMemory;
 impl FrameMemory for LinearMemory {
     fn fill(&mut self, first: Pfn, frames: u64, byte: u8) {
         let bytes = (frames * PAGE_SIZE) as usize;
-        // SAFETY: the buddy only passes frames it manages: usable RAM, mapped read-write in
-        // the linear map, that belong to the block being zeroed or poisoned (nobody else holds
+        // SAFETY: the allocators only pass frames they manage: usable RAM, mapped read-write
+        // in the linear map, belonging to the block being zeroed or poisoned (nobody else holds
         // them at this moment).
         unsafe { core::ptr::write_bytes(memory::linear(first.addr()), byte, bytes) };
     }
@@ -33,12 +79,10 @@ impl FrameMemory for LinearMemory {
         let bytes = (frames * PAGE_SIZE) as usize;
         // SAFETY: as for `fill`: managed, mapped frames of a free block, read only.
         let data = unsafe { core::slice::from_raw_parts(memory::linear(first.addr()), bytes) };
-        let words = data.len() / 8;
         let pattern = u64::from_ne_bytes([byte; 8]);
         // Word compares first (the common case is a match), then the exact byte.
         let word = data
             .chunks_exact(8)
-            .take(words)
             .position(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])) != pattern)?;
         let at = word * 8
             + data[word * 8..]
@@ -49,23 +93,85 @@ impl FrameMemory for LinearMemory {
     }
 }
 
-/// Builds the buddy over the mem_map. Poisoning starts on when asked (feature `poison` or the
-/// `poison` boot argument).
+/// The buddy through its lock; after each use, the pressure level is brought up to date
+/// (outside the lock).
+struct KernelBuddy;
+
+impl BuddyAccess for KernelBuddy {
+    fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
+        let (r, free, managed) = {
+            let mut guard = BUDDY.lock();
+            let buddy = guard
+                .as_mut()
+                .expect("boot order invariant: frames::init runs before any frame allocation");
+            let r = f(buddy);
+            let s = buddy.stats();
+            (r, s.free_frames, s.managed_frames)
+        };
+        crate::pressure::update(free, managed);
+        r
+    }
+}
+
+/// This CPU's cache, or every online CPU's in turn.
+struct KernelCaches;
+
+impl CacheAccess for KernelCaches {
+    fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
+        f(&mut CACHES[smp::current().index].lock())
+    }
+
+    fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
+        for c in &CACHES[..smp::MAX_CPUS] {
+            f(&mut c.lock());
+        }
+    }
+}
+
+fn states() -> &'static FrameStates<'static> {
+    STATES
+        .get()
+        .expect("boot order invariant: frames::init runs before any frame allocation")
+}
+
+/// Builds the buddy over the mem_map and the per-CPU cache state over `states`. Poisoning
+/// starts on when asked (feature `poison` or the `poison` boot argument).
 pub fn init(
     pages: &'static mut [Page],
     layout: &'static Layout,
     ram: &[Region],
+    states: &'static [AtomicU8],
     poison: bool,
-) -> Result<(), BuddyError> {
-    let mut buddy = Buddy::new(pages, layout, ram)?;
-    if poison {
-        buddy.set_poisoning(true, &mut LinearMemory);
-    }
+) -> Result<(), InitError> {
+    let buddy = Buddy::new(pages, layout, ram).map_err(InitError::Buddy)?;
     *BUDDY.lock() = Some(buddy);
+    let states = FrameStates::new(layout, states).map_err(InitError::Caches)?;
+    let states = STATES.call_once(|| states);
+    if poison {
+        pcp::set_poisoning(states, &mut KernelBuddy, true, &mut LinearMemory);
+    }
     Ok(())
 }
 
-/// Runs `f` on the allocator. Panics if called before `init` (a boot-order bug).
+/// Why the frame allocator could not start.
+#[derive(Debug, Clone)]
+pub enum InitError {
+    /// The buddy refused the mem_map.
+    Buddy(BuddyError),
+    /// The per-CPU cache state is unusable.
+    Caches(PcpError),
+}
+
+impl core::fmt::Display for InitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Buddy(e) => write!(f, "{e}"),
+            Self::Caches(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Runs `f` on the buddy itself (statistics, diagnostics). Panics if called before `init`.
 pub fn with<R>(f: impl FnOnce(&mut Buddy<'static>) -> R) -> R {
     let mut guard = BUDDY.lock();
     f(guard
@@ -73,26 +179,21 @@ pub fn with<R>(f: impl FnOnce(&mut Buddy<'static>) -> R) -> R {
         .expect("boot order invariant: frames::init runs before any frame allocation"))
 }
 
-/// Allocates a block.
+/// Allocates a block: single frames through this CPU's cache, the rest from the buddy.
 #[track_caller]
 pub fn alloc(req: Request) -> Result<Block, AllocError> {
     let caller = Location::caller();
-    let (result, free, managed) = with(|b| {
-        let r = b.alloc(req, &mut LinearMemory);
-        let s = b.stats();
-        (r, s.free_frames, s.managed_frames)
-    });
+    let result = pcp::alloc(
+        &mut KernelCaches,
+        states(),
+        &mut KernelBuddy,
+        req,
+        &mut LinearMemory,
+    );
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
-    crate::pressure::update(free, managed);
     result
-}
-
-/// Frames parked in per-CPU caches are given back to the buddy (none exist yet: the caches
-/// come with the per-CPU layer). Returns the frames drained.
-pub fn drain_caches() -> u64 {
-    0
 }
 
 /// Frees a block.
@@ -102,35 +203,120 @@ pub fn free(block: Block) -> Result<Owner, FreeError> {
 }
 
 /// Frees the block of 2^`order` frames at `addr` (for callers that keep addresses, like page
-/// tables). Misuse is refused by the allocator, logged here with the caller, and counted.
+/// tables). Misuse is refused, logged here with the caller, and counted.
 #[track_caller]
 pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     let caller = Location::caller();
-    let (result, free, managed) = with(|b| {
-        let r = b.free(addr, order, &mut LinearMemory);
-        let s = b.stats();
-        (r, s.free_frames, s.managed_frames)
-    });
+    let result = pcp::free(
+        &mut KernelCaches,
+        states(),
+        &mut KernelBuddy,
+        addr,
+        order,
+        &mut LinearMemory,
+    );
     if let Err(e) = &result {
-        log::error!("frame allocator refused a free: {e} (caller {caller})");
+        refused(e, caller);
     }
-    crate::pressure::update(free, managed);
     result
 }
 
-/// Current statistics, once the allocator exists.
+/// Allocates `n` contiguous frames at their exact cost: one frame through the per-CPU cache,
+/// 2..=511 from the bitmap layer, more from the buddy (rounded to a power of two only there).
+#[track_caller]
+pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError> {
+    if n == 1 {
+        let req = Request {
+            order: 0,
+            owner,
+            zero,
+            below: None,
+        };
+        return alloc(req)
+            .map(|b| bitmap::Run {
+                addr: b.addr,
+                frames: 1,
+            })
+            .map_err(FrameError::Alloc);
+    }
+    let mut runs = RUNS.lock();
+    KernelBuddy
+        .with_buddy(|b| bitmap::alloc_frames(&mut runs, b, n, owner, zero, &mut LinearMemory))
+}
+
+/// Frees `n` frames at `addr` allocated by `alloc_frames` (the same `n`).
+#[track_caller]
+pub fn free_frames(addr: PhysAddr, n: u64) -> Result<Owner, FrameError> {
+    let caller = Location::caller();
+    if n == 1 {
+        // free_raw logs and counts its own refusals.
+        return free_raw(addr, 0).map_err(FrameError::Free);
+    }
+    let result = {
+        let mut runs = RUNS.lock();
+        KernelBuddy.with_buddy(|b| bitmap::free_frames(&mut runs, b, addr, n, &mut LinearMemory))
+    };
+    if let Err(e) = &result {
+        refused(e, caller);
+    }
+    result
+}
+
+/// Gives every frame parked in a per-CPU cache back to the buddy. Returns how many.
+pub fn drain_caches() -> u64 {
+    pcp::drain_all(
+        &mut KernelCaches,
+        states(),
+        &mut KernelBuddy,
+        &mut LinearMemory,
+    )
+    .frames
+}
+
+/// The buddy's statistics, once it exists.
 pub fn stats() -> Option<Stats> {
     BUDDY.lock().as_ref().map(|b| b.stats())
 }
 
-/// Runs the allocator's invariant checker.
-pub fn validate() -> Result<(), Violation> {
-    with(|b| b.validate())
+/// The per-CPU caches' counters, summed.
+pub fn cache_stats() -> (CacheStats, u64) {
+    let mut sum = CacheStats::default();
+    let mut parked = 0;
+    for c in &CACHES {
+        let c = c.lock();
+        sum += c.stats();
+        parked += c.len() as u64;
+    }
+    (sum, parked)
+}
+
+/// The bitmap layer's counters.
+pub fn run_stats() -> BitmapStats {
+    RUNS.lock().stats()
+}
+
+/// Runs every allocator layer's invariant checker: the buddy, the per-CPU caches (with every
+/// cache locked, so the picture is consistent), the bitmap layer.
+pub fn validate() -> Result<(), alloc::string::String> {
+    use alloc::format;
+    let runs = RUNS.lock();
+    let guards: alloc::vec::Vec<_> = CACHES.iter().map(|c| c.lock()).collect();
+    let caches: alloc::vec::Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
+    let buddy = BUDDY.lock();
+    let Some(buddy) = buddy.as_ref() else {
+        return Err("the frame allocator is not running".into());
+    };
+    buddy.validate().map_err(|e| format!("buddy: {e}"))?;
+    pcp::validate(&caches, states(), buddy).map_err(|e| format!("per-CPU caches: {e}"))?;
+    runs.validate(buddy)
+        .map_err(|e| format!("bitmap layer: {e}"))?;
+    Ok(())
 }
 
 levitate_hal::ktest!(
     fn misuse_is_refused_logged_and_harmless() -> KtestResult {
-        let before = stats().unwrap();
+        let free_before = stats().unwrap().free_frames + cache_stats().1;
+        let refused_before = refused_frees();
         let block = alloc(Request::new(0, Owner::Test));
         levitate_hal::kassert!(block.is_ok());
         let block = block.unwrap();
@@ -143,12 +329,38 @@ levitate_hal::ktest!(
         levitate_hal::kassert!(free(block).is_ok());
         levitate_hal::kassert!(free_raw(addr, 0).is_err(), "double free accepted");
         levitate_hal::kassert!(
-            free_raw(PhysAddr::new(0x10), 0).is_err(),
+            free_raw(PhysAddr::new(0x10_0000), 0).is_err(),
             "address outside RAM accepted"
         );
-        let after = stats().unwrap();
-        levitate_hal::kassert_eq!(after.free_frames, before.free_frames);
-        levitate_hal::kassert_eq!(after.misuse.total(), before.misuse.total() + 4);
+        let run = alloc_frames(3, Owner::Test, false);
+        levitate_hal::kassert!(run.is_ok());
+        let run = run.unwrap();
+        levitate_hal::kassert!(
+            free_frames(run.addr, 2).is_err(),
+            "wrong run length accepted"
+        );
+        levitate_hal::kassert!(free_frames(run.addr, 3).is_ok());
+        levitate_hal::kassert!(
+            free_frames(run.addr, 3).is_err(),
+            "double free of a run accepted"
+        );
+        levitate_hal::kassert_eq!(refused_frees(), refused_before + 6);
+        levitate_hal::kassert_eq!(stats().unwrap().free_frames + cache_stats().1, free_before);
+        levitate_hal::kassert!(validate().is_ok());
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn runs_cost_exactly_their_frames() -> KtestResult {
+        let before = run_stats();
+        let run = alloc_frames(3, Owner::Test, true).unwrap();
+        levitate_hal::kassert_eq!(run.frames, 3);
+        levitate_hal::kassert_eq!(LinearMemory.find_not(run.pfn(), 3, 0), None);
+        let during = run_stats();
+        levitate_hal::kassert_eq!(during.frames_in_use, before.frames_in_use + 3);
+        levitate_hal::kassert!(free_frames(run.addr, 3).is_ok());
+        levitate_hal::kassert_eq!(run_stats().frames_in_use, before.frames_in_use);
         levitate_hal::kassert!(validate().is_ok());
         Ok(())
     }
@@ -174,7 +386,8 @@ levitate_hal::ktest!(
         if !stats().unwrap().poisoning {
             return Ok(()); // only meaningful in the `poison` boot of the matrix
         }
-        let block = alloc(Request::new(0, Owner::Test)).unwrap();
+        // An order-1 block goes straight back to the buddy (single frames park in a cache).
+        let block = alloc(Request::new(1, Owner::Test)).unwrap();
         let addr = block.addr;
         levitate_hal::kassert!(free(block).is_ok());
         // A use after free: write into the freed frame.
@@ -182,7 +395,7 @@ levitate_hal::ktest!(
         // poisoning notices; the poison is restored below.
         unsafe { memory::linear(addr + 0x40).write_volatile(0x11) };
         let found = with(|b| b.find_use_after_free(&LinearMemory));
-        LinearMemory.fill(addr.pfn(), 1, levitate_mm::buddy::POISON);
+        LinearMemory.fill(addr.pfn(), 2, levitate_mm::buddy::POISON);
         levitate_hal::kassert!(
             matches!(found, Some(AllocError::UseAfterFree { addr: a, .. }) if a == addr + 0x40),
             "the write after free was not found at its address"

@@ -27,8 +27,10 @@ pub enum MemoryError {
     Linear(Region, MapError),
     /// A range set overflowed.
     TooManyRanges,
-    /// The buddy allocator could not be built.
-    Buddy(levitate_mm::buddy::BuddyError),
+    /// The frame allocator could not be built.
+    Frames(frames::InitError),
+    /// An early allocation failed.
+    Early(levitate_mm::early::EarlyAllocError),
     /// The final page tables could not be built.
     Paging(crate::paging::PagingError),
 }
@@ -40,7 +42,8 @@ impl fmt::Display for MemoryError {
             Self::MemMap(e) => write!(f, "{e}"),
             Self::Linear(r, e) => write!(f, "cannot map RAM {r:?} into the linear map: {e}"),
             Self::TooManyRanges => write!(f, "too many separate RAM ranges to map"),
-            Self::Buddy(e) => write!(f, "{e}"),
+            Self::Frames(e) => write!(f, "{e}"),
+            Self::Early(e) => write!(f, "{e}"),
             Self::Paging(e) => write!(f, "{e}"),
         }
     }
@@ -105,6 +108,18 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
             .map_err(|e| MemoryError::Linear(*r, e))?;
     }
 
+    // One state byte per usable frame for the per-CPU caches, taken before the mem_map is
+    // placed (the mem_map then describes only what remains usable, which is fewer frames).
+    let usable_frames: u64 = map.usable().iter().map(|r| r.pages()).sum();
+    let states_region = levitate_mm::early::alloc(
+        &mut map,
+        usable_frames.max(1),
+        PAGE_SIZE,
+        u64::MAX,
+        "frame states",
+        Source::Early,
+    )
+    .map_err(MemoryError::Early)?;
     let placement = mem_map::place(&mut map).map_err(MemoryError::MemMap)?;
     if let Err(e) = map.validate() {
         panic!("memory map invariant broken after placing the mem_map: {e}");
@@ -128,7 +143,19 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         early::pool_usage().1,
     );
     let placement = MEM_MAP.call_once(|| placement);
-    frames::init(pages, &placement.layout, map.memory(), poison).map_err(MemoryError::Buddy)?;
+    // SAFETY: the states region was just reserved for this array alone, lies in RAM mapped by
+    // the linear map, and is zeroed here before use; AtomicU8 has the size, alignment and
+    // validity of u8, so zeroed bytes are valid atomics (state 0: owned by the buddy).
+    let states = unsafe {
+        let p = linear(states_region.base);
+        core::ptr::write_bytes(p, 0, states_region.size as usize);
+        core::slice::from_raw_parts(
+            p.cast::<core::sync::atomic::AtomicU8>(),
+            usable_frames as usize,
+        )
+    };
+    frames::init(pages, &placement.layout, map.memory(), states, poison)
+        .map_err(MemoryError::Frames)?;
     paging::init(&map).map_err(MemoryError::Paging)?;
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
     let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;

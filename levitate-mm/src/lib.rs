@@ -8,11 +8,13 @@
 extern crate std;
 
 pub mod addr;
+pub mod bitmap;
 pub mod buddy;
 pub mod cpio;
 pub mod dtb;
 pub mod early;
 pub mod mem_map;
 pub mod memmap;
+pub mod pcp;
 pub mod region;
 pub mod report;

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
-use levitate_mm::buddy::{Block, Owner, Request};
+use levitate_mm::buddy::{Owner, Request};
 
 fn no_args(args: &[&str]) -> Result<(), CmdError> {
     if args.is_empty() {
@@ -32,13 +32,30 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     row("MemFree", kb(s.free_frames));
     row("MemManaged", kb(s.managed_frames));
     row("Reserved", ram / 1024 - kb(s.managed_frames));
-    row("PageTables", kb(s.allocated_to(Owner::PageTable)));
-    row("KernelHeap", kb(s.allocated_to(Owner::Heap)));
-    row("KernelStacks", kb(s.allocated_to(Owner::Stack)));
-    row("Kernel", kb(s.allocated_to(Owner::Kernel)));
-    row("Dma", kb(s.allocated_to(Owner::Dma)));
-    row("Test", kb(s.allocated_to(Owner::Test)));
-    row("Other", kb(s.allocated_to(Owner::Other)));
+    // An owner's frames: blocks from the buddy, single frames from the per-CPU caches, and
+    // runs from the bitmap layer.
+    let (cache, parked) = frames::cache_stats();
+    let runs = frames::run_stats();
+    let owned =
+        |o: Owner| s.allocated_to(o) + cache.handed_out_to(o).max(0) as u64 + runs.allocated_to(o);
+    row("PageTables", kb(owned(Owner::PageTable)));
+    row("KernelHeap", kb(owned(Owner::Heap)));
+    row("KernelStacks", kb(owned(Owner::Stack)));
+    row("Kernel", kb(owned(Owner::Kernel)));
+    row("Dma", kb(owned(Owner::Dma)));
+    row("Test", kb(owned(Owner::Test)));
+    row("Other", kb(owned(Owner::Other)));
+    row("FrameCaches", kb(parked));
+    row("BitmapFree", kb(runs.frames_free));
+    println!(
+        "{:<16}{:>12}    (hits {}, refills {}, drains {}; bitmap fallbacks {})",
+        "BitmapChunks:",
+        s.allocated_to(Owner::Bitmap) / 512,
+        cache.hits,
+        cache.refills,
+        cache.drains,
+        runs.fallbacks
+    );
     let used = s.managed_frames - s.free_frames;
     println!(
         "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
@@ -53,7 +70,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
         f / 1000,
         f % 1000
     );
-    println!("{:<16}{:>12}", "MisuseRefused:", s.misuse.total());
+    println!("{:<16}{:>12}", "MisuseRefused:", frames::refused_frees());
     println!("{:<16}{:>12}", "AllocFailures:", s.alloc_failures);
     println!(
         "{:<16}{:>12}",
@@ -76,7 +93,7 @@ pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
     memory::map()
         .validate()
         .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
-    frames::validate().map_err(|e| CmdError::Failed(format!("buddy allocator: {e}")))?;
+    frames::validate().map_err(|e| CmdError::Failed(format!("frame allocator: {e}")))?;
     let s = stats()?;
     let blocks: u64 = s.free_blocks().iter().sum();
     println!(
@@ -126,12 +143,19 @@ fn pattern(addr: PhysAddr) -> u64 {
     addr.as_u64().rotate_left(17) ^ 0x5bd1_e995_1234_abcd
 }
 
-/// Writes the block's pattern into every frame (first and last word of each).
-fn fill(block: &Block) {
-    for i in 0..block.frames() {
-        let frame = block.addr + i * PAGE_SIZE;
+/// Something `stress frames` holds: a buddy block (`order`) or a run of frames.
+struct Held {
+    addr: PhysAddr,
+    frames: u64,
+    order: Option<u8>,
+}
+
+/// Writes the pattern into every frame held (first and last word of each).
+fn fill(h: &Held) {
+    for i in 0..h.frames {
+        let frame = h.addr + i * PAGE_SIZE;
         let p = memory::linear(frame).cast::<u64>();
-        // SAFETY: the frame belongs to `block`, allocated to this command, in the linear map.
+        // SAFETY: the frame belongs to `h`, allocated to this command, in the linear map.
         unsafe {
             p.write_volatile(pattern(frame));
             p.add(511).write_volatile(!pattern(frame));
@@ -140,10 +164,10 @@ fn fill(block: &Block) {
 }
 
 /// Counts frames whose pattern changed.
-fn check(block: &Block) -> u64 {
-    (0..block.frames())
+fn check(h: &Held) -> u64 {
+    (0..h.frames)
         .filter(|i| {
-            let frame = block.addr + i * PAGE_SIZE;
+            let frame = h.addr + i * PAGE_SIZE;
             let p = memory::linear(frame).cast::<u64>();
             // SAFETY: as in `fill`.
             let (a, b) = unsafe { (p.read_volatile(), p.add(511).read_volatile()) };
@@ -152,22 +176,67 @@ fn check(block: &Block) -> u64 {
         .count() as u64
 }
 
-/// Blocks handed from one CPU to another during `stress frames`, to be checked and freed
+/// Held items handed from one CPU to another during `stress frames`, to be checked and freed
 /// there.
-static EXCHANGE: spin::Mutex<Vec<Block>> = spin::Mutex::new(Vec::new());
+static EXCHANGE: spin::Mutex<Vec<Held>> = spin::Mutex::new(Vec::new());
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static FREES: AtomicU64 = AtomicU64::new(0);
 static REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// Checks a block's pattern and frees it; returns the errors found.
-fn check_and_free(b: Block) -> u64 {
-    let mut errors = check(&b);
-    if frames::free(b).is_err() {
+/// Checks a held item's pattern and frees it; returns the errors found.
+fn check_and_free(h: Held) -> u64 {
+    let mut errors = check(&h);
+    let freed = match h.order {
+        Some(order) => frames::free_raw(h.addr, order).is_ok(),
+        None => frames::free_frames(h.addr, h.frames).is_ok(),
+    };
+    if !freed {
         errors += 1;
     }
     FREES.fetch_add(1, Ordering::Relaxed);
     errors
+}
+
+/// Allocates something of a random kind: single frames (per-CPU caches), runs of 2..=511
+/// (bitmap layer), or buddy blocks up to 2 MiB.
+fn alloc_random(r: u64) -> Option<Held> {
+    match r >> 8 & 15 {
+        0..=7 => frames::alloc_frames(1, Owner::Test, false)
+            .ok()
+            .map(|run| Held {
+                addr: run.addr,
+                frames: 1,
+                order: None,
+            }),
+        8..=12 => {
+            let n = 2 + (r >> 16) % 120;
+            frames::alloc_frames(n, Owner::Test, false)
+                .ok()
+                .map(|run| Held {
+                    addr: run.addr,
+                    frames: run.frames,
+                    order: None,
+                })
+        }
+        13 | 14 => {
+            let order = ((r >> 16) % 5) as u8;
+            frames::alloc(Request::new(order, Owner::Test))
+                .ok()
+                .map(|b| Held {
+                    addr: b.addr,
+                    frames: b.frames(),
+                    order: Some(order),
+                })
+        }
+        _ => frames::alloc(Request::new(9, Owner::Test))
+            .ok()
+            .map(|b| Held {
+                addr: b.addr,
+                frames: b.frames(),
+                order: Some(9),
+            }),
+    }
 }
 
 /// One CPU's share of `stress frames`: `n` random operations; returns the errors it saw.
@@ -175,51 +244,45 @@ fn stress_worker(n: usize) -> u64 {
     let me = crate::smp::current().index as u64;
     let mut rng =
         Rng(0x9e37_79b9_7f4a_7c15 ^ (me << 32) ^ levitate_hal::arch::aarch64::timer::ticks());
-    let mut live: Vec<Block> = Vec::new();
+    let mut live: Vec<Held> = Vec::new();
     let mut errors = 0;
     for _ in 0..n {
         let r = rng.next();
         if r.is_multiple_of(8) {
-            // Cross-CPU traffic: hand a block over, or free one another CPU allocated.
+            // Cross-CPU traffic: hand something over, or free what another CPU allocated.
             if r & 16 != 0 {
-                if let Some(b) = live.pop() {
-                    EXCHANGE.lock().push(b);
+                if let Some(h) = live.pop() {
+                    EXCHANGE.lock().push(h);
                 }
-            } else if let Some(b) = EXCHANGE.lock().pop() {
-                errors += check_and_free(b);
+            } else if let Some(h) = EXCHANGE.lock().pop() {
+                errors += check_and_free(h);
                 REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
             }
         } else if live.is_empty() || (!r.is_multiple_of(3) && live.len() < 256) {
-            // Mostly small orders, now and then a 2 MiB block.
-            let order = match r >> 8 & 15 {
-                0..=7 => 0,
-                8..=11 => 1,
-                12 | 13 => 2,
-                14 => 4,
-                _ => 9,
-            };
-            match frames::alloc(Request::new(order, Owner::Test)) {
-                Ok(b) => {
-                    fill(&b);
-                    live.push(b);
+            match alloc_random(r) {
+                Some(h) => {
+                    fill(&h);
+                    live.push(h);
                     ALLOCS.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                None => {
                     REFUSED.fetch_add(1, Ordering::Relaxed);
                 }
             }
         } else {
-            let b = live.swap_remove((r >> 16) as usize % live.len());
-            errors += check_and_free(b);
+            let h = live.swap_remove((r >> 16) as usize % live.len());
+            errors += check_and_free(h);
         }
     }
-    for b in live.drain(..) {
-        errors += check_and_free(b);
+    for h in live.drain(..) {
+        errors += check_and_free(h);
     }
     errors
 }
 
 fn stress_frames(n: u64) -> Result<(), CmdError> {
+    // Compare like with like: what the caches hold counts as free memory here.
+    frames::drain_caches();
     let start = stats()?.free_frames;
     for c in [&ALLOCS, &FREES, &REMOTE_FREES, &REFUSED] {
         c.store(0, Ordering::Relaxed);
@@ -227,18 +290,19 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
     let results = crate::smp::run_on_all(stress_worker, n as usize);
     let cpus = results.iter().flatten().count();
     let mut errors: u64 = results.iter().flatten().sum();
-    // Blocks still in flight between CPUs.
-    let leftovers: Vec<Block> = core::mem::take(&mut *EXCHANGE.lock());
-    for b in leftovers {
-        errors += check_and_free(b);
+    // Whatever is still in flight between CPUs.
+    let leftovers: Vec<Held> = core::mem::take(&mut *EXCHANGE.lock());
+    for h in leftovers {
+        errors += check_and_free(h);
         REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
     }
-    let end = stats()?.free_frames;
     if frames::validate().is_err() {
         errors += 1;
     }
+    frames::drain_caches();
+    let end = stats()?.free_frames;
     println!(
-        "stress frames: {n} operations on each of {cpus} CPUs: {} allocations, {} frees ({} on another CPU than the allocation), {} refused for lack of memory",
+        "stress frames: {n} operations on each of {cpus} CPUs: {} allocations (single frames, runs of 2..121 frames, blocks), {} frees ({} on another CPU than the allocation), {} refused for lack of memory",
         ALLOCS.load(Ordering::Relaxed),
         FREES.load(Ordering::Relaxed),
         REMOTE_FREES.load(Ordering::Relaxed),

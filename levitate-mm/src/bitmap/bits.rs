@@ -13,7 +13,7 @@ pub(super) type Bits = [u64; WORDS];
 
 /// Whether bit `i` is set.
 pub(super) const fn get(bits: &Bits, i: u32) -> bool {
-    bits[(i / 64) as usize] >> (i % 64) & 1 != 0
+    (bits[(i / 64) as usize] >> (i % 64)) & 1 != 0
 }
 
 /// Sets bit `i`.
@@ -87,7 +87,12 @@ pub(super) fn prev_set(bits: &Bits, before: u32) -> Option<u32> {
     let last = before.min(BITS).checked_sub(1)?;
     let mut w = (last / 64) as usize;
     let top = last % 64;
-    let mut x = bits[w] & if top == 63 { !0 } else { (1u64 << (top + 1)) - 1 };
+    let mut x = bits[w]
+        & if top == 63 {
+            !0
+        } else {
+            (1u64 << (top + 1)) - 1
+        };
     loop {
         if x != 0 {
             return Some(w as u32 * 64 + 63 - x.leading_zeros());

@@ -12,7 +12,10 @@ pub(super) const NIL: u16 = u16::MAX;
 /// Owners are stored in four bits per frame (read only at run starts).
 const OWNER_BITS: u32 = 4;
 const OWNER_WORDS: usize = BITS as usize * OWNER_BITS as usize / 64;
-const _: () = assert!(Owner::COUNT <= 1 << OWNER_BITS, "an owner must fit four bits");
+const _: () = assert!(
+    Owner::COUNT <= 1 << OWNER_BITS,
+    "an owner must fit four bits"
+);
 
 /// A chunk's state. A run is a maximal stretch of used frames that starts at a `starts` bit
 /// and ends before the next `starts` bit or free frame: so its length is recorded nowhere
@@ -65,6 +68,14 @@ impl Chunk {
             base: base.as_u64(),
             free: BITS as u16,
             bound: BITS as u16,
+            ..Chunk::EMPTY
+        }
+    }
+
+    /// An unused slot on the spare stack, linked to `next`.
+    pub const fn spare(next: u16) -> Chunk {
+        Chunk {
+            next,
             ..Chunk::EMPTY
         }
     }

@@ -1,0 +1,112 @@
+//! Freeing a run: check everything first (a refused free changes nothing), then clear it,
+//! raise the chunk's bound to the free run it merged into, and give the chunk back to the
+//! buddy when it is wholly free.
+
+use super::bits;
+use super::{FrameError, SmallRuns};
+use crate::addr::PhysAddr;
+use crate::buddy::{Buddy, FrameMemory, Owner, MAX_ORDER, POISON};
+
+impl<const N: usize> SmallRuns<N> {
+    /// Frees the run of `frames` frames at `addr` and returns its owner. Anything but the
+    /// exact start and length of a run in one of the chunks is refused with the reason (and
+    /// counted in [`super::BitmapStats::misuse`]); the layer is then unchanged. O(log N) to find
+    /// the chunk, O(words) to check and clear the run.
+    pub fn free<M: FrameMemory + ?Sized>(
+        &mut self,
+        addr: PhysAddr,
+        frames: u64,
+        buddy: &mut Buddy<'_>,
+        mem: &mut M,
+    ) -> Result<Owner, FrameError> {
+        let freed = self.free_unrecorded(addr, frames, buddy, mem);
+        if let Err(e) = &freed {
+            self.record(e);
+        }
+        freed
+    }
+
+    /// Counts a refusal by its kind.
+    pub(super) fn record(&mut self, e: &FrameError) {
+        if let Some(kind) = e.misuse() {
+            self.misuse.record(kind);
+        }
+    }
+
+    /// [`Self::free`] without counting a refusal: the front hands an address no chunk holds
+    /// to the buddy instead, so that is not misuse here.
+    pub(super) fn free_unrecorded<M: FrameMemory + ?Sized>(
+        &mut self,
+        addr: PhysAddr,
+        frames: u64,
+        buddy: &mut Buddy<'_>,
+        mem: &mut M,
+    ) -> Result<Owner, FrameError> {
+        let (slot, start) = self.check_free(addr, frames)?;
+        self.sync_poisoning(buddy, mem);
+        let n = frames as u32;
+        let chunk = &self.chunks[usize::from(slot)];
+        let owner = chunk.owner_at(start);
+        let empties = u32::from(chunk.free) + n == bits::BITS;
+        if empties {
+            // The buddy poisons the whole chunk when poisoning is on.
+            self.return_chunk(slot, buddy, mem)
+                .map_err(FrameError::Free)?;
+        } else {
+            let chunk = &mut self.chunks[usize::from(slot)];
+            let was_full = chunk.free == 0;
+            let merged = chunk.give_back(start, n);
+            let free = u32::from(chunk.free);
+            // Both are upper bounds on the longest free run: the only run that grew is the
+            // merged one, and no run is longer than the chunk's free frames.
+            let bound = u32::from(chunk.bound).max(merged).min(free);
+            if was_full {
+                chunk.bound = bound as u16;
+                self.link(slot);
+            } else {
+                self.rebound(slot, bound);
+            }
+            if self.poisoned {
+                mem.fill(addr.pfn(), frames, POISON);
+            }
+        }
+        self.in_use = self.in_use.saturating_sub(frames);
+        let held = &mut self.allocated[owner as usize];
+        *held = held.saturating_sub(frames);
+        Ok(owner)
+    }
+
+    /// Everything a free must pass, in the order that names the bug best: the length, the
+    /// chunk, the alignment, then the run. Returns the chunk's slot and the run's first frame
+    /// in it.
+    fn check_free(&self, addr: PhysAddr, frames: u64) -> Result<(u16, u32), FrameError> {
+        if frames == 0 || frames > 1 << MAX_ORDER {
+            return Err(FrameError::BadLength { frames });
+        }
+        let Some((slot, start)) = self.locate(addr.pfn()) else {
+            return Err(FrameError::NotInChunk { addr, frames });
+        };
+        if addr.page_offset() != 0 {
+            return Err(FrameError::Misaligned { addr, frames });
+        }
+        let chunk = &self.chunks[usize::from(slot)];
+        if !bits::get(&chunk.starts, start) {
+            let now = chunk.holder(start);
+            return Err(if bits::get(&chunk.ever, start) {
+                FrameError::DoubleFree { addr, frames, now }
+            } else {
+                FrameError::NeverAllocated { addr, frames, now }
+            });
+        }
+        let actual = u64::from(chunk.run_end(start) - start);
+        if actual != frames {
+            return Err(FrameError::WrongLength {
+                addr,
+                frames,
+                actual,
+                owner: chunk.owner_at(start),
+            });
+        }
+        Ok((slot, start))
+    }
+}

@@ -1,0 +1,184 @@
+//! One atomic byte per usable frame that says which layer holds it. The buddy sees every
+//! frame in a per-CPU cache as "allocated to the frame cache", so only this byte can tell a
+//! frame parked in a cache from one handed out of it, and so catch a double free into a cache.
+//!
+//! The byte's low two bits are the kind, the upper six a payload:
+//!
+//! | kind                 | payload           | holder                                        |
+//! |----------------------|-------------------|-----------------------------------------------|
+//! | 0 buddy              | 0                 | the buddy: free there, or allocated from it   |
+//! | 1 parked             | cache id          | a CPU cache, contents unchecked               |
+//! | 2 handed out         | owner             | whoever `pcp::alloc` handed it to             |
+//! | 3 parked, poisoned   | cache id          | a CPU cache, filled with the poison           |
+//!
+//! The owner rides in the byte because a frame may be freed on another CPU than it was
+//! allocated on, and a free carries no owner: the freeing cache reads it here to keep the
+//! per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
+//! without allocating. The poisoned bit is per frame, not global, so turning poisoning on
+//! while frames are parked never reports a false use after free on the unpoisoned ones.
+//!
+//! Transitions, and who may make them:
+//! * buddy -> parked: a refill, under the buddy lock.
+//! * parked -> buddy: a drain, under the buddy lock.
+//! * parked -> handed out: a pop, by the cache that holds the frame.
+//! * handed out -> parked: a free, by any cache, with compare-and-swap, so of two racing
+//!   frees of one frame exactly one wins and the other sees "parked": a double free.
+//!
+//! So a parked frame changes only by the hand of its own cache, and only the buddy lock moves
+//! a frame into or out of the buddy kind: a free that finds "buddy" re-reads the byte under
+//! that lock before it lets the buddy free the frame.
+
+use super::PcpError;
+use crate::addr::Pfn;
+use crate::buddy::Owner;
+use crate::mem_map::Layout;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// Most caches (CPUs) the state byte can name: six bits of payload.
+pub const MAX_CACHES: usize = 64;
+
+const KIND_MASK: u8 = 0b11;
+const PAYLOAD_SHIFT: u32 = 2;
+const KIND_BUDDY: u8 = 0;
+const KIND_PARKED: u8 = 1;
+const KIND_HANDED_OUT: u8 = 2;
+const KIND_PARKED_POISONED: u8 = 3;
+
+/// The byte of a frame the buddy holds.
+pub(super) const BUDDY: u8 = KIND_BUDDY;
+
+/// The byte of a frame parked in cache `cache`.
+pub(super) const fn parked(cache: u8, poisoned: bool) -> u8 {
+    let kind = if poisoned {
+        KIND_PARKED_POISONED
+    } else {
+        KIND_PARKED
+    };
+    cache << PAYLOAD_SHIFT | kind
+}
+
+/// The byte of a frame handed out to `owner`.
+pub(super) const fn handed_out(owner: Owner) -> u8 {
+    (owner as u8) << PAYLOAD_SHIFT | KIND_HANDED_OUT
+}
+
+/// A frame's state byte, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameState {
+    /// The buddy holds it: free there, or allocated directly from it.
+    Buddy,
+    /// Parked in the cache with this id.
+    Parked {
+        /// The cache's id.
+        cache: u8,
+        /// Filled with the poison when it was parked; checked when it leaves.
+        poisoned: bool,
+    },
+    /// Handed out of a cache to `owner`.
+    HandedOut {
+        /// Whom it was handed to.
+        owner: Owner,
+    },
+    /// A byte no transition writes (memory corruption).
+    Invalid(u8),
+}
+
+impl FrameState {
+    /// Decodes a state byte.
+    pub const fn decode(raw: u8) -> Self {
+        let payload = raw >> PAYLOAD_SHIFT;
+        match raw & KIND_MASK {
+            KIND_BUDDY if payload == 0 => FrameState::Buddy,
+            KIND_PARKED => FrameState::Parked {
+                cache: payload,
+                poisoned: false,
+            },
+            KIND_PARKED_POISONED => FrameState::Parked {
+                cache: payload,
+                poisoned: true,
+            },
+            KIND_HANDED_OUT => match Owner::from_u8(payload) {
+                Some(owner) => FrameState::HandedOut { owner },
+                None => FrameState::Invalid(raw),
+            },
+            _ => FrameState::Invalid(raw),
+        }
+    }
+}
+
+/// The state bytes of every usable frame, indexed like the mem_map, shared by all CPUs.
+pub struct FrameStates<'a> {
+    layout: &'a Layout,
+    states: &'a [AtomicU8],
+    /// A copy of the buddy's poisoning switch that the lock-free free path can read. Stale
+    /// for a moment after a switch; harmless, since each frame records whether it was filled.
+    poisoning: AtomicBool,
+}
+
+impl core::fmt::Debug for FrameStates<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FrameStates")
+            .field("frames", &self.layout.frames())
+            .field("poisoning", &self.poisoning())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> FrameStates<'a> {
+    /// Sets every frame of `layout` to "buddy" in `states` (one byte per frame, at least
+    /// `layout.frames()` long; the kernel carves it from early memory). Build it before any
+    /// frame is cached, over the same layout as the buddy.
+    pub fn new(layout: &'a Layout, states: &'a [AtomicU8]) -> Result<Self, PcpError> {
+        let needed = layout.frames();
+        let got = states.len() as u64;
+        if got < needed {
+            return Err(PcpError::StatesTooSmall { needed, got });
+        }
+        let states = &states[..needed as usize];
+        for s in states {
+            s.store(BUDDY, Ordering::Relaxed);
+        }
+        Ok(Self {
+            layout,
+            states,
+            poisoning: AtomicBool::new(false),
+        })
+    }
+
+    /// The layout the states are indexed by.
+    pub fn layout(&self) -> &'a Layout {
+        self.layout
+    }
+
+    /// The state of frame `pfn`; `None` when the layout does not manage it.
+    pub fn get(&self, pfn: Pfn) -> Option<FrameState> {
+        let index = self.layout.index_of(pfn)?;
+        Some(FrameState::decode(self.load(index as u32)))
+    }
+
+    /// Whether frames freed into a cache are poisoned (the buddy's switch, as last seen).
+    pub fn poisoning(&self) -> bool {
+        self.poisoning.load(Ordering::Relaxed)
+    }
+
+    /// Follows the buddy's poisoning switch; `pcp::set_poisoning` calls it, and every refill
+    /// and drain refreshes it from the buddy.
+    pub fn set_poisoning(&self, on: bool) {
+        self.poisoning.store(on, Ordering::Relaxed);
+    }
+
+    /// The byte of the frame at mem_map `index` (always one of ours: the caller found it
+    /// through the same layout).
+    pub(super) fn load(&self, index: u32) -> u8 {
+        self.states[index as usize].load(Ordering::Acquire)
+    }
+
+    /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns
+    /// the byte found. Acquire-release: the holder's writes to the frame happen before
+    /// whoever sees the new state takes it.
+    pub(super) fn transition(&self, index: u32, from: u8, to: u8) -> Result<(), u8> {
+        self.states[index as usize]
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+    }
+}
