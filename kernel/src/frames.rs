@@ -404,3 +404,60 @@ levitate_hal::ktest!(
         Ok(())
     }
 );
+
+levitate_hal::ktest!(
+    fn no_free_frame_is_stranded_in_a_cache_at_out_of_memory() -> KtestResult {
+        extern crate alloc;
+        use alloc::vec::Vec;
+        // Park frames in every CPU's cache: each CPU allocates and frees a few dozen.
+        smp::run_on_all(
+            |_| {
+                let mut v: [Option<Block>; 40] = [const { None }; 40];
+                for slot in v.iter_mut() {
+                    *slot = alloc(Request::new(0, Owner::Test)).ok();
+                }
+                for b in v.into_iter().flatten() {
+                    let _ = free(b);
+                }
+                0
+            },
+            0,
+        );
+        let mut blocks: Vec<Block> = Vec::new();
+        levitate_hal::kassert!(blocks.try_reserve_exact(16384).is_ok());
+        // Exhaust memory: 2 MiB blocks first, then single frames.
+        while blocks.len() < blocks.capacity() {
+            match alloc(Request::new(9, Owner::Test)) {
+                Ok(b) => blocks.push(b),
+                Err(_) => break,
+            }
+        }
+        let mut singles = 0;
+        let exhausted = loop {
+            if blocks.len() == blocks.capacity() {
+                break false;
+            }
+            match alloc(Request::new(0, Owner::Test)) {
+                Ok(b) => {
+                    blocks.push(b);
+                    singles += 1;
+                }
+                Err(AllocError::OutOfMemory { .. }) => break true,
+                Err(_) => break false,
+            }
+        };
+        let parked = cache_stats().1;
+        let buddy_free = stats().unwrap().free_frames;
+        let mut all_freed = true;
+        for b in blocks {
+            all_freed &= free(b).is_ok();
+        }
+        levitate_hal::kassert!(all_freed);
+        levitate_hal::kassert!(exhausted, "memory did not run out (raise the reservation)");
+        levitate_hal::kassert!(singles > 0);
+        levitate_hal::kassert_eq!(parked, 0);
+        levitate_hal::kassert_eq!(buddy_free, 0);
+        levitate_hal::kassert!(validate().is_ok());
+        Ok(())
+    }
+);
