@@ -158,7 +158,16 @@ at_el1:
     add     x1, x1, :lo12:__bss_end
     bl      dcache_inval_range
 
-    // Translation regime: MAIR, TCR (IPS from the CPU's PARange, capped at 48 bits), TTBRs.
+    adrp    x0, boot_kernel_l0
+    bl      mmu_on
+
+    ldr     x9, =boot_virtual_entry     // link-time (higher-half) address
+    br      x9
+
+// Turns the MMU and caches on: MAIR, TCR (48-bit VAs, 4 KiB granules, IPS from the CPU's
+// PARange capped at 48 bits), TTBR0 = the boot identity map, TTBR1 = x0. Runs from the
+// identity map and returns there. Clobbers x9-x11.
+mmu_on:
     ldr     x9, =MAIR_VALUE
     msr     mair_el1, x9
     mrs     x10, id_aa64mmfr0_el1
@@ -171,8 +180,7 @@ at_el1:
     msr     tcr_el1, x9
     adrp    x9, boot_idmap_l0
     msr     ttbr0_el1, x9
-    adrp    x9, boot_kernel_l0
-    msr     ttbr1_el1, x9
+    msr     ttbr1_el1, x0
     isb
     tlbi    vmalle1
     dsb     nsh
@@ -183,9 +191,7 @@ at_el1:
     ic      iallu
     dsb     nsh
     isb
-
-    ldr     x9, =boot_virtual_entry     // link-time (higher-half) address
-    br      x9
+    ret
 
 // Invalidate data cache lines by VA to PoC over [x0, x1). Clobbers x0, x2, x3.
 dcache_inval_range:
@@ -232,29 +238,8 @@ secondary_at_el1:
     mov     x9, #(3 << 20)
     msr     cpacr_el1, x9
     isb
-    ldr     x9, =MAIR_VALUE
-    msr     mair_el1, x9
-    mrs     x10, id_aa64mmfr0_el1
-    ubfx    x10, x10, #0, #4
-    cmp     x10, #5
-    mov     x11, #5
-    csel    x10, x10, x11, ls
-    ldr     x9, =TCR_VALUE
-    bfi     x9, x10, #32, #3
-    msr     tcr_el1, x9
-    adrp    x9, boot_idmap_l0
-    msr     ttbr0_el1, x9
-    msr     ttbr1_el1, x20
-    isb
-    tlbi    vmalle1
-    dsb     nsh
-    isb
-    ldr     x9, =SCTLR_EL1_MMU_ON
-    msr     sctlr_el1, x9
-    isb
-    ic      iallu
-    dsb     nsh
-    isb
+    mov     x0, x20
+    bl      mmu_on
     ldr     x9, =secondary_virtual_entry
     br      x9
     .size   secondary_entry, . - secondary_entry
