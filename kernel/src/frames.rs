@@ -193,6 +193,7 @@ pub fn alloc(req: Request) -> Result<Block, AllocError> {
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
+    crate::pressure::reclaim_if_due();
     result
 }
 
@@ -218,6 +219,7 @@ pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
+    crate::pressure::reclaim_if_due();
     result
 }
 
@@ -239,9 +241,13 @@ pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError>
             })
             .map_err(FrameError::Alloc);
     }
-    let mut runs = RUNS.lock();
-    KernelBuddy
-        .with_buddy(|b| bitmap::alloc_frames(&mut runs, b, n, owner, zero, &mut LinearMemory))
+    let result = {
+        let mut runs = RUNS.lock();
+        KernelBuddy
+            .with_buddy(|b| bitmap::alloc_frames(&mut runs, b, n, owner, zero, &mut LinearMemory))
+    };
+    crate::pressure::reclaim_if_due();
+    result
 }
 
 /// Frees `n` frames at `addr` allocated by `alloc_frames` (the same `n`).
@@ -259,6 +265,7 @@ pub fn free_frames(addr: PhysAddr, n: u64) -> Result<Owner, FrameError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
+    crate::pressure::reclaim_if_due();
     result
 }
 
@@ -299,18 +306,38 @@ pub fn run_stats() -> BitmapStats {
 /// cache locked, so the picture is consistent), the bitmap layer.
 pub fn validate() -> Result<(), alloc::string::String> {
     use alloc::format;
-    let runs = RUNS.lock();
-    let guards: alloc::vec::Vec<_> = CACHES.iter().map(|c| c.lock()).collect();
-    let caches: alloc::vec::Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
-    let buddy = BUDDY.lock();
-    let Some(buddy) = buddy.as_ref() else {
-        return Err("the frame allocator is not running".into());
+    let outcome = {
+        // Fixed arrays, not Vecs: allocating here could grow the heap, which takes frames
+        // through this CPU's cache, whose lock is held below.
+        let runs = RUNS.lock();
+        let guards: [spin::MutexGuard<'_, CpuCache>; MAX_CPUS] =
+            core::array::from_fn(|i| CACHES[i].lock());
+        let caches: [&CpuCache; MAX_CPUS] = core::array::from_fn(|i| &*guards[i]);
+        let buddy = BUDDY.lock();
+        match buddy.as_ref() {
+            None => Err(Failure::NotRunning),
+            Some(buddy) => buddy
+                .validate()
+                .map_err(Failure::Buddy)
+                .and_then(|()| pcp::validate(&caches, states(), buddy).map_err(Failure::Caches))
+                .and_then(|()| runs.validate(buddy).map_err(Failure::Runs)),
+        }
     };
-    buddy.validate().map_err(|e| format!("buddy: {e}"))?;
-    pcp::validate(&caches, states(), buddy).map_err(|e| format!("per-CPU caches: {e}"))?;
-    runs.validate(buddy)
-        .map_err(|e| format!("bitmap layer: {e}"))?;
-    Ok(())
+    // Format only once every lock is released.
+    outcome.map_err(|f| match f {
+        Failure::NotRunning => "the frame allocator is not running".into(),
+        Failure::Buddy(e) => format!("buddy: {e}"),
+        Failure::Caches(e) => format!("per-CPU caches: {e}"),
+        Failure::Runs(e) => format!("bitmap layer: {e}"),
+    })
+}
+
+/// Which layer's checker failed.
+enum Failure {
+    NotRunning,
+    Buddy(levitate_mm::buddy::Violation),
+    Caches(pcp::Violation),
+    Runs(levitate_mm::bitmap::BitmapViolation),
 }
 
 levitate_hal::ktest!(

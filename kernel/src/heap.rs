@@ -16,7 +16,7 @@ use spin::Mutex;
 
 const BOOT_ARENA_SIZE: usize = 512 << 10;
 /// Smallest growth step.
-pub const MIN_GROWTH: usize = 64 << 10;
+const MIN_GROWTH: usize = 64 << 10;
 /// Most live segments; past it the newest segment is extended instead.
 const MAX_SEGMENTS: usize = 64;
 
@@ -32,8 +32,9 @@ static BOOT_ARENA: Arena = Arena(UnsafeCell::new([0; BOOT_ARENA_SIZE]));
 /// Maps `bytes` (a multiple of the page size) of fresh memory at `at`; returns false when it
 /// cannot (out of frames). Provided by the memory module once frames exist.
 pub type GrowFn = fn(at: usize, bytes: usize) -> bool;
-/// Unmaps `[at, at + bytes)` of the heap region and frees its frames.
-pub type ReleaseFn = fn(at: usize, bytes: usize);
+/// Unmaps `[at, at + bytes)` of the heap region and frees its frames; false (and nothing done)
+/// when the page tables are busy.
+pub type ReleaseFn = fn(at: usize, bytes: usize) -> bool;
 
 /// One mapped stretch of the main heap.
 struct Segment {
@@ -155,7 +156,8 @@ pub fn stats() -> Stats {
 
 /// Gives wholly free segments back to the frame allocator, keeping the newest one (the next
 /// small allocation would only grow again). Returns the bytes released, or `None` when the
-/// heap is busy (the caller may hold its lock: frame allocation under heap growth).
+/// heap or the page tables are busy (the caller may hold either: frame allocations happen
+/// under heap growth and under page-table edits).
 pub fn try_reclaim() -> Option<usize> {
     let mut s = HEAP.0.try_lock()?;
     let Some(release) = s.release else {
@@ -173,12 +175,19 @@ pub fn try_reclaim() -> Option<usize> {
         let empty = s.segments[slot]
             .as_ref()
             .is_some_and(|seg| seg.heap.used() == 0 && seg.start != newest);
-        if empty {
-            let seg = s.segments[slot].take().expect("checked just above");
-            release(seg.start, seg.heap.size());
-            released += seg.heap.size();
-            s.releases += 1;
+        if !empty {
+            continue;
         }
+        let (start, size) = s.segments[slot]
+            .as_ref()
+            .map(|seg| (seg.start, seg.heap.size()))
+            .expect("checked just above");
+        if !release(start, size) {
+            return None;
+        }
+        s.segments[slot] = None;
+        released += size;
+        s.releases += 1;
     }
     Some(released)
 }

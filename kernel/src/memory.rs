@@ -4,6 +4,8 @@
 use crate::devicetree::DeviceTree;
 use crate::{frames, heap, paging};
 use core::fmt;
+use levitate_hal::arch::aarch64::mmu::table;
+use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
 use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
 use levitate_hal::layout;
 use levitate_hal::VirtAddr;
@@ -164,7 +166,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         layout::HEAP_SIZE as usize,
         limit as usize,
         grow_heap,
-        |at, bytes| release_heap_range(at as u64, bytes as u64),
+        |at, bytes| try_release_heap_range(at as u64, bytes as u64),
     );
     log::info!(
         "frames: buddy over {} frames{}; final page tables live ({} table frames); heap may grow to {}",
@@ -229,21 +231,33 @@ fn grow_heap(at: usize, bytes: usize) -> bool {
     true
 }
 
-/// Unmaps `[start, start + bytes)` of the heap region and frees its frames.
+/// Unmaps `[start, start + bytes)` of the heap region and frees its frames, waiting for the
+/// page tables (heap growth rolling back).
 fn release_heap_range(start: u64, bytes: u64) {
+    paging::with_tables(|t, root| release_locked(t, root, start, bytes));
+}
+
+/// Unmaps and frees a wholly free heap segment for reclaim; false, with nothing done, when the
+/// page tables are busy (the reclaim may run inside a page-table edit's frame allocation).
+fn try_release_heap_range(start: u64, bytes: u64) -> bool {
+    paging::try_with_tables(|t, root| release_locked(t, root, start, bytes)).is_some()
+}
+
+/// The release itself, with the tables held: each mapped block is unmapped, then its frames
+/// freed (tables, then frames: the lock order).
+fn release_locked(t: &mut paging::BuddyTables, root: PhysAddr, start: u64, bytes: u64) {
     let mut at = start;
     while at < start + bytes {
-        let Some(t) = paging::translate(VirtAddr::new(at)) else {
+        let Some(tr) = table::translate(t, root, VirtAddr::new(at)) else {
             at += PAGE_SIZE;
             continue;
         };
-        let owned = frames::with(|b| b.owner_of(t.pa));
-        let Some((_, order, block_start)) = owned else {
+        let Some((_, order, block_start)) = frames::with(|b| b.owner_of(tr.pa)) else {
             at += PAGE_SIZE;
             continue;
         };
         let size = PAGE_SIZE << order;
-        if paging::unmap(VirtAddr::new(at), size).is_ok() {
+        if table::unmap(t, root, VirtAddr::new(at), size, &mut KernelTlb).is_ok() {
             let _ = frames::free_raw(block_start, order);
         }
         at += size;

@@ -187,11 +187,20 @@ pub fn init(map: &MemoryMap<'_>) -> Result<(), PagingError> {
     Ok(())
 }
 
-fn with_tables<R>(f: impl FnOnce(&mut BuddyTables, PhysAddr) -> R) -> R {
+/// Runs `f` with the kernel's tables locked, for a sequence of edits under one lock.
+pub fn with_tables<R>(f: impl FnOnce(&mut BuddyTables, PhysAddr) -> R) -> R {
     let guard = KERNEL.lock();
     let root =
         guard.expect("boot order invariant: paging::init runs before kernel mappings change");
     f(&mut BuddyTables, root)
+}
+
+/// Like `with_tables`, but `None` instead of waiting when the tables are locked (reclaim runs
+/// inside frame allocations that page-table edits make).
+pub fn try_with_tables<R>(f: impl FnOnce(&mut BuddyTables, PhysAddr) -> R) -> Option<R> {
+    let guard = KERNEL.try_lock()?;
+    let root = (*guard)?;
+    Some(f(&mut BuddyTables, root))
 }
 
 /// Maps `[va, va + size)` to `[pa, pa + size)`. New entries need no TLB maintenance.
@@ -202,7 +211,9 @@ pub fn map(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(
     r
 }
 
-/// Unmaps `[va, va + size)`, returning emptied tables to the buddy.
+/// Unmaps `[va, va + size)`, returning emptied tables to the buddy. (The heap's release
+/// runs several unmaps under one `with_tables`; only tests call this yet.)
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
 pub fn unmap(va: VirtAddr, size: u64) -> Result<Unmapped, UnmapError> {
     with_tables(|t, root| table::unmap(t, root, va, size, &mut KernelTlb))
 }
@@ -213,7 +224,8 @@ pub fn protect(va: VirtAddr, size: u64, attrs: Attributes) -> Result<(), MapErro
     with_tables(|t, root| table::protect(t, root, va, size, attrs, &mut KernelTlb))
 }
 
-/// Translates a kernel virtual address.
+/// Translates a kernel virtual address. (Only tests call it yet.)
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
 pub fn translate(va: VirtAddr) -> Option<Translation> {
     with_tables(|t, root| table::translate(t, root, va))
 }

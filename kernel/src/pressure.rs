@@ -1,7 +1,11 @@
 //! Memory pressure: watermarks on the share of managed frames in use give a level (low below
 //! 60 %, medium, high from 80 %, critical from 95 %), shown in `meminfo` and logged when it
-//! changes. At high and critical the kernel reclaims: it drains the per-CPU frame caches and
-//! gives wholly free heap segments back to the buddy.
+//! changes; a level drops only 2 points below its watermark, so usage hovering there does not
+//! flap. When the level rises to high or critical the kernel reclaims: it drains the per-CPU
+//! frame caches and gives wholly free heap segments back to the buddy. The reclaim runs at the
+//! frame allocator's front, after an operation, never inside a cache refill (it takes every
+//! cache's lock); its heap part only try-locks the heap and page tables and is retried later
+//! when they are busy.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -31,6 +35,32 @@ impl Level {
         }
     }
 
+    /// The used share (in thousandths) at which this level starts.
+    fn threshold(self) -> u64 {
+        match self {
+            Level::Low => 0,
+            Level::Medium => 600,
+            Level::High => 800,
+            Level::Critical => 950,
+        }
+    }
+
+    /// The level after `old` for `used` of `managed` frames: rising happens at the watermark,
+    /// falling only 2 points below it, so usage hovering at a watermark does not flap the
+    /// level (and reclaim on every cache refill).
+    pub fn next(old: Level, used: u64, managed: u64) -> Level {
+        let new = Level::of(used, managed);
+        if new >= old {
+            return new;
+        }
+        let permille = (used * 1000).checked_div(managed).unwrap_or(1000);
+        if permille + HYSTERESIS >= old.threshold() {
+            old
+        } else {
+            new
+        }
+    }
+
     fn from_u8(v: u8) -> Level {
         match v {
             0 => Level::Low,
@@ -51,24 +81,30 @@ impl Level {
     }
 }
 
+/// How far (in thousandths) usage must fall below a watermark before the level drops.
+const HYSTERESIS: u64 = 20;
+
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Low as u8);
 /// Set while one CPU reclaims, so others do not pile in.
 static RECLAIMING: AtomicBool = AtomicBool::new(false);
-/// A reclaim found the heap busy (it runs inside frame allocations, some made while the heap
-/// grows) and must be tried again.
-static PENDING: AtomicBool = AtomicBool::new(false);
+/// The level rose to high or critical, or a reclaim found the heap or page tables busy: the
+/// next frame operation that holds no allocator lock reclaims.
+static DUE: AtomicBool = AtomicBool::new(false);
 
 /// The current level.
 pub fn level() -> Level {
     Level::from_u8(LEVEL.load(Ordering::Relaxed))
 }
 
-/// Updates the level from fresh figures; logs a change and reclaims at high and critical.
-/// Called by the frame allocator after each operation, with no lock held.
+/// Updates the level from fresh figures and logs a change; a rise to high or critical makes a
+/// reclaim due. Called by the frame allocator after each use of the buddy, possibly while a
+/// per-CPU cache or the bitmap layer is locked, so it must not reclaim itself (draining takes
+/// every cache lock).
 pub fn update(free: u64, managed: u64) {
     let used = managed.saturating_sub(free);
-    let new = Level::of(used, managed);
-    let old = Level::from_u8(LEVEL.swap(new as u8, Ordering::Relaxed));
+    let old = level();
+    let new = Level::next(old, used, managed);
+    LEVEL.store(new as u8, Ordering::Relaxed);
     if new != old {
         let pct = (used * 100).checked_div(managed).unwrap_or(100);
         if new > old {
@@ -80,8 +116,20 @@ pub fn update(free: u64, managed: u64) {
             log::info!("memory pressure back to {} ({pct}% in use)", new.as_str());
         }
     }
-    let due = new > old || PENDING.load(Ordering::Relaxed);
-    if new >= Level::High && due && !RECLAIMING.swap(true, Ordering::Acquire) {
+    if new >= Level::High && new > old {
+        DUE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reclaims if due and the level is still high. Called by the frame allocator's front after an
+/// operation, when it holds none of its own locks (its caller may hold the heap or page-table
+/// lock: the heap part of the reclaim only try-locks those).
+pub fn reclaim_if_due() {
+    if !DUE.load(Ordering::Relaxed) || level() < Level::High {
+        return;
+    }
+    if !RECLAIMING.swap(true, Ordering::Acquire) {
+        DUE.store(false, Ordering::Relaxed);
         reclaim();
         RECLAIMING.store(false, Ordering::Release);
     }
@@ -92,12 +140,9 @@ pub fn update(free: u64, managed: u64) {
 pub fn reclaim() -> (u64, usize) {
     let drained = crate::frames::drain_caches();
     let heap = match crate::heap::try_reclaim() {
-        Some(bytes) => {
-            PENDING.store(false, Ordering::Relaxed);
-            bytes
-        }
+        Some(bytes) => bytes,
         None => {
-            PENDING.store(true, Ordering::Relaxed);
+            DUE.store(true, Ordering::Relaxed);
             0
         }
     };
@@ -117,6 +162,11 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(Level::of(80, 100), Level::High);
         levitate_hal::kassert_eq!(Level::of(95, 100), Level::Critical);
         levitate_hal::kassert_eq!(Level::of(1, 0), Level::Critical);
+        // Falling needs 2 points below the watermark.
+        levitate_hal::kassert_eq!(Level::next(Level::High, 790, 1000), Level::High);
+        levitate_hal::kassert_eq!(Level::next(Level::High, 779, 1000), Level::Medium);
+        levitate_hal::kassert_eq!(Level::next(Level::Medium, 810, 1000), Level::High);
+        levitate_hal::kassert_eq!(Level::next(Level::Critical, 10, 1000), Level::Low);
         Ok(())
     }
 );
@@ -161,6 +211,47 @@ levitate_hal::ktest!(
         );
         levitate_hal::kassert!(after.size < before.size);
         levitate_hal::kassert_eq!(level(), Level::Low);
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn reaching_high_pressure_through_cache_refills_reclaims_without_deadlock() -> KtestResult {
+        extern crate alloc;
+        use alloc::vec::Vec;
+        use levitate_mm::buddy::{Owner, Request};
+        let mut held = Vec::new();
+        levitate_hal::kassert!(held.try_reserve_exact(40_000).is_ok());
+        // Close to the high watermark with 2 MiB blocks, then over it with single frames, so
+        // the level rises inside a per-CPU cache refill (which holds the cache's lock).
+        loop {
+            let s = crate::frames::stats().unwrap();
+            let used = s.managed_frames - s.free_frames + 512;
+            if used * 1000 / s.managed_frames >= 790 || held.len() == held.capacity() {
+                break;
+            }
+            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+                Ok(b) => held.push(b),
+                Err(_) => break,
+            }
+        }
+        while level() < Level::High && held.len() < held.capacity() {
+            match crate::frames::alloc(Request::new(0, Owner::Test)) {
+                Ok(b) => held.push(b),
+                Err(_) => break,
+            }
+        }
+        let reached = level();
+        let parked = crate::frames::cache_stats().1;
+        let mut freed = true;
+        for b in held {
+            freed &= crate::frames::free(b).is_ok();
+        }
+        levitate_hal::kassert!(freed);
+        levitate_hal::kassert!(reached >= Level::High, "could not reach high pressure");
+        // The reclaim drained the caches (at most the refill that followed it is parked).
+        levitate_hal::kassert!(parked <= 64, "the caches were not drained at high pressure");
+        levitate_hal::kassert!(crate::frames::validate().is_ok());
         Ok(())
     }
 );
