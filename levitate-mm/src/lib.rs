@@ -18,3 +18,5 @@ pub mod memmap;
 pub mod pcp;
 pub mod region;
 pub mod report;
+#[cfg(test)]
+mod test_support;

@@ -10,55 +10,19 @@
 //! free totals match the model. At the end everything is freed in random order and the free
 //! lists must be the initial maximal blocks again.
 
-use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
+use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{
     AllocError, Buddy, FrameMemory, FreeError, Holder, Misuse, Owner, Request, Stats, MAX_ORDER,
     POISON,
 };
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::region::Region;
+mod common;
+
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-/// What a frame nobody wrote reads as.
-const GARBAGE: u8 = 0x5a;
-
-/// Frames in host memory: a fill byte plus at most one byte written on its own.
-#[derive(Default)]
-struct TestMemory {
-    frames: HashMap<u64, (u8, Option<(u64, u8)>)>,
-}
-
-impl TestMemory {
-    fn write(&mut self, addr: PhysAddr, byte: u8) {
-        let frame = self
-            .frames
-            .entry(addr.pfn().as_u64())
-            .or_insert((GARBAGE, None));
-        frame.1 = Some((addr.page_offset(), byte));
-    }
-}
-
-impl FrameMemory for TestMemory {
-    fn fill(&mut self, first: Pfn, frames: u64, byte: u8) {
-        for pfn in first.as_u64()..first.as_u64() + frames {
-            self.frames.insert(pfn, (byte, None));
-        }
-    }
-
-    fn find_not(&self, first: Pfn, frames: u64, byte: u8) -> Option<PhysAddr> {
-        (first.as_u64()..first.as_u64() + frames).find_map(|pfn| {
-            let base = Pfn::new(pfn).addr();
-            let (fill, stray) = self.frames.get(&pfn).copied().unwrap_or((GARBAGE, None));
-            match stray {
-                Some((0, b)) if fill != byte && b == byte => Some(base + 1),
-                _ if fill != byte => Some(base),
-                Some((offset, b)) if b != byte => Some(base + offset),
-                _ => None,
-            }
-        })
-    }
-}
+use common::frame_memory::TestMemory;
 
 /// RAM banks and the usable sections inside them.
 #[derive(Clone, Debug)]

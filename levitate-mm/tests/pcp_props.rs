@@ -12,62 +12,22 @@
 //! unable to serve the request. At the end everything is freed on random caches, the caches
 //! drained, and the buddy's free blocks must be the initial ones.
 
-use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
+use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{
     AllocError, Buddy, FrameMemory, FreeError, Misuse, Owner, Request, POISON,
 };
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{self, CacheAccess, CpuCache, FrameState, FrameStates, Limits};
 use levitate_mm::region::Region;
+mod common;
+
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU8;
 
 const BASE: u64 = 0x4000_0000;
-/// What a frame nobody wrote reads as.
-const GARBAGE: u8 = 0x5a;
 
-/// Frames in host memory: a fill byte plus at most one byte written on its own.
-#[derive(Default)]
-struct TestMemory {
-    frames: HashMap<u64, (u8, Option<(u64, u8)>)>,
-}
-
-impl TestMemory {
-    fn write(&mut self, addr: PhysAddr, byte: u8) {
-        let frame = self
-            .frames
-            .entry(addr.pfn().as_u64())
-            .or_insert((GARBAGE, None));
-        frame.1 = Some((addr.page_offset(), byte));
-    }
-
-    /// Whether the frame holds a byte written on its own (not yet filled over).
-    fn is_scribbled(&self, pfn: u64) -> bool {
-        self.frames.get(&pfn).is_some_and(|f| f.1.is_some())
-    }
-}
-
-impl FrameMemory for TestMemory {
-    fn fill(&mut self, first: Pfn, frames: u64, byte: u8) {
-        for pfn in first.as_u64()..first.as_u64() + frames {
-            self.frames.insert(pfn, (byte, None));
-        }
-    }
-
-    fn find_not(&self, first: Pfn, frames: u64, byte: u8) -> Option<PhysAddr> {
-        (first.as_u64()..first.as_u64() + frames).find_map(|pfn| {
-            let base = Pfn::new(pfn).addr();
-            let (fill, stray) = self.frames.get(&pfn).copied().unwrap_or((GARBAGE, None));
-            match stray {
-                Some((0, b)) if fill != byte && b == byte => Some(base + 1),
-                _ if fill != byte => Some(base),
-                Some((offset, b)) if b != byte => Some(base + offset),
-                _ => None,
-            }
-        })
-    }
-}
+use common::frame_memory::{TestMemory, GARBAGE};
 
 /// The caches, with the calling CPU.
 struct Cpus<'c> {

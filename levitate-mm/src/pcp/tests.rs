@@ -10,56 +10,18 @@ use crate::buddy::{Holder, Misuse, NullMemory, POISON};
 use crate::mem_map::{Layout, Page};
 use crate::region::Region;
 use core::sync::atomic::AtomicU8;
-use std::collections::HashMap;
 use std::format;
 use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
 
 const BASE: u64 = 0x4000_0000;
-/// What a frame nobody wrote reads as: neither zero nor the poison.
-const GARBAGE: u8 = 0x5a;
 
 fn pa(frame: u64) -> PhysAddr {
     PhysAddr::new(BASE + frame * PAGE_SIZE)
 }
 
-/// Frames in host memory, each a fill byte plus at most one byte written on its own.
-#[derive(Default)]
-struct TestMemory {
-    frames: HashMap<u64, (u8, Option<(u64, u8)>)>,
-}
-
-impl TestMemory {
-    fn write(&mut self, addr: PhysAddr, byte: u8) {
-        let frame = self
-            .frames
-            .entry(addr.pfn().as_u64())
-            .or_insert((GARBAGE, None));
-        frame.1 = Some((addr.page_offset(), byte));
-    }
-}
-
-impl FrameMemory for TestMemory {
-    fn fill(&mut self, first: Pfn, frames: u64, byte: u8) {
-        for pfn in first.as_u64()..first.as_u64() + frames {
-            self.frames.insert(pfn, (byte, None));
-        }
-    }
-
-    fn find_not(&self, first: Pfn, frames: u64, byte: u8) -> Option<PhysAddr> {
-        (first.as_u64()..first.as_u64() + frames).find_map(|pfn| {
-            let base = Pfn::new(pfn).addr();
-            let (fill, stray) = self.frames.get(&pfn).copied().unwrap_or((GARBAGE, None));
-            match stray {
-                Some((0, b)) if fill != byte && b == byte => Some(base + 1),
-                _ if fill != byte => Some(base),
-                Some((offset, b)) if b != byte => Some(base + offset),
-                _ => None,
-            }
-        })
-    }
-}
+use crate::test_support::frame_memory::TestMemory;
 
 /// A machine: RAM from `BASE`, usable ranges inside it, the mem_map and the state bytes.
 struct Fixture {

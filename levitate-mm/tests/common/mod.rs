@@ -1,9 +1,16 @@
-//! Helpers shared by the device-tree integration tests: the real blobs, a walk over every
-//! `fdt` accessor, a deterministic PRNG and the blob mutations the fuzz tests apply.
+//! Helpers shared by the integration tests: the real device-tree blobs, a walk over every
+//! `fdt` accessor, a deterministic PRNG, the blob mutations the fuzz tests apply, and a host
+//! model of frame contents (`frame_memory`).
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub use levitate_mm::addr::{Pfn, PhysAddr};
+pub use levitate_mm::buddy::FrameMemory;
+pub use std::collections::HashMap;
+
+pub mod frame_memory;
 
 pub const DTBS: &[(&str, &[u8])] = &[
     (

@@ -11,7 +11,6 @@ use super::{Buddy, FrameMemory, Owner, Request, ZoneStats, ZONES};
 use crate::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use crate::mem_map::{Layout, Page};
 use crate::region::Region;
-use std::collections::HashMap;
 use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
@@ -20,55 +19,7 @@ pub(super) const KIB: u64 = 1 << 10;
 pub(super) const MIB: u64 = 1 << 20;
 pub(super) const GIB: u64 = 1 << 30;
 
-/// What a frame nobody wrote reads as: not zero, not the poison.
-pub(super) const GARBAGE: u8 = 0x5a;
-
-/// Frames in host memory, each a fill byte plus at most one byte written on its own: enough
-/// to model zeroing, poisoning and a stray write, without 4 KiB per frame.
-#[derive(Default)]
-pub(super) struct TestMemory {
-    frames: HashMap<u64, (u8, Option<(u64, u8)>)>,
-}
-
-impl TestMemory {
-    /// A write of one byte (a use after free, when the frame is free).
-    pub fn write(&mut self, addr: PhysAddr, byte: u8) {
-        let frame = self
-            .frames
-            .entry(addr.pfn().as_u64())
-            .or_insert((GARBAGE, None));
-        frame.1 = Some((addr.page_offset(), byte));
-    }
-
-    pub fn read(&self, addr: PhysAddr) -> u8 {
-        match self.frames.get(&addr.pfn().as_u64()) {
-            None => GARBAGE,
-            Some(&(_, Some((offset, byte)))) if offset == addr.page_offset() => byte,
-            Some(&(fill, _)) => fill,
-        }
-    }
-}
-
-impl FrameMemory for TestMemory {
-    fn fill(&mut self, first: Pfn, frames: u64, byte: u8) {
-        for pfn in first.as_u64()..first.as_u64() + frames {
-            self.frames.insert(pfn, (byte, None));
-        }
-    }
-
-    fn find_not(&self, first: Pfn, frames: u64, byte: u8) -> Option<PhysAddr> {
-        (first.as_u64()..first.as_u64() + frames).find_map(|pfn| {
-            let base = Pfn::new(pfn).addr();
-            let (fill, stray) = self.frames.get(&pfn).copied().unwrap_or((GARBAGE, None));
-            match stray {
-                Some((0, b)) if fill != byte && b == byte => Some(base + 1),
-                _ if fill != byte => Some(base),
-                Some((offset, b)) if b != byte => Some(base + offset),
-                _ => None,
-            }
-        })
-    }
-}
+pub(super) use crate::test_support::frame_memory::{TestMemory, GARBAGE};
 
 /// A layout with its mem_map and RAM, from which a `Buddy` is built.
 pub(super) struct Fixture {
