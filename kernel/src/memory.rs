@@ -129,11 +129,11 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     let frames = placement.layout.frames() as usize;
     // SAFETY: the mem_map's frames were just reserved for it alone (so nothing else uses
     // them), they are RAM outside every no-map region and so lie in the linear map mapped
-    // above, and `Page` is plain data valid for any bit pattern we write below.
+    // above, and `Page` is plain integers, valid for any bit pattern (Buddy::new resets every
+    // entry before reading one).
     let pages = unsafe {
         core::slice::from_raw_parts_mut(linear(placement.region.base).cast::<Page>(), frames)
     };
-    pages.fill(Page::EMPTY);
     log_map(&map);
     log::info!(
         "mem_map: {} for {} frames at {} ({} sections); early page tables {}/{} used",
