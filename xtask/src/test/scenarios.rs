@@ -1,296 +1,11 @@
-//! `cargo xtask test`: host unit tests, then QEMU boots in a small matrix running the in-kernel
-//! suites, then shell and bad-input scenarios on the normal build. Ends with one line,
-//! `N passed, N failed`, counting host tests, kernel tests and scenarios together.
+//! The shell, boot and memory scenarios on the normal build, and `xtask memmap` on real
+//! trees.
 
-use crate::kernel::{self, Variant};
+use super::harness::{boot, check, dump_qemu_dtb, patch_bytes, relocating_stub, Expect, Tally};
 use crate::qemu::RunOptions;
 use crate::{bail, deps, workspace_root, Result};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// A boot that has not finished by then has hung.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Default)]
-struct Tally {
-    passed: usize,
-    failed: usize,
-    failures: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, name: &str, result: std::result::Result<(), String>) {
-        match result {
-            Ok(()) => {
-                self.passed += 1;
-                println!("scenario {name} ... ok");
-            }
-            Err(why) => {
-                self.failed += 1;
-                println!("scenario {name} ... FAILED: {why}");
-                self.failures.push(format!("{name}: {why}"));
-            }
-        }
-    }
-}
-
-/// What a QEMU run produced.
-pub struct Outcome {
-    /// Exit status (None when killed after the timeout).
-    pub code: Option<i32>,
-    /// Everything the guest printed (stdout and stderr of QEMU).
-    pub output: String,
-    /// The run hit the timeout.
-    pub timed_out: bool,
-}
-
-/// Boots `image` with `opts`, feeding `input` to the console, and collects the output.
-pub fn boot(image: &Path, opts: &RunOptions, input: &str) -> Result<Outcome> {
-    let mut child = opts
-        .command(image)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start qemu-system-aarch64: {e}"))?;
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let mut readers = Vec::new();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let sink = Arc::clone(&output);
-        readers.push(std::thread::spawn(move || {
-            let mut stream = stream;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        }));
-    }
-    // Keep stdin open while the guest runs: the UART reads it as the user would type.
-    let mut stdin = child.stdin.take();
-    if let Some(s) = stdin.as_mut() {
-        let _ = s.write_all(input.as_bytes());
-        let _ = s.flush();
-    }
-    let start = Instant::now();
-    let (code, timed_out) = loop {
-        if let Some(status) = child.try_wait()? {
-            break (status.code(), false);
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (None, true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(stdin);
-    for r in readers {
-        let _ = r.join();
-    }
-    let bytes = output.lock().unwrap().clone();
-    Ok(Outcome {
-        code,
-        output: String::from_utf8_lossy(&bytes).replace('\r', ""),
-        timed_out,
-    })
-}
-
-/// Runs the host test suites, streaming their output; returns (passed, failed).
-fn host_tests(tally: &mut Tally) -> Result<()> {
-    println!("== host tests (cargo test --workspace)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["test", "--workspace", "--no-fail-fast", "--color", "never"])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo test: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    let (mut passed, mut failed) = (0, 0);
-    for line in text.lines() {
-        // "test result: ok. 12 passed; 0 failed; 0 ignored; ..."
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(['.', ';']) {
-                let part = part.trim();
-                if let Some(n) = part.strip_suffix(" passed") {
-                    passed += n.trim().parse::<usize>().unwrap_or(0);
-                }
-                if let Some(n) = part.strip_suffix(" failed") {
-                    failed += n.trim().parse::<usize>().unwrap_or(0);
-                }
-            }
-        }
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
-        {
-            tally.failures.push(format!("host test {name}"));
-        }
-    }
-    if !out.status.success() && failed == 0 {
-        // A build failure runs no tests; count it so the run cannot look green.
-        failed = 1;
-        tally
-            .failures
-            .push("host tests did not build or run".into());
-    }
-    tally.passed += passed;
-    tally.failed += failed;
-    Ok(())
-}
-
-/// Boots the ktest kernel in one configuration and counts its tests.
-fn kernel_suite(tally: &mut Tally, image: &Path, label: &str, opts: &RunOptions) -> Result<()> {
-    println!("== in-kernel tests: {label}");
-    let out = boot(image, opts, "")?;
-    let (mut passed, mut failed, mut summary) = (0, 0, false);
-    for line in out.output.lines() {
-        let Some(rest) = line.strip_prefix("ktest: ") else {
-            continue;
-        };
-        println!("  {line}");
-        if rest.starts_with("result: ") {
-            summary = true;
-        } else if rest.ends_with(" ... ok") {
-            passed += 1;
-        } else if let Some((name, _)) = rest.split_once(" ... FAILED") {
-            failed += 1;
-            tally.failures.push(format!("ktest [{label}] {name}"));
-        }
-    }
-    tally.passed += passed;
-    tally.failed += failed;
-    let problem = if out.timed_out {
-        Some(format!("timed out after {}s", BOOT_TIMEOUT.as_secs()))
-    } else if !summary {
-        Some(format!(
-            "ended without a summary (exit status {:?})",
-            out.code
-        ))
-    } else if out.code != Some(0) && failed == 0 {
-        Some(format!("exit status {:?} with no failing test", out.code))
-    } else {
-        None
-    };
-    if let Some(why) = problem {
-        println!("{}", tail(&out.output, 30));
-        tally.record(&format!("kernel boot [{label}]"), Err(why));
-    }
-    Ok(())
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Checks on one run's outcome.
-struct Expect<'a> {
-    code: i32,
-    contains: &'a [&'a str],
-    absent: &'a [&'a str],
-}
-
-fn check(out: &Outcome, e: &Expect<'_>) -> std::result::Result<(), String> {
-    let mut problems = Vec::new();
-    if out.timed_out {
-        problems.push(format!("timed out after {}s", BOOT_TIMEOUT.as_secs()));
-    } else if out.code != Some(e.code) {
-        problems.push(format!("exit status {:?}, expected {}", out.code, e.code));
-    }
-    for want in e.contains {
-        if !out.output.contains(want) {
-            problems.push(format!("output lacks {want:?}"));
-        }
-    }
-    for unwanted in e.absent {
-        if out.output.contains(unwanted) {
-            problems.push(format!("output has {unwanted:?}"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}\n--- output tail ---\n{}",
-            problems.join("; "),
-            tail(&out.output, 25)
-        ))
-    }
-}
-
-/// QEMU's own device tree for the default machine, dumped once.
-fn dump_qemu_dtb(dir: &Path) -> Result<Vec<u8>> {
-    let path = dir.join("qemu-virt-default.dtb");
-    let status = Command::new("qemu-system-aarch64")
-        .args([
-            "-M",
-            &format!("virt,dumpdtb={}", path.display()),
-            "-cpu",
-            "cortex-a76",
-            "-m",
-            "1024M",
-            "-nographic",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("qemu-system-aarch64 could not dump its device tree");
-    }
-    Ok(std::fs::read(&path)?)
-}
-
-/// A minimal "bootloader": an arm64 Image that QEMU enters with x0 = DTB and that jumps to
-/// `target`, where `-device loader` put the real kernel. It proves the kernel's early code
-/// runs wherever it is loaded, not only at QEMU's own address.
-fn relocating_stub(target: u64) -> Vec<u8> {
-    let mut img = vec![0u8; 0x50];
-    let mut put32 = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    put32(0x00, 0x1400_0010); // b +0x40
-    put32(0x40, 0x5800_0050); // ldr x16, #8   (the literal below)
-    put32(0x44, 0xd61f_0200); // br x16        (x0-x3 untouched)
-    img[0x10..0x18].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
-    img[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K, anywhere
-    img[0x38..0x3c].copy_from_slice(b"ARM\x64");
-    img[0x48..0x50].copy_from_slice(&target.to_le_bytes());
-    img
-}
-
-/// Replaces every occurrence of `from` with `to` (same length) in a blob.
-fn patch_bytes(blob: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    assert_eq!(from.len(), to.len(), "patches keep the blob's layout");
-    let mut out = blob.to_vec();
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(to);
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
+use std::process::Command;
 
 /// A QEMU tree for `mem_mib` of RAM with a /reserved-memory node of every kind added
 /// (static no-map, static mapped, disabled, dynamic with alloc-ranges), built with dtc.
@@ -350,7 +65,12 @@ const RESERVED_MEMORY_OVERLAY: &str = r#"
 };
 "#;
 
-fn memory_scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
+pub fn memory_scenarios(
+    tally: &mut Tally,
+    image: &Path,
+    work: &Path,
+    base: &RunOptions,
+) -> Result<()> {
     for (mem_mib, ram_line) in [
         (128, "0x000040000000-0x000047ffffff    128 MiB"),
         (1024, "0x000040000000-0x00007fffffff      1 GiB"),
@@ -462,7 +182,7 @@ fn memory_scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOpti
     Ok(())
 }
 
-fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<()> {
+pub fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<()> {
     let out = boot(
         image,
         base,
@@ -566,7 +286,7 @@ fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result
     Ok(())
 }
 
-fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
+pub fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let dtbs = workspace_root().join("levitate-mm/tests/dtbs");
     let run = |args: &[&std::ffi::OsStr]| Command::new(&exe).arg("memmap").args(args).output();
@@ -629,7 +349,7 @@ fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
+pub fn scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
     println!("== shell and boot scenarios");
     let default = base.clone();
     let names = ["help", "version", "dtb", "poweroff", "reboot", "panic"];
@@ -844,97 +564,4 @@ fn scenarios(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) ->
         ),
     );
     Ok(())
-}
-
-/// `cargo xtask test [--quick]`.
-pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
-    let mut quick = false;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            lexopt::Arg::Long("quick") => quick = true,
-            other => bail!("{} (usage: cargo xtask test [--quick])", other.unexpected()),
-        }
-    }
-    let started = Instant::now();
-    deps::ensure_target()?;
-    deps::ensure_qemu()?;
-    let initramfs = crate::initramfs::default_archive()?;
-    let base = RunOptions {
-        initrd: Some(initramfs),
-        ..RunOptions::default()
-    };
-    let mut tally = Tally::default();
-    host_tests(&mut tally)?;
-
-    let ktest = kernel::build(Variant {
-        release: false,
-        ktest: true,
-    })?;
-    let normal = kernel::build(Variant {
-        release: false,
-        ktest: false,
-    })?;
-    let mut matrix: Vec<(&str, RunOptions)> = vec![("default", base.clone())];
-    if !quick {
-        matrix.push((
-            "--el2 --gic 3",
-            RunOptions {
-                el2: true,
-                gic: Some(3),
-                ..base.clone()
-            },
-        ));
-        matrix.push((
-            "--mem 128M",
-            RunOptions {
-                mem_mib: 128,
-                ..base.clone()
-            },
-        ));
-        matrix.push((
-            "--mem 8G",
-            RunOptions {
-                mem_mib: 8192,
-                ..base.clone()
-            },
-        ));
-        matrix.push((
-            "--bootargs poison",
-            RunOptions {
-                bootargs: "poison".into(),
-                ..base.clone()
-            },
-        ));
-        matrix.push((
-            "--smp 4",
-            RunOptions {
-                smp: 4,
-                ..base.clone()
-            },
-        ));
-    }
-    for (label, opts) in &matrix {
-        kernel_suite(&mut tally, &ktest.image, label, opts)?;
-    }
-    let work: PathBuf = workspace_root().join("target").join("xtask-test");
-    std::fs::create_dir_all(&work)?;
-    scenarios(&mut tally, &normal.image, &work, &base)?;
-    memory_scenarios(&mut tally, &normal.image, &work, &base)?;
-    frame_scenarios(&mut tally, &normal.image, &base)?;
-    memmap_cli(&mut tally, &work)?;
-
-    println!();
-    if !tally.failures.is_empty() {
-        println!("failures:");
-        for f in &tally.failures {
-            println!("  {}", f.lines().next().unwrap_or(""));
-        }
-    }
-    println!("took {:.0}s", started.elapsed().as_secs_f64());
-    println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(if tally.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
