@@ -219,7 +219,7 @@ fn describe(_file_type: &fs::FileType) -> &'static str {
 /// its contents change) and returns the archive's path.
 pub fn default_archive() -> Result<PathBuf> {
     let root = crate::workspace_root();
-    let out = root.join("target").join("initramfs.cpio");
+    let out = crate::target_dir().join("initramfs.cpio");
     write_archive(&root.join("initramfs"), &out)?;
     Ok(out)
 }

@@ -23,8 +23,7 @@ pub struct Built {
 }
 
 fn out_dir(release: bool) -> PathBuf {
-    workspace_root()
-        .join("target")
+    crate::target_dir()
         .join(deps::TARGET)
         .join(if release { "release" } else { "debug" })
 }

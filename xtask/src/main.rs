@@ -113,3 +113,12 @@ pub fn workspace_root() -> std::path::PathBuf {
         .expect("xtask sits inside the workspace")
         .to_path_buf()
 }
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set (relative paths are taken from the
+/// workspace root, as cargo does when run there), else `target/` in the workspace.
+pub fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}

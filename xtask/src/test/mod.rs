@@ -174,7 +174,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     for (label, opts) in &matrix {
         kernel_suite(&mut tally, &ktest.image, label, opts)?;
     }
-    let work: PathBuf = workspace_root().join("target").join("xtask-test");
+    let work: PathBuf = crate::target_dir().join("xtask-test");
     std::fs::create_dir_all(&work)?;
     scenarios::scenarios(&mut tally, &normal.image, &work, &base)?;
     scenarios::memory_scenarios(&mut tally, &normal.image, &work, &base)?;
