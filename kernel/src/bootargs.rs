@@ -5,6 +5,8 @@
 //!   emulation with an exit status. Only xtask passes it; a phone never does.
 //! - `poison`: fill freed frames with a pattern and check it on allocation (also the
 //!   `poison` cargo feature).
+//! - `smp_timeout_ms=N`: how long a secondary CPU has to come online after PSCI CPU_ON
+//!   (default 1000); one that misses it is given up and its slot never reused.
 
 use log::LevelFilter;
 
@@ -17,6 +19,8 @@ pub struct BootArgs {
     pub semihosting: bool,
     /// Fill freed frames with a pattern and check it on allocation (use-after-free detection).
     pub poison: bool,
+    /// Milliseconds a secondary CPU has to come online after CPU_ON.
+    pub cpu_start_timeout_ms: u64,
 }
 
 /// An option the kernel did not understand, reported once the logger runs.
@@ -30,12 +34,17 @@ impl BootArgs {
             log_level: LevelFilter::Info,
             semihosting: false,
             poison: false,
+            cpu_start_timeout_ms: 1000,
         };
         for word in cmdline.split_ascii_whitespace() {
             match word.split_once('=') {
                 Some(("loglevel", level)) => match parse_level(level) {
                     Some(l) => args.log_level = l,
                     None => unknown(Unknown(word)),
+                },
+                Some(("smp_timeout_ms", ms)) => match ms.parse::<u64>() {
+                    Ok(ms) if ms <= 60_000 => args.cpu_start_timeout_ms = ms,
+                    _ => unknown(Unknown(word)),
                 },
                 None if word == "semihosting" => args.semihosting = true,
                 None if word == "poison" => args.poison = true,
@@ -62,15 +71,17 @@ levitate_hal::ktest!(
     fn parses_levels_and_flags() -> KtestResult {
         let mut bad = 0;
         let a = BootArgs::parse(
-            "  loglevel=debug semihosting foo=bar loglevel=loud ",
+            "  loglevel=debug semihosting foo=bar loglevel=loud smp_timeout_ms=5 smp_timeout_ms=x ",
             |_| bad += 1,
         );
         levitate_hal::kassert_eq!(a.log_level, LevelFilter::Debug);
         levitate_hal::kassert!(a.semihosting);
-        levitate_hal::kassert_eq!(bad, 2);
+        levitate_hal::kassert_eq!(bad, 3);
+        levitate_hal::kassert_eq!(a.cpu_start_timeout_ms, 5);
         let d = BootArgs::parse("", |_| {});
         levitate_hal::kassert_eq!(d.log_level, LevelFilter::Info);
         levitate_hal::kassert!(!d.semihosting);
+        levitate_hal::kassert_eq!(d.cpu_start_timeout_ms, 1000);
         Ok(())
     }
 );

@@ -2,6 +2,8 @@
 //! and the panic handler, plus `print!`/`println!`.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use levitate_hal::arch::aarch64::{cpu, timer};
 use levitate_hal::console::Console;
 use levitate_hal::drivers::pl011::Pl011;
 use spin::Mutex;
@@ -20,40 +22,103 @@ impl Device {
     }
 }
 
-/// Interrupts stay masked while the kernel runs with this lock (no console interrupt handler
-/// exists), so an interrupt cannot deadlock on it; other CPUs simply wait their turn. The
-/// panic handler takes it with `lock_for_panic`.
+/// The console device. Protects the UART's registers and the order of what is written.
+/// Lock order: a leaf; nothing else is taken while it is held (the formatting done under it
+/// only calls `Display` impls, which take no kernel lock). Interrupts stay masked while the
+/// kernel runs (no console interrupt handler exists), so an interrupt cannot deadlock on
+/// it; other CPUs wait their turn. The panic path never waits on it unboundedly:
+/// `write_fmt_panic` takes it over at once from its own CPU and after a bounded wait from
+/// another.
 static CONSOLE: Mutex<Option<Device>> = Mutex::new(None);
+
+/// Whether a console is installed: read by the panic path, which must not take the lock.
+static PRESENT: AtomicBool = AtomicBool::new(false);
+
+/// The CPU holding `CONSOLE` (`cpu_tag()`), or 0: lets the panic path see that the lock is
+/// its own, held further up this CPU's stack (a panic inside a `Display` while printing).
+static OWNER: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU that is printing a panic report, or 0. Once set, other CPUs' ordinary output is
+/// dropped so it cannot interleave with the report.
+static PANIC_OWNER: AtomicU64 = AtomicU64::new(0);
+
+/// How long the panic path waits for another CPU to release the console before it takes the
+/// console anyway: a garbled line beats a silent hang.
+const PANIC_WAIT_MS: u64 = 100;
+
+/// A nonzero tag for this CPU (MPIDR affinity with a marker bit; no per-CPU data needed, so
+/// it works before SMP is set up).
+fn cpu_tag() -> u64 {
+    cpu::mpidr() | 1 << 63
+}
+
+/// `CONSOLE` held, with `OWNER` naming this CPU for as long as the guard lives.
+struct Held(spin::MutexGuard<'static, Option<Device>>);
+
+impl Held {
+    fn new(guard: spin::MutexGuard<'static, Option<Device>>) -> Self {
+        OWNER.store(cpu_tag(), Ordering::Relaxed);
+        Self(guard)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        OWNER.store(0, Ordering::Relaxed);
+    }
+}
+
+fn lock() -> Held {
+    Held::new(CONSOLE.lock())
+}
 
 /// Installs the console.
 pub fn install(device: Device) {
-    *CONSOLE.lock() = Some(device);
+    *lock().0 = Some(device);
+    PRESENT.store(true, Ordering::Release);
 }
 
-/// Whether a console is installed.
+/// Whether a console is installed. Takes no lock (the panic path calls it).
 pub fn present() -> bool {
-    CONSOLE.lock().is_some()
+    PRESENT.load(Ordering::Acquire)
 }
 
-struct Writer<'a>(&'a mut dyn Console);
+struct Writer<'a> {
+    console: &'a mut dyn Console,
+    /// Writing a panic report: never suppressed.
+    panic: bool,
+}
 
 impl fmt::Write for Writer<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write_str(s);
+        let owner = PANIC_OWNER.load(Ordering::Relaxed);
+        if !self.panic && owner != 0 && owner != cpu_tag() {
+            // Another CPU is printing a panic report: stay out of it.
+            return Err(fmt::Error);
+        }
+        self.console.write_str(s);
         Ok(())
     }
 }
 
 /// Writes formatted text to the console (dropped when there is none).
 pub fn write_fmt(args: fmt::Arguments<'_>) {
-    if let Some(dev) = CONSOLE.lock().as_mut() {
-        let _ = fmt::write(&mut Writer(dev.as_console()), args);
+    let mut held = lock();
+    if let Some(dev) = held.0.as_mut() {
+        let _ = fmt::write(
+            &mut Writer {
+                console: dev.as_console(),
+                panic: false,
+            },
+            args,
+        );
     }
 }
 
 /// Writes raw bytes (the shell's echo).
 pub fn write_bytes(bytes: &[u8]) {
-    if let Some(dev) = CONSOLE.lock().as_mut() {
+    let mut held = lock();
+    if let Some(dev) = held.0.as_mut() {
         let c = dev.as_console();
         for &b in bytes {
             c.write_byte(b);
@@ -63,29 +128,57 @@ pub fn write_bytes(bytes: &[u8]) {
 
 /// Reads a byte if one is waiting.
 pub fn read_byte() -> Option<u8> {
-    CONSOLE.lock().as_mut()?.as_console().read_byte()
+    lock().0.as_mut()?.as_console().read_byte()
 }
 
-/// Writes from the panic path. If the lock is held (the panic happened while printing, or
-/// another CPU is printing), it waits a bounded time and then takes the console anyway:
-/// a garbled line beats a silent hang.
+/// Runs `f` with the console lock held by this CPU (the `fault console` shell commands use it
+/// to show that a panic under the lock still reports).
+pub fn with_lock_held<R>(f: impl FnOnce() -> R) -> R {
+    let _held = lock();
+    f()
+}
+
+/// Whether another CPU holds the console lock right now.
+pub fn held_elsewhere() -> bool {
+    let owner = OWNER.load(Ordering::Relaxed);
+    owner != 0 && owner != cpu_tag()
+}
+
+/// Writes from the panic path, never waiting unboundedly: if this CPU holds the lock (the
+/// panic happened while it was printing), the lock is taken over at once; if another CPU
+/// holds it, this waits at most `PANIC_WAIT_MS` and then takes it over. From then on other
+/// CPUs' ordinary output is dropped.
 pub fn write_fmt_panic(args: fmt::Arguments<'_>) {
-    let mut spins = 0u32;
-    loop {
-        if let Some(mut guard) = CONSOLE.try_lock() {
-            if let Some(dev) = guard.as_mut() {
-                let _ = fmt::write(&mut Writer(dev.as_console()), args);
-                dev.as_console().flush();
-            }
-            return;
+    let me = cpu_tag();
+    // The first CPU to panic owns the report; a second panicking CPU still prints (its
+    // report matters too) but does not take ownership away.
+    let _ = PANIC_OWNER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed);
+    let started = timer::ticks();
+    let patience = timer::frequency() / 1000 * PANIC_WAIT_MS;
+    let guard = loop {
+        if let Some(guard) = CONSOLE.try_lock() {
+            break guard;
         }
-        spins += 1;
-        if spins == 10_000_000 {
-            // SAFETY: we are panicking and the holder has had ample time; forcing the lock is
-            // the lesser evil. The console's own state is only FIFO registers.
+        let ours = OWNER.load(Ordering::Relaxed) == me;
+        if ours || timer::ticks().wrapping_sub(started) > patience {
+            // SAFETY: the holder is this CPU's own interrupted print further up the stack
+            // (which will never run again: panics do not return), or a CPU that kept the lock
+            // past all patience while we are going down. Breaking the lock can at worst mix
+            // two writers' bytes in the UART FIFO; the console's state is only its registers.
             unsafe { CONSOLE.force_unlock() };
         }
         core::hint::spin_loop();
+    };
+    let mut held = Held::new(guard);
+    if let Some(dev) = held.0.as_mut() {
+        let _ = fmt::write(
+            &mut Writer {
+                console: dev.as_console(),
+                panic: true,
+            },
+            args,
+        );
+        dev.as_console().flush();
     }
 }
 

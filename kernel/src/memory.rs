@@ -35,6 +35,8 @@ pub enum MemoryError {
     Early(levitate_mm::early::EarlyAllocError),
     /// The final page tables could not be built.
     Paging(crate::paging::PagingError),
+    /// The kernel image (BSS included) does not lie inside the RAM the tree describes.
+    ImageOutsideRam(Region),
 }
 
 impl fmt::Display for MemoryError {
@@ -47,6 +49,13 @@ impl fmt::Display for MemoryError {
             Self::Frames(e) => write!(f, "{e}"),
             Self::Early(e) => write!(f, "{e}"),
             Self::Paging(e) => write!(f, "{e}"),
+            Self::ImageOutsideRam(r) => write!(
+                f,
+                "the kernel image {} ({} with BSS) does not lie inside the RAM the device \
+                 tree describes: the bootloader placed it wrongly or the tree is wrong",
+                Span(*r),
+                levitate_mm::report::Size(r.size)
+            ),
         }
     }
 }
@@ -101,6 +110,14 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         kernel: Some(image),
     };
     map.load_fdt(&fdt, &known).map_err(MemoryError::Map)?;
+    // Memory the tree does not call RAM may be a device or nothing at all: the image's
+    // data and stacks there cannot be trusted (booting.rst: the image must lie in usable
+    // RAM). Banks are disjoint, so the image is inside RAM exactly when its overlaps with
+    // them add up to its whole size.
+    let inside: u64 = map.memory().iter().map(|r| r.intersect(&image).size).sum();
+    if inside != image.size {
+        return Err(MemoryError::ImageOutsideRam(image));
+    }
 
     // The boot tables get the linear map first: the mem_map and the buddy's frames (page
     // tables among them) are reached through it before the final tables exist.

@@ -7,10 +7,11 @@
 use crate::frames;
 use crate::memory;
 use core::fmt;
+use levitate_hal::arch::aarch64::cpu;
 use levitate_hal::arch::aarch64::mmu::table::{
     self, MapError, TableAccess, Translation, UnmapError, Unmapped, ENTRIES,
 };
-use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
+use levitate_hal::arch::aarch64::mmu::tlb::{self, KernelTlb};
 use levitate_hal::arch::aarch64::mmu::walk::{self, Walk};
 use levitate_hal::arch::aarch64::mmu::{early, Attributes};
 use levitate_hal::layout::{self, KIMAGE_VBASE};
@@ -40,6 +41,10 @@ impl TableAccess for BuddyTables {
         // usable RAM, mapped in the linear map, page aligned, and reached only under
         // `KERNEL`'s lock, so this is the only reference.
         unsafe { &mut *memory::linear(pa).cast::<[u64; ENTRIES]>() }
+    }
+
+    fn publish(&mut self) {
+        tlb::publish_table_stores();
     }
 }
 
@@ -167,24 +172,43 @@ pub fn init(map: &MemoryMap<'_>) -> Result<(), PagingError> {
         map_range("an MMIO window", w.va.as_u64(), w.pa, w.size, w.attrs)?;
     }
 
-    // SAFETY: the new tables map the image, its stacks and every MMIO window at the same
-    // virtual addresses and with the same physical addresses as the boot tables, so the code,
-    // stack and console in use keep working across the switch. The barrier makes the table
-    // writes visible to the walker; the TLB invalidation drops every boot-table entry.
+    switch_ttbr1(root, image_phys);
+    *KERNEL.lock() = Some(root);
+    Ok(())
+}
+
+/// Replaces the boot tables with the final ones by break-before-make through the identity
+/// map (boot.S's `levitate_replace_ttbr1`; the sequence and the rule are in docs/paging.md).
+fn switch_ttbr1(root: PhysAddr, image_phys: PhysAddr) {
+    extern "C" {
+        fn levitate_replace_ttbr1(root: u64);
+    }
+    let link = levitate_replace_ttbr1 as *const () as u64;
+    // The routine lives in .text.head, in the first 2 MiB of the image, which the boot
+    // identity map (TTBR0) maps at its physical address.
+    let identity = link - KIMAGE_VBASE + image_phys.as_u64();
+    // Boot turned TTBR0 walks off (null pointers fault); the identity map must be reachable
+    // for the switch, and is dropped again (TLB entries included) right after.
+    cpu::enable_lower_half();
+    // SAFETY: `identity` is the routine's identity-mapped address (TTBR0 still holds the boot
+    // identity map, executable at EL1). It touches no memory: it switches TTBR1 to an empty
+    // table, invalidates the TLB, installs `root` and returns to our (kernel VA) return
+    // address. The new tables map the image, its stacks and every MMIO window at the same
+    // virtual addresses with the same physical addresses and memory types as the boot tables,
+    // so the code, stack and console in use keep working once it returns. Only x0-x2 and x30
+    // change (declared); interrupts stay masked across it (it masks them itself).
     unsafe {
         core::arch::asm!(
-            "dsb ishst",
-            "msr ttbr1_el1, {root}",
-            "isb",
-            "tlbi vmalle1is",
-            "dsb ish",
-            "isb",
-            root = in(reg) root.as_u64(),
+            "blr {entry}",
+            entry = in(reg) identity,
+            inout("x0") root.as_u64() => _,
+            out("x1") _,
+            out("x2") _,
+            out("x30") _,
             options(nostack)
         );
     }
-    *KERNEL.lock() = Some(root);
-    Ok(())
+    cpu::disable_lower_half();
 }
 
 /// Runs `f` with the kernel's tables locked, for a sequence of edits under one lock.

@@ -66,6 +66,10 @@ pub struct PerCpu {
     state: AtomicU8,
     /// Set by the CPU itself once it runs Rust code.
     online: AtomicBool,
+    /// Who owns the slot during start-up (`Claim`): the boot CPU and the starting CPU race
+    /// on it with compare-and-swap, so a CPU that misses its deadline can never come up in a
+    /// slot the boot CPU has given up on (or handed to another CPU).
+    claim: AtomicU8,
     /// Work waiting for this CPU. Taken by the CPU, filled by the boot CPU: a short critical
     /// section on both sides, never held while running the job.
     mailbox: Mutex<Option<Job>>,
@@ -82,6 +86,7 @@ impl PerCpu {
             mpidr: AtomicU64::new(0),
             state: AtomicU8::new(State::Offline as u8),
             online: AtomicBool::new(false),
+            claim: AtomicU8::new(Claim::Free as u8),
             mailbox: Mutex::new(None),
             result: AtomicU64::new(0),
             done: AtomicBool::new(false),
@@ -97,6 +102,23 @@ impl PerCpu {
     fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
     }
+}
+
+/// Start-up ownership of a per-CPU slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Claim {
+    /// Never handed to a CPU, or handed to one the firmware refused to start (it never runs,
+    /// so the slot and its stacks may go to the next CPU).
+    Free = 0,
+    /// CPU_ON succeeded; the CPU has until its deadline to move the slot to `Online`.
+    Starting = 1,
+    /// The CPU took the slot in time.
+    Online = 2,
+    /// The deadline passed first. The slot, its stacks and its boot block now belong to a CPU
+    /// that may still be running somewhere in its start-up path: never reused. If the CPU
+    /// does arrive it finds this and turns itself off.
+    Abandoned = 3,
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = {
@@ -184,6 +206,7 @@ pub fn start_secondaries() {
         .expect("boot order invariant: early mapper set up")
         .as_u64();
     let entry_pa = secondary_entry as *const () as u64 - KIMAGE_VBASE + image_phys;
+    let timeout_ms = crate::boot_info().args.cpu_start_timeout_ms;
     let mut next = 1;
     for node in cpus_node.node.children() {
         if node.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
@@ -211,12 +234,73 @@ pub fn start_secondaries() {
             log::warn!("smp: more than {MAX_CPUS} CPUs; the rest stay off");
             break;
         }
-        match start_one(next, mpidr, conduit, entry_pa, image_phys) {
+        match start_one(next, mpidr, conduit, entry_pa, image_phys, timeout_ms) {
             Ok(()) => next += 1,
+            Err(e @ StartError::Late { .. }) => {
+                log::warn!(
+                    "smp: {} (MPIDR {mpidr:#x}) {e}; slot cpu{next} is given up, not reused",
+                    node.name
+                );
+                next += 1;
+            }
             Err(e) => log::warn!("smp: {} (MPIDR {mpidr:#x}) did not start: {e}", node.name),
         }
     }
     log::info!("smp: {} CPUs online", online());
+}
+
+/// Why a secondary CPU is not online.
+#[derive(Debug)]
+enum StartError {
+    /// No memory for its stacks.
+    NoStack,
+    /// The firmware refused CPU_ON: the CPU never runs, its slot is reused.
+    Refused(psci::PsciError),
+    /// CPU_ON succeeded but the CPU missed its deadline; AFFINITY_INFO's view of it then.
+    Late {
+        timeout_ms: u64,
+        affinity: Result<psci::AffinityState, psci::PsciError>,
+    },
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoStack => write!(f, "no memory for its stacks"),
+            Self::Refused(e) => write!(f, "PSCI CPU_ON refused: {e}"),
+            Self::Late {
+                timeout_ms,
+                affinity,
+            } => {
+                write!(
+                    f,
+                    "did not come online within {timeout_ms} ms (PSCI AFFINITY_INFO: "
+                )?;
+                match affinity {
+                    Ok(state) => write!(f, "{})", state.as_str()),
+                    Err(e) => write!(f, "{e})"),
+                }
+            }
+        }
+    }
+}
+
+/// Kernel and exception stacks per slot, allocated the first time the slot is used and kept:
+/// a slot whose CPU the firmware refused is reused with the same stacks (so a tree listing
+/// many CPUs that never start cannot eat memory), and an abandoned slot keeps them for
+/// ever (its CPU may be running on them). Only the boot CPU touches it, while starting CPUs.
+static SLOT_STACKS: Mutex<[Option<(stacks::KernelStack, stacks::KernelStack)>; MAX_CPUS]> =
+    Mutex::new([None; MAX_CPUS]);
+
+fn slot_stacks(index: usize) -> Result<(stacks::KernelStack, stacks::KernelStack), StartError> {
+    let mut slots = SLOT_STACKS.lock();
+    if let Some(pair) = slots[index] {
+        return Ok(pair);
+    }
+    let stack = stacks::new(cpu_name(index, false), 64 << 10).map_err(|_| StartError::NoStack)?;
+    let exc = stacks::new(cpu_name(index, true), 16 << 10).map_err(|_| StartError::NoStack)?;
+    slots[index] = Some((stack, exc));
+    Ok((stack, exc))
 }
 
 fn start_one(
@@ -225,11 +309,13 @@ fn start_one(
     conduit: psci::Conduit,
     entry_pa: u64,
     image_phys: u64,
-) -> Result<(), &'static str> {
-    let stack = stacks::new(cpu_name(index, false), 64 << 10).map_err(|_| "no kernel stack")?;
-    let exc = stacks::new(cpu_name(index, true), 16 << 10).map_err(|_| "no exception stack")?;
+    timeout_ms: u64,
+) -> Result<(), StartError> {
+    let (stack, exc) = slot_stacks(index)?;
     let percpu = &CPUS[index];
+    debug_assert_eq!(percpu.claim.load(Ordering::Relaxed), Claim::Free as u8);
     percpu.mpidr.store(mpidr, Ordering::Relaxed);
+    percpu.claim.store(Claim::Starting as u8, Ordering::Release);
     let block_pa = {
         let mut blocks = BOOT_BLOCKS.lock();
         let b = &mut blocks[index];
@@ -245,11 +331,35 @@ fn start_one(
         cpu::clean_dcache_to_poc(va, core::mem::size_of::<SecondaryBoot>() as u64);
         va - KIMAGE_VBASE + image_phys
     };
-    psci::cpu_on(conduit, mpidr, entry_pa, block_pa).map_err(|_| "PSCI CPU_ON refused")?;
-    let deadline = timer::ticks() + timer::frequency();
+    if let Err(e) = psci::cpu_on(conduit, mpidr, entry_pa, block_pa) {
+        percpu.claim.store(Claim::Free as u8, Ordering::Release);
+        return Err(StartError::Refused(e));
+    }
+    let deadline = timer::ticks() + timer::frequency() / 1000 * timeout_ms;
     while !percpu.online.load(Ordering::Acquire) {
-        if timer::ticks() > deadline {
-            return Err("it did not come online within a second");
+        if timer::ticks() >= deadline {
+            // Whoever moves the claim first decides: if the CPU got there, it is online after
+            // all; otherwise the slot is abandoned and the CPU will find that out.
+            match percpu.claim.compare_exchange(
+                Claim::Starting as u8,
+                Claim::Abandoned as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Err(StartError::Late {
+                        timeout_ms,
+                        affinity: psci::affinity_info(conduit, mpidr),
+                    })
+                }
+                Err(_) => {
+                    // `Online`: it claimed the slot and sets `online` next.
+                    while !percpu.online.load(Ordering::Acquire) {
+                        core::hint::spin_loop();
+                    }
+                    break;
+                }
+            }
         }
         core::hint::spin_loop();
     }
@@ -290,6 +400,19 @@ fn cpu_name(index: usize, exception: bool) -> &'static str {
 /// The first Rust code on a secondary CPU (boot.S set its stacks, TPIDR_EL1 and vectors).
 extern "C" fn secondary_main(percpu: &'static PerCpu) -> ! {
     cpu::disable_lower_half();
+    if percpu
+        .claim
+        .compare_exchange(
+            Claim::Starting as u8,
+            Claim::Online as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // Too late: the boot CPU gave up on this slot. Touch nothing of it and leave.
+        leave_abandoned_slot();
+    }
     timer::enable_event_stream();
     percpu.set_state(State::Idle);
     percpu.online.store(true, Ordering::Release);
@@ -307,6 +430,18 @@ extern "C" fn secondary_main(percpu: &'static PerCpu) -> ! {
             }
             None => aarch64_cpu::asm::wfe(),
         }
+    }
+}
+
+/// The end of a CPU that came up after its deadline: it turns itself off through PSCI
+/// CPU_OFF (DEN0022 5.5), or, if the firmware refuses, waits for events forever with
+/// interrupts masked. Its stacks stay allocated to its abandoned slot.
+fn leave_abandoned_slot() -> ! {
+    if let Some(conduit) = power::conduit() {
+        let _ = psci::cpu_off(conduit);
+    }
+    loop {
+        aarch64_cpu::asm::wfe();
     }
 }
 
@@ -336,6 +471,22 @@ pub fn run_on_all(func: fn(usize) -> u64, arg: usize) -> [Option<u64>; MAX_CPUS]
         results[i] = Some(c.result.load(Ordering::Relaxed));
     }
     results
+}
+
+/// Hands `func(arg)` to online CPU `index` (not the caller) without waiting for it; false when
+/// that CPU is not online or not idle. Its result is never collected (the `panic
+/// --console-stuck` command uses it for a job that never ends).
+pub fn start_detached(index: usize, func: fn(usize) -> u64, arg: usize) -> bool {
+    let Some(c) = CPUS.get(index) else {
+        return false;
+    };
+    if index == current().index || !c.online.load(Ordering::Acquire) || c.state() != State::Idle {
+        return false;
+    }
+    c.done.store(false, Ordering::Release);
+    *c.mailbox.lock() = Some(Job { func, arg });
+    cpu::send_event();
+    true
 }
 
 /// A tiny fixed list of CPU indices (no allocation on the dispatch path).

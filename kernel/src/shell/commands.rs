@@ -100,8 +100,8 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "panic",
-        args: "[MESSAGE]",
-        help: "panic on purpose (tests the panic path)",
+        args: "[--while-printing | --console-stuck] [MESSAGE]",
+        help: "panic on purpose (tests the panic path; inside a println!, or with cpu1 holding the console)",
         run: panic,
     },
     Command {
@@ -392,10 +392,41 @@ fn reboot(args: &[&str]) -> Result<(), CmdError> {
 }
 
 fn panic(args: &[&str]) -> Result<(), CmdError> {
-    if args.is_empty() {
-        panic!("panic requested from the shell");
+    match args {
+        [] => panic!("panic requested from the shell"),
+        ["--while-printing", rest @ ..] => {
+            // A `Display` that panics while `println!` holds the console lock.
+            struct PanicsWhenShown<'a>(&'a [&'a str]);
+            impl core::fmt::Display for PanicsWhenShown<'_> {
+                fn fmt(&self, _: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                    panic!("inside Display while printing: {}", self.0.join(" "));
+                }
+            }
+            println!(
+                "printing a value whose Display panics: {}",
+                PanicsWhenShown(rest)
+            );
+            unreachable!("the Display above panics");
+        }
+        ["--console-stuck", rest @ ..] => {
+            if !crate::smp::start_detached(1, hold_console_forever, 0) {
+                println!("panic --console-stuck: needs a second CPU online (cpu1)");
+                return Ok(());
+            }
+            while !crate::console::held_elsewhere() {
+                core::hint::spin_loop();
+            }
+            panic!("with the console held by cpu1 forever: {}", rest.join(" "));
+        }
+        _ => panic!("{}", args.join(" ")),
     }
-    panic!("{}", args.join(" "));
+}
+
+/// A job for `panic --console-stuck`: takes the console lock and never lets it go.
+fn hold_console_forever(_: usize) -> u64 {
+    crate::console::with_lock_held(|| loop {
+        core::hint::spin_loop();
+    })
 }
 
 fn fault(args: &[&str]) -> Result<(), CmdError> {

@@ -46,6 +46,7 @@ primary_entry:
     mov     x19, x0
     adr     x20, _start
     msr     daifset, #0xf
+    bl      install_park_vectors
     tst     x20, #0x1fffff              // the early block mappings need a 2 MiB aligned base
     b.ne    boot_park
 
@@ -213,6 +214,70 @@ boot_park:
     b       boot_park
     .size   primary_entry, . - primary_entry
 
+// Points VBAR_EL1 (and VBAR_EL2 when running at EL2) at `boot_park_vectors`, by physical
+// address: the first thing each CPU does. Before this, VBAR holds whatever firmware left
+// (booting.rst promises nothing about it, and at reset it is UNKNOWN), so a fault in the
+// earliest code (BSS zeroing running past the end of RAM, say) could vector into garbage or
+// loop taking the same exception forever. Clobbers x9, x10.
+install_park_vectors:
+    adr     x9, boot_park_vectors
+    mrs     x10, CurrentEL
+    cmp     x10, #(2 << 2)
+    b.ne    1f
+    msr     vbar_el2, x9
+1:  msr     vbar_el1, x9
+    isb
+    ret
+
+// A vector table whose 16 entries all park the CPU: taking an exception masks DAIF (ARM ARM
+// D1.3.5), and the entry waits for events forever without touching memory, so one fault
+// stops the CPU instead of turning into a fault loop. It stays installed until
+// `boot_virtual_entry` / `secondary_virtual_entry` install the real vectors; with the MMU on
+// it is still reached, at the same address, through the boot identity map. VBAR's low 11
+// bits are RES0: the table is 2 KiB aligned (ARM ARM D1.3.1).
+    .balign 2048
+boot_park_vectors:
+    .rept   16
+    b       boot_park
+    .balign 128
+    .endr
+
+// Replaces TTBR1_EL1 (the kernel half) with the tables whose physical root is x0, without
+// ever letting the TLB hold entries from both trees for one address.
+//
+// The boot tables map the image with 2 MiB blocks and the final tables with 4 KiB pages: a
+// change of block size for a live address. Writing TTBR1 then invalidating would let the TLB
+// hold the old block and a new page for the same VA at once, which the architecture calls a
+// TLB conflict (a TLB conflict abort, or UNPREDICTABLE results; ARM ARM D8.16.1
+// break-before-make, "TLB maintenance requirements and the TLB conflict abort"). So, as
+// Linux's `idmap_cpu_replace_ttbr1` does: run from the identity map (TTBR0), point TTBR1 at an
+// empty table (break), invalidate every EL1 entry and wait for it to complete, then install
+// the new root (make). In between no kernel VA is mapped: this routine touches no stack and
+// no data, and interrupts are masked so nothing can vector to the kernel's (unmapped)
+// handlers.
+//
+// Call it at its identity-mapped address (its physical address: `levitate_replace_ttbr1`'s
+// link address - KIMAGE_VBASE + the image's load address); it returns to x30, a kernel VA,
+// once the new tables are live. The caller made the new tables visible (DSB ISHST). It must
+// sit in .text.head, inside the 2 MiB the boot identity map covers. Clobbers x1, x2.
+    .global levitate_replace_ttbr1
+    .type   levitate_replace_ttbr1, %function
+levitate_replace_ttbr1:
+    mrs     x2, daif
+    msr     daifset, #0xf
+    dsb     ishst                       // the new tables are visible to every walker
+    adrp    x1, boot_empty_table        // PC-relative from the identity map: a physical address
+    msr     ttbr1_el1, x1               // break: no kernel VA translates from here on
+    isb
+    tlbi    vmalle1is                   // drop every EL1 entry, walk caches included
+    dsb     ish
+    isb
+    msr     ttbr1_el1, x0               // make: the final tables
+    isb
+    msr     daif, x2
+    ret
+    .size   levitate_replace_ttbr1, . - levitate_replace_ttbr1
+
 // Secondary CPUs, started by PSCI CPU_ON with x0 = the physical address of their
 // `SecondaryBoot` block (kernel/src/smp.rs; the boot CPU cleaned it to PoC):
 //   0 ttbr1 (physical root of the kernel tables), 8 kernel stack top, 16 exception stack top,
@@ -222,6 +287,7 @@ boot_park:
     .type   secondary_entry, %function
 secondary_entry:
     msr     daifset, #0xf
+    bl      install_park_vectors
     ldp     x20, x21, [x0]              // ttbr1, kernel stack top
     ldp     x22, x23, [x0, #16]         // exception stack top, per-CPU pointer
     ldr     x24, [x0, #32]              // entry
@@ -302,6 +368,9 @@ boot_idmap_l2:  .space 4096
 boot_kernel_l0: .space 4096
 boot_kernel_l1: .space 4096
 boot_kernel_l2: .space 4096
+// An empty table (BSS is zeroed at boot): TTBR1 points here for the break in
+// `levitate_replace_ttbr1`, so every kernel-half walk finds an invalid L0 entry.
+boot_empty_table: .space 4096
 // Stacks, each above an unmapped guard page once the final page tables exist (the guards
 // are page aligned so the final tables can leave exactly them out).
     .balign 4096

@@ -28,6 +28,14 @@ pub fn disable_lower_half() {
     }
 }
 
+/// Lets translation table walks through TTBR0_EL1 (the boot identity map) happen again, for
+/// code that must run from the identity map (the TTBR1 switch). Undo with
+/// `disable_lower_half`, which also drops the entries cached meanwhile.
+pub fn enable_lower_half() {
+    TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
+    barrier::isb(barrier::SY);
+}
+
 /// The current frame pointer (x29), where a backtrace starts.
 #[inline(always)]
 pub fn frame_pointer() -> u64 {

@@ -1,4 +1,5 @@
-//! PSCI (Arm Power State Coordination Interface, DEN0022) calls: power off, reset, CPU_ON.
+//! PSCI (Arm Power State Coordination Interface, DEN0022) calls: power off, reset, CPU_ON,
+//! CPU_OFF and AFFINITY_INFO.
 //! The conduit (HVC or SMC) comes from the device tree's `/psci` node, never a guess: QEMU says
 //! hvc when it enters at EL1 and smc when it emulates EL2/EL3; phones say smc.
 
@@ -28,8 +29,12 @@ impl Conduit {
 pub mod function {
     /// PSCI_VERSION.
     pub const VERSION: u32 = 0x8400_0000;
+    /// CPU_OFF.
+    pub const CPU_OFF: u32 = 0x8400_0002;
     /// CPU_ON (SMC64).
     pub const CPU_ON: u32 = 0xc400_0003;
+    /// AFFINITY_INFO (SMC64).
+    pub const AFFINITY_INFO: u32 = 0xc400_0004;
     /// SYSTEM_OFF.
     pub const SYSTEM_OFF: u32 = 0x8400_0008;
     /// SYSTEM_RESET.
@@ -58,6 +63,38 @@ impl fmt::Display for PsciError {
     }
 }
 
+/// What AFFINITY_INFO says of a CPU (DEN0022 5.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityState {
+    /// Running (CPU_ON completed).
+    On,
+    /// Off: never started, or turned off.
+    Off,
+    /// CPU_ON accepted, the CPU not yet running.
+    OnPending,
+}
+
+impl AffinityState {
+    /// Decodes AFFINITY_INFO's non-negative return value.
+    pub fn from_return(ret: i64) -> Option<Self> {
+        match ret {
+            0 => Some(Self::On),
+            1 => Some(Self::Off),
+            2 => Some(Self::OnPending),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::OnPending => "on pending",
+        }
+    }
+}
+
 /// Converts a PSCI return value into a result.
 pub fn result(ret: i64) -> Result<i64, PsciError> {
     if ret < 0 {
@@ -69,7 +106,7 @@ pub fn result(ret: i64) -> Result<i64, PsciError> {
 
 #[cfg(target_os = "none")]
 mod imp {
-    use super::{function, result, Conduit, PsciError};
+    use super::{function, result, AffinityState, Conduit, PsciError};
 
     /// Makes a PSCI call with up to three arguments.
     pub fn call(conduit: Conduit, func: u32, a1: u64, a2: u64, a3: u64) -> i64 {
@@ -126,6 +163,18 @@ mod imp {
         result(call(conduit, function::CPU_ON, target, entry, context)).map(|_| ())
     }
 
+    /// Whether the CPU with MPIDR affinity `target` is on, off or starting (DEN0022 5.8
+    /// AFFINITY_INFO, lowest affinity level 0: that CPU alone).
+    pub fn affinity_info(conduit: Conduit, target: u64) -> Result<AffinityState, PsciError> {
+        let ret = result(call(conduit, function::AFFINITY_INFO, target, 0, 0))?;
+        AffinityState::from_return(ret).ok_or(PsciError(ret))
+    }
+
+    /// Turns the calling CPU off (DEN0022 5.5 CPU_OFF). Returns only if the firmware refuses.
+    pub fn cpu_off(conduit: Conduit) -> PsciError {
+        PsciError(call(conduit, function::CPU_OFF, 0, 0, 0))
+    }
+
     /// Resets the system. Returns only if the firmware refuses.
     pub fn system_reset(conduit: Conduit) -> PsciError {
         PsciError(call(conduit, function::SYSTEM_RESET, 0, 0, 0))
@@ -133,7 +182,7 @@ mod imp {
 }
 
 #[cfg(target_os = "none")]
-pub use imp::{call, cpu_on, system_off, system_reset, version};
+pub use imp::{affinity_info, call, cpu_off, cpu_on, system_off, system_reset, version};
 
 #[cfg(test)]
 mod tests {

@@ -99,6 +99,10 @@ impl TableAccess for EarlyMapper {
         // `MAPPER`'s lock, so this is the only reference to it.
         unsafe { &mut *(va as *mut [u64; ENTRIES]) }
     }
+
+    fn publish(&mut self) {
+        super::tlb::publish_table_stores();
+    }
 }
 
 /// Size of the kernel image in memory, BSS (boot tables, stack, table pool) included.

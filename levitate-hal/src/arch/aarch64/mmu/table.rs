@@ -15,6 +15,17 @@
 //! - once at the end, for every cleared leaf and every permission change, which need no break
 //!   (D8.16.1 lists permissions among the changes that may be made in place).
 //!
+//! Publishing a new table: a table frame is zeroed and filled while nothing links it, then one
+//! store links it into the live tree. Another CPU's walker (or this CPU's, speculatively) may
+//! follow that link the moment it is visible, and the architecture does not order a walk
+//! after this CPU's earlier plain stores: without a barrier it may read the frame's previous
+//! contents (stale descriptors from its last owner) and cache them (ARM ARM DDI 0487, D8.2
+//! "translation table walks" and B2.3, ordering: stores become visible to walks only once a
+//! DSB completes them; Linux's arm64 `pmd_populate`/`set_pud` issue `dsb ishst` for this). So
+//! every link of a new table is preceded by `TableAccess::publish` (a `dsb ishst` on the
+//! hardware), or by a `TlbFlush`, which begins with one. Host tests check this order for
+//! every operation.
+//!
 //! Errors are found before anything changes: a hole in an `unmap`/`protect` range or a mapped
 //! page in a `map` range leaves the tables untouched. Only running out of tables can stop an
 //! operation halfway (see each function).
@@ -47,6 +58,11 @@ pub trait TableAccess {
     fn free_table(&mut self, pa: PhysAddr);
     /// The table at physical address `pa` (a frame this access handed out, or the root).
     fn table(&mut self, pa: PhysAddr) -> &mut [u64; ENTRIES];
+    /// Makes every store this CPU made to table memory so far (zeroing and filling new
+    /// tables) visible to every table walker that may use the tree, before any later store:
+    /// `dsb ishst` on the hardware. The walker calls it between filling a new table and the
+    /// store that links it (see the module docs).
+    fn publish(&mut self);
 }
 
 /// TLB maintenance for the tables `unmap` and `protect` change (ARM ARM D8.13).
@@ -248,6 +264,14 @@ fn store(access: &mut impl TableAccess, table: PhysAddr, index: usize, value: u6
     unsafe { core::ptr::write_volatile(slot, value) };
 }
 
+/// Writes one descriptor of a table no walker can reach yet (a new table before it is linked):
+/// a plain store, published later by `TableAccess::publish`.
+fn fill(access: &mut impl TableAccess, table: PhysAddr, index: usize, value: u64) {
+    #[cfg(test)]
+    testing::record(testing::Event::Fill { table });
+    access.table(table)[index] = value;
+}
+
 /// Calls `visit(i, entry_va, lo, hi)` for each entry of a level `level` table that overlaps
 /// `[first, last]` (which lies inside that table's span), in address order, with the part
 /// `[lo, hi]` of the range that entry covers.
@@ -387,11 +411,18 @@ fn map_one(
         return Ok(());
     }
     // The new tables are unreachable until the last store links them, so plain stores fill
-    // them; the caller's DSB orders those before the link becomes visible.
-    access.table(new[missing - 1])[index(va, leaf_level)] = leaf;
+    // them; `publish` makes the zeroing and the fills visible to every walker before the link
+    // can be.
+    fill(access, new[missing - 1], index(va, leaf_level), leaf);
     for k in 1..missing {
-        access.table(new[k - 1])[index(va, level + k)] = descriptor::table(new[k]);
+        fill(
+            access,
+            new[k - 1],
+            index(va, level + k),
+            descriptor::table(new[k]),
+        );
     }
+    access.publish();
     store(access, table, index(va, level), descriptor::table(new[0]));
     Ok(())
 }
@@ -453,10 +484,13 @@ fn split_block(
     };
     let new = access.alloc_table().ok_or(OutOfTables)?;
     let step = LEVEL_SIZE[level + 1];
-    for (j, entry) in access.table(new).iter_mut().enumerate() {
-        *entry = descriptor::split_leaf(raw, level + 1, pa + j as u64 * step);
+    for j in 0..ENTRIES {
+        let leaf = descriptor::split_leaf(raw, level + 1, pa + j as u64 * step);
+        fill(access, new, j, leaf);
     }
     store(access, parent, i, descriptor::INVALID);
+    // The flush begins with `dsb ishst` (the `TlbFlush` contract), which also publishes the
+    // new table's fills before the link below.
     tlb.flush_range(VirtAddr::new(block_va), LEVEL_SIZE[level]);
     store(access, parent, i, descriptor::table(new));
     Ok(new)
@@ -662,6 +696,12 @@ pub(super) mod testing {
             old: u64,
             new: u64,
         },
+        /// A plain store into a table no walker can reach yet (through `fill`).
+        Fill {
+            table: PhysAddr,
+        },
+        /// `TableAccess::publish`.
+        Publish,
         FlushVa(VirtAddr),
         FlushRange(VirtAddr, u64),
         FlushAll,
@@ -745,6 +785,10 @@ pub(super) mod testing {
                 .as_mut()
                 .unwrap_or_else(|| panic!("use of freed table {pa}"))
         }
+
+        fn publish(&mut self) {
+            record(Event::Publish);
+        }
     }
 
     /// A `TlbFlush` that records what it is asked to do.
@@ -800,7 +844,9 @@ pub(super) mod testing {
     /// - a valid entry is never replaced by another valid one that needs break-before-make;
     /// - an entry invalidated is flushed (every address it covered, or its walk-cache entry
     ///   for a table) before a new valid entry is written there, before the table it pointed
-    ///   to is freed, and before the operation returns.
+    ///   to is freed, and before the operation returns;
+    /// - a table allocated or filled in the operation is published (`publish`, or a flush,
+    ///   which begins with a DSB) after its last fill and before a store links it.
     pub fn check_tlb_rules(
         events: &[Event],
         mut spans: HashMap<PhysAddr, (usize, u64)>,
@@ -816,7 +862,15 @@ pub(super) mod testing {
             child: Option<PhysAddr>,
         }
         let mut stale: Vec<Stale> = Vec::new();
+        // Tables written (zeroed or filled) since the last barrier.
+        let mut unpublished: Vec<PhysAddr> = Vec::new();
         for (n, event) in events.iter().enumerate() {
+            if matches!(
+                event,
+                Event::Publish | Event::FlushVa(_) | Event::FlushRange(..) | Event::FlushAll
+            ) {
+                unpublished.clear();
+            }
             match *event {
                 Event::Store {
                     table,
@@ -826,6 +880,12 @@ pub(super) mod testing {
                 } => {
                     let (level, base) = spans[&table];
                     let (va, size) = (base + index as u64 * LEVEL_SIZE[level], LEVEL_SIZE[level]);
+                    if let Decoded::Table(child) = descriptor::decode(new, level) {
+                        assert!(
+                            !unpublished.contains(&child),
+                            "event {n}: table {child} linked at {va:#x} before it was published"
+                        );
+                    }
                     assert!(
                         !descriptor::needs_break_before_make(old, new),
                         "event {n}: {old:#x} -> {new:#x} at {va:#x} without a break"
@@ -863,7 +923,8 @@ pub(super) mod testing {
                     !stale.iter().any(|s| s.child == Some(pa)),
                     "event {n}: {pa} freed while walk caches may hold it"
                 ),
-                Event::Alloc(_) => {}
+                Event::Alloc(pa) | Event::Fill { table: pa } => unpublished.push(pa),
+                Event::Publish => {}
             }
         }
         if let Some(s) = stale.first() {
@@ -1267,6 +1328,45 @@ mod tests {
     }
 
     #[test]
+    fn new_tables_are_published_before_they_are_linked() {
+        let (mut t, root) = HostTables::new(16);
+        map(
+            &mut t,
+            root,
+            va(0xffff_0000_4000_0000),
+            pa(0x4000_0000),
+            PAGE,
+            Attributes::KERNEL_DATA,
+        )
+        .unwrap();
+        let events = testing::take();
+        let allocs: Vec<PhysAddr> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alloc(pa) => Some(*pa),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(allocs.len(), 3, "L1, L2 and L3 tables: {events:?}");
+        // Allocate all three, fill them, one barrier, then the one store that links them.
+        assert_eq!(
+            events[3..],
+            [
+                Event::Fill { table: allocs[2] },
+                Event::Fill { table: allocs[0] },
+                Event::Fill { table: allocs[1] },
+                Event::Publish,
+                Event::Store {
+                    table: root,
+                    index: index(0xffff_0000_4000_0000, 0),
+                    old: 0,
+                    new: descriptor::table(allocs[0]),
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn split_follows_break_before_make() {
         let (mut t, root) = HostTables::new(16);
         let (base, phys) = (0xffff_0000_4020_0000, 0x4020_0000);
@@ -1290,6 +1390,16 @@ mod tests {
         testing::take();
         unmap(&mut t, root, va(base + 5 * PAGE), PAGE, &mut Recorder).unwrap();
         let events = testing::take();
+        // The 512 fills of the new table come right after its allocation.
+        let fills = events
+            .iter()
+            .filter(|e| matches!(e, Event::Fill { .. }))
+            .count();
+        assert_eq!(fills, ENTRIES);
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Fill { .. }))
+            .collect();
         let Event::Alloc(l3) = events[0] else {
             panic!("{events:?}");
         };

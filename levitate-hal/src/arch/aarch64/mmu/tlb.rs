@@ -30,6 +30,16 @@ register_bitfields! {u64,
 /// cheaper than the loop (Linux stops at 512; blocks of 2 MiB and up always take this path).
 const PAGE_FLUSH_LIMIT: u64 = 64;
 
+/// Makes this CPU's stores to table memory (zeroing and filling a new table) visible to every
+/// CPU's table walker before any later store, such as the one that links the table
+/// (`TableAccess::publish`; the rule is in `table`'s module docs). `ish`: the walkers of
+/// every CPU in the Inner Shareable domain; `st`: only earlier stores need ordering.
+pub fn publish_table_stores() {
+    // SAFETY: a barrier only; it changes no memory or register Rust can see. Not `nomem`, so
+    // the compiler keeps the table stores before it.
+    unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
 /// TLB maintenance for the kernel's global, inner-shareable mappings.
 pub struct KernelTlb;
 
