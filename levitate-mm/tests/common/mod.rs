@@ -138,7 +138,8 @@ pub fn walk(blob: &[u8], thorough: bool) -> usize {
     }
     if fdt.find_node("/memory").is_some() {
         let memory = fdt.memory();
-        sink ^= memory.regions().map(|r| r.size.unwrap_or(0)).sum::<usize>();
+        // XOR, not a sum: a checked tree may describe banks whose sizes add past usize.
+        sink ^= memory.regions().fold(0, |acc, r| acc ^ r.size.unwrap_or(0));
         sink ^= memory.initial_mapped_area().map_or(0, |m| m.size);
     }
     if fdt.find_node("/chosen").is_some() {
