@@ -5,7 +5,6 @@
 //! lookups are binary searches and listings linear in what they list.
 
 use crate::memory;
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use levitate_mm::cpio::{Archive, ArchiveError, Checksums, Index, Slot};
@@ -93,7 +92,7 @@ fn find() -> Result<Index<'static, 'static>, InitramfsError> {
     let mut slots = Vec::new();
     slots.try_reserve_exact(entries).map_err(|_| no_memory)?;
     slots.resize(entries, Slot::EMPTY);
-    let slots: &'static mut [Slot<'static>] = Box::leak(slots.into_boxed_slice());
+    let slots: &'static mut [Slot<'static>] = slots.leak();
     // Cannot fail: the storage has `len()` slots.
     archive.index(slots).ok_or(no_memory)
 }
