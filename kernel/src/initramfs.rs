@@ -1,9 +1,13 @@
-//! The initramfs: the CPIO newc archive the bootloader loaded (found through `/chosen`
-//! `linux,initrd-start`/`-end`, kept reserved by the memory map), read in place.
+//! The initramfs: the CPIO newc archive (or concatenation of archives, as Android's bootloader
+//! passes it) the bootloader loaded, found through `/chosen` `linux,initrd-start`/`-end`, kept
+//! reserved by the memory map, and read in place. At boot it is validated once and indexed on
+//! the kernel heap ([`levitate_mm::cpio::Index`]: one slot per entry, sorted by path), so that
+//! lookups are binary searches and listings linear in what they list.
 
 use crate::memory;
+use alloc::vec::Vec;
 use core::fmt;
-use levitate_mm::cpio::{Archive, CpioError};
+use levitate_mm::cpio::{Archive, ArchiveError, Checksums, Index, Slot};
 use levitate_mm::memmap::Source;
 use levitate_mm::region::Region;
 use spin::Once;
@@ -15,8 +19,15 @@ pub enum InitramfsError {
     Absent,
     /// The initrd lies (partly) in a no-map region or outside RAM, so it is not mapped.
     NotMapped(Region),
-    /// The bytes are not a valid newc archive.
-    Corrupt(CpioError),
+    /// The bytes are not a valid newc archive (or one of the concatenated ones is not).
+    Corrupt(ArchiveError),
+    /// The heap could not hold the index.
+    NoMemory {
+        /// Entries to index.
+        entries: usize,
+        /// Bytes the index needs.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for InitramfsError {
@@ -24,14 +35,25 @@ impl fmt::Display for InitramfsError {
         match self {
             Self::Absent => write!(f, "no initramfs: the bootloader passed no initrd"),
             Self::NotMapped(r) => write!(f, "initramfs at {r:?} is not in mapped RAM"),
+            // Fail closed: a later archive overrides files of earlier ones, so the good part
+            // alone is not what was packed (see levitate_mm::cpio).
+            Self::Corrupt(e) if e.archive > 1 => {
+                write!(f, "corrupt initramfs: {e} (none of it is used)")
+            }
             Self::Corrupt(e) => write!(f, "corrupt initramfs: {e}"),
+            Self::NoMemory { entries, bytes } => write!(
+                f,
+                "initramfs: no memory for the index of {entries} entries ({bytes} bytes)"
+            ),
         }
     }
 }
 
-static ARCHIVE: Once<Result<Archive<'static>, InitramfsError>> = Once::new();
+/// The indexed archive, set once at boot (`Once`: written by the boot CPU before the shell or
+/// any other CPU reads it, read-only afterwards, so no lock is needed to read it).
+static INITRAMFS: Once<Result<Index<'static, 'static>, InitramfsError>> = Once::new();
 
-fn find() -> Result<Archive<'static>, InitramfsError> {
+fn find() -> Result<Index<'static, 'static>, InitramfsError> {
     let map = memory::map();
     let initrd = map
         .reserved()
@@ -60,26 +82,53 @@ fn find() -> Result<Archive<'static>, InitramfsError> {
             initrd.size as usize,
         )
     };
-    Archive::new(bytes).map_err(InitramfsError::Corrupt)
+    let archive = Archive::open(bytes, Checksums::Verify).map_err(InitramfsError::Corrupt)?;
+    // The index lives as long as the kernel, like the archive it points into.
+    let entries = archive.len();
+    let no_memory = InitramfsError::NoMemory {
+        entries,
+        bytes: entries.saturating_mul(core::mem::size_of::<Slot<'_>>()),
+    };
+    let mut slots = Vec::new();
+    slots.try_reserve_exact(entries).map_err(|_| no_memory)?;
+    slots.resize(entries, Slot::EMPTY);
+    let slots: &'static mut [Slot<'static>] = slots.leak();
+    // Cannot fail: the storage has `len()` slots.
+    archive.index(slots).ok_or(no_memory)
 }
 
 /// Finds and checks the archive; logs what it found. Called once at boot.
 pub fn init() {
-    let result = ARCHIVE.call_once(find);
+    let result = INITRAMFS.call_once(find);
     match result {
-        Ok(a) => log::info!(
-            "initramfs: {} entries, {} bytes of data",
-            a.len(),
-            a.total_bytes()
-        ),
+        Ok(index) => {
+            let a = index.archive();
+            log::info!(
+                "initramfs: {} entries, {} bytes of data",
+                a.len(),
+                a.total_bytes()
+            );
+            if a.archives() > 1 {
+                log::info!(
+                    "initramfs: {} concatenated archives, {} distinct paths (later entries override earlier ones)",
+                    a.archives(),
+                    index.len()
+                );
+            }
+            log::info!(
+                "initramfs: index of {} paths, {} bytes on the heap",
+                index.len(),
+                a.len() * core::mem::size_of::<Slot<'_>>()
+            );
+        }
         Err(InitramfsError::Absent) => log::info!("initramfs: none"),
         Err(e) => log::error!("{e}"),
     }
 }
 
-/// The archive, or why there is none.
-pub fn get() -> Result<&'static Archive<'static>, InitramfsError> {
-    match ARCHIVE.get() {
+/// The indexed archive, or why there is none.
+pub fn get() -> Result<&'static Index<'static, 'static>, InitramfsError> {
+    match INITRAMFS.get() {
         Some(Ok(a)) => Ok(a),
         Some(Err(e)) => Err(*e),
         None => Err(InitramfsError::Absent),
@@ -96,6 +145,10 @@ levitate_hal::ktest!(
         levitate_hal::kassert!(hello.unwrap().data.starts_with(b"Hello"));
         levitate_hal::kassert!(archive.read_dir("/etc").is_ok());
         levitate_hal::kassert!(archive.find("/no/such/file").is_none());
+        // The index agrees with the linear scan of the archive for every entry.
+        for e in archive.archive().entries() {
+            levitate_hal::kassert_eq!(archive.find(e.path), archive.archive().find(e.path));
+        }
         Ok(())
     }
 );

@@ -6,11 +6,32 @@
 //! name together are a multiple of 4 bytes, then the file data, padded to a multiple of 4. The
 //! last entry is named `TRAILER!!!`; writers usually pad the archive with zeros after it.
 //!
-//! [`Archive::new`] validates the whole archive once, so that the accessors afterwards need no
-//! error paths: the kernel checks the initrd at boot and then walks it freely. The accessors
-//! re-parse headers on the fly instead of keeping an index, because there is no heap to keep one
-//! in; lookups are linear (and [`Archive::read_dir`] quadratic) in the number of entries, which
-//! is fine for an initramfs of a few hundred files.
+//! **Concatenation.** As the same document allows (`initramfs := ("\0" | cpio_archive)*`),
+//! several archives may follow each other, with any number of NUL bytes between them; the next
+//! archive must start on a 4-byte boundary of the whole buffer (Linux's `do_reset` calls
+//! anything else "broken padding"). Android's bootloader builds its initrd this way, vendor
+//! ramdisk first, then the boot ramdisk. Levitate is stricter than Linux in one way: every
+//! archive must end with its `TRAILER!!!` (Linux also takes an archive that just stops), so a
+//! truncated archive is an error rather than silently missing files. A compressed archive
+//! (Linux's `lib/decompress.c` magics) is reported as such; only uncompressed ones are read.
+//!
+//! **Fail closed.** [`Archive::open`] validates every archive of the concatenation, so that the
+//! accessors afterwards need no error paths. If a later archive is corrupt, the whole buffer is
+//! refused, not just the bad part: a later archive exists to add and *override* files, so using
+//! the good first part alone would serve an old file where the packer meant a new one, and the
+//! mix would be one nobody built. (Linux keeps what it unpacked before the error and prints
+//! "Initramfs unpacking failed"; Levitate would rather not boot a half-applied initramfs.) The
+//! error names the archive, where it starts, and the offset of the problem.
+//!
+//! **Lookups.** [`Archive`] itself needs no memory: [`Archive::entries`] walks the headers and
+//! [`Archive::find`] is linear. For listings, [`Archive::index`] builds an [`Index`] in storage
+//! the caller provides ([`Archive::len`] slots of [`Slot`], e.g. on the kernel heap): the
+//! entries sorted by path in O(n log n), one slot per entry, with each path's last entry kept.
+//! In it [`Index::find`] is a binary search and [`Index::read_dir`] visits each child once,
+//! skipping the child's own subtree with a galloping search, so listing a directory costs at
+//! most a constant times the number of entries below it (the root: the whole archive), never
+//! quadratic. Both count their steps ([`Index::build_steps`], [`ReadDir::steps`]) so that tests
+//! can check the complexity by counting instead of timing.
 //!
 //! Paths are stored normalised: a leading `/` or `./` and a trailing `/` are dropped, and `.`
 //! (what `find . | cpio -o` writes for the root) becomes the empty path, the root directory.
@@ -20,8 +41,10 @@
 //! and listed: they appear as synthesised entries with mode `drwxr-xr-x`.
 //!
 //! Hard links (several entries sharing an inode number) are not merged: each entry is reported
-//! as written. When a path occurs twice, the later entry wins, as when Linux unpacks it.
+//! as written. When a path occurs twice, in one archive or in two, the later entry wins, as when
+//! Linux unpacks it.
 
+use core::cmp::Ordering;
 use core::fmt;
 
 /// Mask of the file-type bits of a mode.
@@ -138,10 +161,18 @@ pub enum CpioError {
         /// The sum of the data bytes.
         actual: u32,
     },
-    /// A non-zero byte after the `TRAILER!!!` entry (only zero padding may follow it).
-    TrailingData {
-        /// The first non-zero byte.
+    /// After a `TRAILER!!!` and its NUL padding, the next archive of a concatenation does not
+    /// start on a 4-byte boundary of the buffer.
+    Misaligned {
+        /// The first non-zero byte after the trailer.
         offset: usize,
+    },
+    /// The data at a header's place starts with a compressor's magic number.
+    Compressed {
+        /// Start of the compressed data.
+        offset: usize,
+        /// The compressor, e.g. `"gzip"` or `"lz4"`.
+        format: &'static str,
     },
 }
 
@@ -159,7 +190,8 @@ impl CpioError {
             | CpioError::BadPath { offset, .. }
             | CpioError::DataOutOfBounds { offset, .. }
             | CpioError::ChecksumMismatch { offset, .. }
-            | CpioError::TrailingData { offset } => offset,
+            | CpioError::Misaligned { offset }
+            | CpioError::Compressed { offset, .. } => offset,
         }
     }
 }
@@ -210,9 +242,13 @@ impl fmt::Display for CpioError {
                 f,
                 "entry '{name}' at offset {offset:#x}: data checksum {actual:#010x} does not match the header's {expected:#010x}"
             ),
-            CpioError::TrailingData { offset } => write!(
+            CpioError::Misaligned { offset } => write!(
                 f,
-                "unexpected data at offset {offset:#x} after the {TRAILER} entry"
+                "data at offset {offset:#x} after a {TRAILER} entry is not 4-byte aligned (the next archive must start on a 4-byte boundary)"
+            ),
+            CpioError::Compressed { offset, format } => write!(
+                f,
+                "{format}-compressed data at offset {offset:#x}: only uncompressed newc archives are supported"
             ),
         }
     }
@@ -274,7 +310,7 @@ impl fmt::Debug for EntryName {
     }
 }
 
-/// Why [`Archive::read_dir`] could not list a path.
+/// Why [`Index::read_dir`] could not list a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LookupError {
     /// Nothing in the archive has that path, not even as a directory prefix.
@@ -350,7 +386,7 @@ impl<'a> Entry<'a> {
         ModeString::new(self.mode)
     }
 
-    fn implicit_dir(path: &'a str) -> Self {
+    const fn implicit_dir(path: &'a str) -> Self {
         Self {
             path,
             mode: IMPLICIT_DIR_MODE,
@@ -421,86 +457,149 @@ impl fmt::Debug for ModeString {
     }
 }
 
-/// A validated newc archive. See the module documentation.
+/// Which `070702` data checksums [`Archive::open`] verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksums {
+    /// Sum every `070702` entry's data and compare it with the header.
+    Verify,
+    /// Skip the sums (for writers that leave the `check` field zero, or to save the pass).
+    Ignore,
+}
+
+/// A [`CpioError`] placed in a concatenation of archives: which archive it is in and where
+/// that archive starts. It displays as the bare [`CpioError`] for the first archive, so a
+/// single archive's messages read as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveError {
+    /// Which archive of the concatenation, counting from 1.
+    pub archive: usize,
+    /// Byte offset where that archive starts.
+    pub start: usize,
+    /// What is wrong, with the offset of the problem.
+    pub error: CpioError,
+}
+
+impl ArchiveError {
+    /// The byte offset of the problem (not of the archive).
+    pub fn offset(&self) -> usize {
+        self.error.offset()
+    }
+}
+
+impl fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.archive <= 1 {
+            write!(f, "{}", self.error)
+        } else {
+            write!(
+                f,
+                "archive {} of the concatenation (starting at offset {:#x}): {}",
+                self.archive, self.start, self.error
+            )
+        }
+    }
+}
+
+/// A validated newc archive, or a concatenation of them. See the module documentation.
 #[derive(Clone, Copy, Debug)]
 pub struct Archive<'a> {
+    /// The archives up to the end of the last trailer's name (the padding after it cut off).
     data: &'a [u8],
     len: usize,
     total_bytes: usize,
+    archives: usize,
 }
 
 impl<'a> Archive<'a> {
-    /// Validates the whole archive — every header, name, data range, the `070702` checksums,
-    /// the trailer, and that only zeros follow it — so that no accessor can fail later.
+    /// Validates the whole buffer — every archive's headers, names, data ranges, `070702`
+    /// checksums and trailer, and that only NUL padding lies between and after them — so that
+    /// no accessor can fail later. The error is the problem alone; [`Archive::open`] also says
+    /// which archive of a concatenation it is in.
     pub fn new(data: &'a [u8]) -> Result<Self, CpioError> {
-        Self::validate(data, true)
+        Self::open(data, Checksums::Verify).map_err(|e| e.error)
     }
 
-    /// Like [`Archive::new`] but does not verify the data checksums of `070702` entries (for
-    /// writers that leave the `check` field zero, or to save the pass over the data).
+    /// Like [`Archive::new`] but does not verify the data checksums of `070702` entries.
     pub fn new_ignoring_checksums(data: &'a [u8]) -> Result<Self, CpioError> {
-        Self::validate(data, false)
+        Self::open(data, Checksums::Ignore).map_err(|e| e.error)
     }
 
-    fn validate(data: &'a [u8], verify: bool) -> Result<Self, CpioError> {
+    /// Validates as [`Archive::new`] does, reporting an error with the archive it is in.
+    pub fn open(data: &'a [u8], checksums: Checksums) -> Result<Self, ArchiveError> {
+        let verify = checksums == Checksums::Verify;
         let mut offset = 0;
+        let mut start = 0;
+        let mut archives = 1;
         let mut len = 0;
         let mut total_bytes = 0usize;
         loop {
-            let rec = parse(data, offset, verify)?;
+            let at = |error| ArchiveError {
+                archive: archives,
+                start,
+                error,
+            };
+            let rec = parse(data, offset, verify).map_err(at)?;
             if rec.is_trailer() {
-                // Zero padding may follow; anything else (e.g. a second, concatenated archive)
-                // would be silently ignored by the accessors, so it is refused.
-                let rest = data.get(rec.name_end..).unwrap_or(&[]);
-                if let Some(i) = rest.iter().position(|&b| b != 0) {
-                    return Err(CpioError::TrailingData {
-                        offset: rec.name_end + i,
-                    });
+                match next_archive(data, rec.name_end) {
+                    Ok(None) => {
+                        return Ok(Self {
+                            data: data.get(..rec.name_end).unwrap_or(data),
+                            len,
+                            total_bytes,
+                            archives,
+                        })
+                    }
+                    Ok(Some(next)) => {
+                        archives += 1;
+                        start = next;
+                        offset = next;
+                        continue;
+                    }
+                    Err(error) => {
+                        return Err(ArchiveError {
+                            archive: archives + 1,
+                            start: error.offset(),
+                            error,
+                        })
+                    }
                 }
-                break;
             }
             let path = normalise(rec.name).ok_or(CpioError::BadPath {
                 offset,
                 name: EntryName::new(rec.name),
-            })?;
-            if !path.is_empty() {
+            });
+            if !path.map_err(at)?.is_empty() {
                 len += 1;
                 total_bytes = total_bytes.saturating_add(rec.data.len());
             }
             offset = rec.next;
         }
-        Ok(Self {
-            data,
-            len,
-            total_bytes,
-        })
     }
 
-    /// All entries in archive order, without the trailer and without root entries (`.`), which
+    /// All entries in buffer order, across concatenated archives, as written (a path stored
+    /// twice is yielded twice), without trailers and root entries (`.`), which
     /// [`Archive::find`] still returns for `""`.
     pub fn entries(&self) -> Entries<'a> {
         Entries {
+            raw: self.raw(),
             skip_root: true,
-            ..self.raw()
         }
     }
 
-    /// Every entry including root entries.
-    fn raw(&self) -> Entries<'a> {
-        Entries {
-            raw: RawIter {
-                data: self.data,
-                offset: 0,
-                done: false,
-            },
-            skip_root: false,
+    /// Every entry including root entries, with the offset of its header.
+    fn raw(&self) -> RawIter<'a> {
+        RawIter {
+            data: self.data,
+            offset: 0,
+            done: false,
         }
     }
 
-    /// The entry at `path`. Leading `/` and `./`, repeated and trailing `/` and `.` components
-    /// are ignored; `""` and `"/"` name the root. If the archive has the path twice the later
-    /// entry is returned. A directory that exists only as a prefix of other paths, and the root
-    /// when the archive has no `.` entry, are returned as a synthesised `drwxr-xr-x` entry.
+    /// The entry at `path`, by a linear scan (use an [`Index`] for many lookups). Leading `/`
+    /// and `./`, repeated and trailing `/` and `.` components are ignored; `""` and `"/"` name
+    /// the root. If the path occurs twice the later entry is returned. A directory that exists
+    /// only as a prefix of other paths, and the root when there is no `.` entry, are returned
+    /// as a synthesised `drwxr-xr-x` entry.
     pub fn find(&self, path: &str) -> Option<Entry<'a>> {
         let mut explicit = None;
         let mut implicit = if components(path).next().is_none() {
@@ -508,7 +607,7 @@ impl<'a> Archive<'a> {
         } else {
             None
         };
-        for entry in self.raw() {
+        for (_, entry) in self.raw() {
             if let Some((matched, rest)) = match_prefix(entry.path, path) {
                 if rest.is_empty() {
                     explicit = Some(entry);
@@ -520,34 +619,70 @@ impl<'a> Archive<'a> {
         explicit.or_else(|| implicit.map(Entry::implicit_dir))
     }
 
-    /// The direct children of the directory at `path` (normalised as in [`Archive::find`]), each
-    /// once, in order of first appearance, including implicit subdirectories.
-    pub fn read_dir(&self, path: &str) -> Result<ReadDir<'a, '_>, LookupError> {
-        let dir = self.find(path).ok_or(LookupError::NotFound)?;
-        if dir.kind() != Kind::Dir {
-            return Err(LookupError::NotADirectory);
+    /// Sorts the entries into `storage` for fast lookups and listings: O(n log n) steps, and
+    /// [`Archive::len`] slots of `storage` (so the memory is proportional to the number of
+    /// entries). `None` if `storage` has fewer slots than that; extra slots are left unused.
+    pub fn index<'s>(&self, storage: &'s mut [Slot<'a>]) -> Option<Index<'a, 's>> {
+        let slots = storage.get_mut(..self.len)?;
+        let mut root = None;
+        let mut filled = 0;
+        for (header, entry) in self.raw() {
+            if entry.path.is_empty() {
+                // Root entries (`.`) are kept aside: the root is not a child of anything.
+                root = Some(entry);
+                continue;
+            }
+            *slots.get_mut(filled)? = Slot { entry, header };
+            filled += 1;
         }
-        Ok(ReadDir {
-            archive: self,
-            dir: dir.path,
-            iter: self.raw(),
-            seen: 0,
+        if filled != slots.len() {
+            // Cannot happen: validation counted exactly these entries.
+            return None;
+        }
+        let mut steps = 0u64;
+        // Headers are at increasing offsets, so equal paths end up in archive order.
+        slots.sort_unstable_by(|a, b| {
+            steps += 1;
+            cmp_paths(a.entry.path, b.entry.path).then(a.header.cmp(&b.header))
+        });
+        // Keep the last (latest) slot of each run of equal paths, compacting to the front.
+        let mut kept = 0;
+        for i in 0..slots.len() {
+            steps += 1;
+            let path = slots.get(i).map(|s| s.entry.path);
+            if slots.get(i + 1).map(|s| s.entry.path) != path {
+                slots.swap(kept, i);
+                kept += 1;
+            }
+        }
+        let slots: &'s [Slot<'a>] = slots;
+        Some(Index {
+            archive: *self,
+            slots: slots.get(..kept)?,
+            root,
+            build_steps: steps,
         })
     }
 
-    /// Number of entries [`Archive::entries`] yields.
+    /// Number of entries [`Archive::entries`] yields (all archives, duplicates included).
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether the archive has no entries besides the trailer (and root entries).
+    /// Whether the archives have no entries besides trailers (and root entries).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Sum of the data lengths of all entries (file contents and symlink targets).
+    /// Sum of the data lengths of all entries (file contents and symlink targets), including
+    /// entries that a later one with the same path overrides.
     pub fn total_bytes(&self) -> usize {
         self.total_bytes
+    }
+
+    /// How many archives were concatenated (1 for a plain archive).
+    pub fn archives(&self) -> usize {
+        self.archives
     }
 }
 
@@ -563,7 +698,7 @@ impl<'a> Iterator for Entries<'a> {
 
     fn next(&mut self) -> Option<Entry<'a>> {
         loop {
-            let entry = self.raw.next()?;
+            let (_, entry) = self.raw.next()?;
             if !(self.skip_root && entry.path.is_empty()) {
                 return Some(entry);
             }
@@ -571,8 +706,10 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// Walks the headers of a validated archive. It stops at the trailer or at the first error; the
-/// latter cannot happen after validation, but stopping keeps this path free of panics anyway.
+/// Walks the headers of a validated archive, from one archive of a concatenation into the
+/// next, yielding each entry with its header's offset. It stops at the last trailer or at the
+/// first error; the latter cannot happen after validation, but stopping keeps this path free
+/// of panics anyway.
 #[derive(Clone, Debug)]
 struct RawIter<'a> {
     data: &'a [u8],
@@ -581,67 +718,203 @@ struct RawIter<'a> {
 }
 
 impl<'a> Iterator for RawIter<'a> {
-    type Item = Entry<'a>;
+    type Item = (usize, Entry<'a>);
 
-    fn next(&mut self) -> Option<Entry<'a>> {
-        if self.done {
-            return None;
-        }
-        let rec = match parse(self.data, self.offset, false) {
-            Ok(rec) if !rec.is_trailer() => rec,
-            _ => {
-                self.done = true;
-                return None;
+    fn next(&mut self) -> Option<(usize, Entry<'a>)> {
+        while !self.done {
+            let header = self.offset;
+            let Ok(rec) = parse(self.data, header, false) else {
+                break;
+            };
+            if rec.is_trailer() {
+                match next_archive(self.data, rec.name_end) {
+                    Ok(Some(next)) => {
+                        self.offset = next;
+                        continue;
+                    }
+                    _ => break,
+                }
             }
-        };
-        let Some(path) = normalise(rec.name) else {
-            self.done = true;
-            return None;
-        };
-        self.offset = rec.next;
-        Some(Entry {
-            path,
-            mode: rec.mode,
-            data: rec.data,
-            mtime: rec.mtime,
+            let Some(path) = normalise(rec.name) else {
+                break;
+            };
+            self.offset = rec.next;
+            let entry = Entry {
+                path,
+                mode: rec.mode,
+                data: rec.data,
+                mtime: rec.mtime,
+            };
+            return Some((header, entry));
+        }
+        self.done = true;
+        None
+    }
+}
+
+/// One entry of an [`Index`]. Callers only provide storage for them: `vec![Slot::EMPTY; n]`
+/// or an array, of [`Archive::len`] slots.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot<'a> {
+    entry: Entry<'a>,
+    /// Offset of the entry's header: the order of equal paths.
+    header: usize,
+}
+
+impl<'a> Slot<'a> {
+    /// An unused slot.
+    pub const EMPTY: Slot<'a> = Slot {
+        entry: Entry::implicit_dir(""),
+        header: 0,
+    };
+}
+
+/// The entries of an [`Archive`] sorted by path, one per path (the last one written), built by
+/// [`Archive::index`]. Paths are ordered component by component, so that a directory is
+/// directly followed by everything below it: `a`, `a/b`, `a/b/c`, `a-z`.
+#[derive(Clone, Copy, Debug)]
+pub struct Index<'a, 's> {
+    archive: Archive<'a>,
+    slots: &'s [Slot<'a>],
+    /// The last root (`.`) entry, if the archive has one.
+    root: Option<Entry<'a>>,
+    build_steps: u64,
+}
+
+impl<'a> Index<'a, '_> {
+    /// The archive the index was built from.
+    pub fn archive(&self) -> &Archive<'a> {
+        &self.archive
+    }
+
+    /// Number of distinct paths (not counting the root or implicit directories).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no path is stored besides the root.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The entry of each distinct path, in index order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
+        self.slots.iter().map(|s| s.entry)
+    }
+
+    /// Comparisons and moves made while building the index: O(n log n).
+    pub fn build_steps(&self) -> u64 {
+        self.build_steps
+    }
+
+    /// The entry at `path`, as [`Archive::find`] finds it, in O(log n) steps.
+    pub fn find(&self, path: &str) -> Option<Entry<'a>> {
+        self.lookup(path, &mut 0)
+    }
+
+    fn lookup(&self, query: &str, steps: &mut u64) -> Option<Entry<'a>> {
+        if components(query).next().is_none() {
+            return Some(self.root.unwrap_or(Entry::implicit_dir("")));
+        }
+        // The first path not before the query: the query itself if it is stored, otherwise
+        // the first path below it if there is any (a subtree directly follows its root).
+        let at = self.slots.partition_point(|s| {
+            *steps += 1;
+            cmp_query(s.entry.path, query) == Ordering::Less
+        });
+        let next = self.slots.get(at)?;
+        match match_prefix(next.entry.path, query)? {
+            (_, "") => Some(next.entry),
+            (matched, _) => Some(Entry::implicit_dir(matched)),
+        }
+    }
+
+    /// The direct children of the directory at `path` (normalised as in [`Archive::find`]),
+    /// each once, in index order, including implicit subdirectories. Listing costs O(log n)
+    /// steps to find the directory, then at most a constant times the number of entries below
+    /// it ([`ReadDir::steps`]).
+    pub fn read_dir(&self, path: &str) -> Result<ReadDir<'a, '_>, LookupError> {
+        let mut steps = 0;
+        let dir = self.lookup(path, &mut steps).ok_or(LookupError::NotFound)?;
+        if dir.kind() != Kind::Dir {
+            return Err(LookupError::NotADirectory);
+        }
+        // Everything below `dir` comes right after `dir` itself (which may not be stored).
+        let start = self.slots.partition_point(|s| {
+            steps += 1;
+            cmp_paths(s.entry.path, dir.path) != Ordering::Greater
+        });
+        Ok(ReadDir {
+            slots: self.slots.get(start..).unwrap_or(&[]),
+            dir: dir.path,
+            pos: 0,
+            steps,
         })
     }
 }
 
-/// Iterator over the children of a directory, from [`Archive::read_dir`].
+/// Iterator over the children of a directory, from [`Index::read_dir`].
 #[derive(Clone, Debug)]
-pub struct ReadDir<'a, 'r> {
-    archive: &'r Archive<'a>,
+pub struct ReadDir<'a, 'i> {
+    /// The slots from the directory's first descendant on.
+    slots: &'i [Slot<'a>],
     dir: &'a str,
-    iter: Entries<'a>,
-    /// Entries consumed from `iter` before the current one.
-    seen: usize,
+    /// The next child's first slot.
+    pos: usize,
+    steps: u64,
+}
+
+impl ReadDir<'_, '_> {
+    /// Slots looked at so far, including the search for the directory.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The end of the run of slots below (or at) `root`, which starts at `from`: a galloping
+    /// search (probe 1, 2, 4, ... slots ahead, then bisect the last gap), so skipping a subtree
+    /// of `s` slots takes O(log s) steps and a listing no more than its slots.
+    fn end_of_subtree(&mut self, from: usize, root: &str) -> usize {
+        let slots = self.slots;
+        let within = |s: &Slot<'_>| is_within(s.entry.path, root);
+        let mut inside = from;
+        let mut step = 1usize;
+        let outside = loop {
+            let probe = from.saturating_add(step);
+            let Some(slot) = slots.get(probe) else {
+                break slots.len();
+            };
+            self.steps += 1;
+            if !within(slot) {
+                break probe;
+            }
+            inside = probe;
+            step = step.saturating_mul(2);
+        };
+        let gap = slots.get(inside + 1..outside).unwrap_or(&[]);
+        inside
+            + 1
+            + gap.partition_point(|s| {
+                self.steps += 1;
+                within(s)
+            })
+    }
 }
 
 impl<'a> Iterator for ReadDir<'a, '_> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        for entry in self.iter.by_ref() {
-            let index = self.seen;
-            self.seen += 1;
-            let Some(child) = child_of(self.dir, entry.path) else {
-                continue;
-            };
-            // Report each child once, where it first appears (several entries below an
-            // implicit directory, or a path stored twice, give the same child).
-            let dir = self.dir;
-            let earlier = self.archive.raw().take(index);
-            if earlier
-                .map(|e| child_of(dir, e.path))
-                .any(|c| c == Some(child))
-            {
-                continue;
-            }
-            // `find` picks the last explicit entry or synthesises the directory.
-            return self.archive.find(child);
-        }
-        None
+        let first = self.slots.get(self.pos)?.entry;
+        self.steps += 1;
+        // The first slot past the directory's subtree ends the listing.
+        let child = child_of(self.dir, first.path)?;
+        self.pos = self.end_of_subtree(self.pos, child);
+        // A child's own entry, when stored, is the first slot of its subtree.
+        Some(if first.path.len() == child.len() {
+            first
+        } else {
+            Entry::implicit_dir(child)
+        })
     }
 }
 
@@ -673,6 +946,11 @@ fn parse(data: &[u8], offset: usize, verify: bool) -> Result<Record<'_>, CpioErr
         return Err(CpioError::MissingTrailer {
             offset: offset.min(data.len()),
         });
+    }
+    if !rest.starts_with(b"0707") {
+        if let Some(format) = compression(rest) {
+            return Err(CpioError::Compressed { offset, format });
+        }
     }
     let Some(header) = rest.get(..HEADER_SIZE) else {
         return Err(CpioError::TruncatedHeader {
@@ -753,6 +1031,37 @@ fn parse(data: &[u8], offset: usize, verify: bool) -> Result<Record<'_>, CpioErr
     Ok(rec)
 }
 
+/// Where the archive after a trailer whose name ends at `after` starts: the first non-NUL
+/// byte, which must be 4-byte aligned (buffer-format.rst: `cpio_file := ALGN(4) + ...`, and
+/// Linux's `do_reset` refuses "broken padding"); `None` if only NULs follow.
+fn next_archive(data: &[u8], after: usize) -> Result<Option<usize>, CpioError> {
+    let rest = data.get(after..).unwrap_or(&[]);
+    match rest.iter().position(|&b| b != 0) {
+        None => Ok(None),
+        Some(i) if (after + i).is_multiple_of(4) => Ok(Some(after + i)),
+        Some(i) => Err(CpioError::Misaligned { offset: after + i }),
+    }
+}
+
+/// The compressor whose magic number `data` starts with, from the table Linux uses to pick an
+/// initramfs decompressor (`lib/decompress.c`, `compressed_formats`).
+fn compression(data: &[u8]) -> Option<&'static str> {
+    const MAGICS: [(&[u8], &str); 8] = [
+        (b"\x1f\x8b", "gzip"),
+        (b"\x1f\x9e", "gzip"),
+        (b"BZh", "bzip2"),
+        (b"\x5d\x00", "lzma"),
+        (b"\xfd\x37", "xz"),
+        (b"\x89\x4c", "lzo"),
+        (b"\x02\x21", "lz4"),
+        (b"\x28\xb5", "zstd"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _)| data.starts_with(magic))
+        .map(|&(_, name)| name)
+}
+
 /// Parses exactly 8 hex digits (either case, no sign or prefix).
 fn hex8(digits: &[u8]) -> Option<u32> {
     if digits.len() != 8 {
@@ -822,10 +1131,14 @@ fn match_prefix<'p>(path: &'p str, query: &str) -> Option<(&'p str, &'p str)> {
     Some((matched, rest.strip_prefix('/').unwrap_or(rest)))
 }
 
-/// The direct child of the canonical directory `dir` that the canonical `path` lies in (as a
-/// prefix of `path`), or `None` if `path` is not strictly below `dir`.
+/// The direct child of the canonical directory `dir` (`""` for the root) that the canonical
+/// `path` lies in, as a prefix of `path`; `None` if `path` is not strictly below `dir`.
 fn child_of<'p>(dir: &str, path: &'p str) -> Option<&'p str> {
-    let (_, rest) = match_prefix(path, dir)?;
+    let rest = if dir.is_empty() {
+        path
+    } else {
+        path.strip_prefix(dir)?.strip_prefix('/')?
+    };
     if rest.is_empty() {
         return None;
     }
@@ -833,11 +1146,33 @@ fn child_of<'p>(dir: &str, path: &'p str) -> Option<&'p str> {
     path.get(..path.len() - rest.len() + component)
 }
 
+/// Whether the canonical `path` is the canonical `root` or lies below it.
+fn is_within(path: &str, root: &str) -> bool {
+    match path.strip_prefix(root) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The index order of two canonical paths: component by component, a prefix first. Comparing
+/// the bytes with `/` taken as the smallest byte gives exactly that order (components never
+/// contain `/` or NUL), without splitting.
+fn cmp_paths(a: &str, b: &str) -> Ordering {
+    let key = |byte: u8| if byte == b'/' { 0 } else { byte };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+/// [`cmp_paths`] between a canonical path and a lookup path that may not be canonical.
+fn cmp_query(path: &str, query: &str) -> Ordering {
+    components(path).cmp(components(query))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::format;
     use std::string::{String, ToString};
+    use std::vec;
     use std::vec::Vec;
 
     /// Writes newc archives for the tests, with control over every field.
@@ -938,6 +1273,18 @@ mod tests {
         it.map(|e| e.path).collect()
     }
 
+    /// Storage for the index of `a`.
+    fn storage<'a>(a: &Archive<'a>) -> Vec<Slot<'a>> {
+        vec![Slot::EMPTY; a.len()]
+    }
+
+    /// `Index::find`, checked against the linear `Archive::find`.
+    fn find<'a>(ix: &Index<'a, '_>, path: &str) -> Option<Entry<'a>> {
+        let found = ix.find(path);
+        assert_eq!(found, ix.archive().find(path), "{path:?}");
+        found
+    }
+
     fn sample() -> Vec<u8> {
         let mut b = Builder::new();
         b.dir("etc");
@@ -993,9 +1340,13 @@ mod tests {
         assert!(a.is_empty());
         assert_eq!(a.total_bytes(), 0);
         assert_eq!(a.entries().count(), 0);
-        assert_eq!(a.read_dir("").unwrap().count(), 0);
-        assert_eq!(a.find("/").unwrap().kind(), Kind::Dir);
-        assert_eq!(a.read_dir("x").err(), Some(LookupError::NotFound));
+        assert_eq!(a.archives(), 1);
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        assert!(ix.is_empty());
+        assert_eq!(ix.read_dir("").unwrap().count(), 0);
+        assert_eq!(find(&ix, "/").unwrap().kind(), Kind::Dir);
+        assert_eq!(ix.read_dir("x").err(), Some(LookupError::NotFound));
     }
 
     #[test]
@@ -1026,8 +1377,20 @@ mod tests {
             assert_eq!(root.mtime, 1_700_000_000, "the explicit root entry");
         }
         assert_eq!(a.find("etc/../etc/motd"), None);
-        assert_eq!(paths(a.read_dir("/").unwrap()), ["etc", "usr"]);
-        assert_eq!(paths(a.read_dir("./etc/").unwrap()), ["etc/motd"]);
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        for q in [
+            "etc/motd",
+            "//etc/./motd",
+            "",
+            "./",
+            "etc/../etc/motd",
+            "etc/",
+        ] {
+            find(&ix, q);
+        }
+        assert_eq!(paths(ix.read_dir("/").unwrap()), ["etc", "usr"]);
+        assert_eq!(paths(ix.read_dir("./etc/").unwrap()), ["etc/motd"]);
     }
 
     #[test]
@@ -1040,23 +1403,26 @@ mod tests {
         b.file("a/b/f/g", b"g");
         let bytes = b.finish();
         let a = Archive::new(&bytes).unwrap();
-        let dir = a.find("a/b").unwrap();
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        let dir = find(&ix, "a/b").unwrap();
         assert_eq!(dir.kind(), Kind::Dir);
         assert_eq!(dir.path, "a/b");
         assert_eq!(dir.mode_string().as_str(), "drwxr-xr-x");
         assert_eq!(dir.data, b"");
-        assert_eq!(a.find("/").unwrap().mode, S_IFDIR | 0o755);
-        assert_eq!(paths(a.read_dir("").unwrap()), ["a", "top"]);
-        assert_eq!(paths(a.read_dir("a").unwrap()), ["a/b", "a/e"]);
+        assert_eq!(find(&ix, "/").unwrap().mode, S_IFDIR | 0o755);
+        assert_eq!(paths(ix.read_dir("").unwrap()), ["a", "top"]);
+        assert_eq!(paths(ix.read_dir("a").unwrap()), ["a/b", "a/e"]);
         assert_eq!(
-            paths(a.read_dir("a/b").unwrap()),
+            paths(ix.read_dir("a/b").unwrap()),
             ["a/b/c", "a/b/d", "a/b/f"]
         );
-        assert_eq!(paths(a.read_dir("a/b/f").unwrap()), ["a/b/f/g"]);
-        assert_eq!(a.read_dir("a/b/c").err(), Some(LookupError::NotADirectory));
-        assert_eq!(a.read_dir("a/x").err(), Some(LookupError::NotFound));
-        assert_eq!(a.read_dir("a/b/c/d").err(), Some(LookupError::NotFound));
-        assert_eq!(a.find("a/b/c/d"), None);
+        assert_eq!(paths(ix.read_dir("a/b/f").unwrap()), ["a/b/f/g"]);
+        assert_eq!(ix.read_dir("a/b/c").err(), Some(LookupError::NotADirectory));
+        assert_eq!(ix.read_dir("a/x").err(), Some(LookupError::NotFound));
+        assert_eq!(ix.read_dir("a/b/c/d").err(), Some(LookupError::NotFound));
+        assert_eq!(find(&ix, "a/b/c/d"), None);
+        assert_eq!(find(&ix, "a/"), find(&ix, "a"));
         // Implicit directories are not entries.
         assert_eq!(a.len(), 5);
     }
@@ -1072,13 +1438,16 @@ mod tests {
         b.dir("d");
         let bytes = b.finish();
         let a = Archive::new(&bytes).unwrap();
-        let children: Vec<_> = a.read_dir("d").unwrap().collect();
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        assert_eq!(ix.len(), 5, "d/x/1 d/x d/y d/x/2 d");
+        let children: Vec<_> = ix.read_dir("d").unwrap().collect();
         assert_eq!(paths(children.iter().copied()), ["d/x", "d/y"]);
         // The explicit directory entry is preferred over the synthesised one.
         assert_eq!(children[0].mode, S_IFDIR | 0o755);
         assert_eq!(children[0].mtime, 1_700_000_000);
         assert_eq!(children[1].data, b"new");
-        assert_eq!(a.find("d/y").unwrap().data, b"new");
+        assert_eq!(find(&ix, "d/y").unwrap().data, b"new");
         // `entries` reports the archive as written.
         assert_eq!(a.entries().count(), 6);
     }
@@ -1090,9 +1459,13 @@ mod tests {
         b.file("x/y", b"below a file");
         let bytes = b.finish();
         let a = Archive::new(&bytes).unwrap();
-        assert_eq!(a.find("x").unwrap().kind(), Kind::File);
-        assert_eq!(a.read_dir("x").err(), Some(LookupError::NotADirectory));
-        assert_eq!(a.find("x/y").unwrap().data, b"below a file");
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        assert_eq!(find(&ix, "x").unwrap().kind(), Kind::File);
+        assert_eq!(ix.read_dir("x").err(), Some(LookupError::NotADirectory));
+        assert_eq!(find(&ix, "x/y").unwrap().data, b"below a file");
+        // The root lists `x` once, though two paths lie in it.
+        assert_eq!(paths(ix.read_dir("").unwrap()), ["x"]);
     }
 
     #[test]
@@ -1151,10 +1524,33 @@ mod tests {
         let mut long = bytes.clone();
         long.resize(4096 + 3, 0);
         assert!(Archive::new(&long).is_ok());
+        // A non-zero byte after the padding starts a second archive, which must be one.
         long[4000] = 1;
+        let err = Archive::open(&long, Checksums::Verify).unwrap_err();
         assert_eq!(
-            Archive::new(&long).unwrap_err(),
-            CpioError::TrailingData { offset: 4000 }
+            err,
+            ArchiveError {
+                archive: 2,
+                start: 4000,
+                error: CpioError::TruncatedHeader {
+                    offset: 4000,
+                    available: 99
+                }
+            }
+        );
+        assert_eq!(Archive::new(&long).unwrap_err(), err.error);
+        assert_eq!(
+            err.to_string(),
+            "archive 2 of the concatenation (starting at offset 0xfa0): truncated header at offset 0xfa0 (99 of 110 bytes present)"
+        );
+        long[4000] = 0;
+        long[4001] = 1;
+        let err = Archive::open(&long, Checksums::Verify).unwrap_err();
+        assert_eq!(err.error, CpioError::Misaligned { offset: 4001 });
+        assert_eq!((err.archive, err.start, err.offset()), (2, 4001, 4001));
+        assert_eq!(
+            err.error.to_string(),
+            "data at offset 0xfa1 after a TRAILER!!! entry is not 4-byte aligned (the next archive must start on a 4-byte boundary)"
         );
     }
 
@@ -1463,6 +1859,129 @@ mod tests {
         assert_eq!(child_of("a", "a/b/c"), Some("a/b"));
         assert_eq!(child_of("a", "a"), None);
         assert_eq!(child_of("a", "ab/c"), None);
+        assert!(is_within("a/b", "a") && is_within("a", "a"));
+        assert!(!is_within("ab", "a") && !is_within("a", "a/b"));
+        assert_eq!(compression(b"\x1f\x8b\x08"), Some("gzip"));
+        assert_eq!(compression(b"\x02\x21\x4c\x18"), Some("lz4"));
+        assert_eq!(compression(b"070701"), None);
+    }
+
+    #[test]
+    fn index_order_keeps_subtrees_together() {
+        // Byte order would put `a-z` between `a` and `a/b`; the index order does not.
+        let mut sorted = ["a/b", "a-z", "a", "a/b/c", "b", "a/b-c", "a/b/c/d", "a0"];
+        sorted.sort_unstable_by(|x, y| cmp_paths(x, y));
+        assert_eq!(
+            sorted,
+            ["a", "a/b", "a/b/c", "a/b/c/d", "a/b-c", "a-z", "a0", "b"]
+        );
+        for x in sorted {
+            for y in sorted {
+                assert_eq!(cmp_paths(x, y), cmp_query(x, y), "{x} {y}");
+                assert_eq!(cmp_paths(x, y), x.split('/').cmp(y.split('/')), "{x} {y}");
+            }
+        }
+        assert_eq!(cmp_query("a/b", "//a/./b/"), Ordering::Equal);
+    }
+
+    #[test]
+    fn concatenated_archives() {
+        let mut first = Builder::new();
+        first.dir("etc");
+        first.file("etc/motd", b"vendor motd");
+        first.file("vendor.txt", b"only in the first");
+        let mut bytes = first.finish();
+        // Pad to a word boundary (the trailer's name ends unaligned), then some more NULs.
+        bytes.resize(bytes.len().next_multiple_of(4) + 8, 0);
+        let second_at = bytes.len();
+        let mut second = Builder::new();
+        second.file("etc/motd", b"boot motd");
+        second.file("init", b"#!");
+        bytes.extend(second.finish_padded(512));
+        let a = Archive::new(&bytes).unwrap();
+        assert_eq!(a.archives(), 2);
+        assert_eq!(a.len(), 5);
+        assert_eq!(
+            paths(a.entries()),
+            ["etc", "etc/motd", "vendor.txt", "etc/motd", "init"]
+        );
+        let mut s = storage(&a);
+        let ix = a.index(&mut s).unwrap();
+        assert_eq!(ix.len(), 4);
+        assert_eq!(find(&ix, "etc/motd").unwrap().data, b"boot motd");
+        assert_eq!(find(&ix, "vendor.txt").unwrap().data, b"only in the first");
+        assert_eq!(
+            paths(ix.read_dir("").unwrap()),
+            ["etc", "init", "vendor.txt"]
+        );
+        assert_eq!(paths(ix.read_dir("etc").unwrap()), ["etc/motd"]);
+
+        // A corrupt second archive refuses the whole buffer, naming the archive and offsets.
+        let mut bad = bytes.clone();
+        bad[second_at + 1] = b'8';
+        let err = Archive::open(&bad, Checksums::Verify).unwrap_err();
+        assert_eq!(
+            (err.archive, err.start, err.error),
+            (2, second_at, CpioError::BadMagic { offset: second_at })
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "archive 2 of the concatenation (starting at offset {second_at:#x}): bad magic at offset {second_at:#x} (expected 070701)"
+            )
+        );
+        // A second archive cut short, in the data of its first entry.
+        let cut = &bytes[..second_at + 125];
+        let err = Archive::open(cut, Checksums::Verify).unwrap_err();
+        assert_eq!((err.archive, err.start), (2, second_at));
+        assert!(
+            matches!(err.error, CpioError::DataOutOfBounds { .. }),
+            "{err}"
+        );
+        // An error in the first archive displays as before.
+        let err = Archive::open(&bad[second_at..], Checksums::Verify).unwrap_err();
+        assert_eq!(err.to_string(), "bad magic at offset 0x0 (expected 070701)");
+    }
+
+    #[test]
+    fn compressed_archives_are_named() {
+        let mut bytes = Builder::new().finish();
+        bytes.resize(512, 0);
+        bytes.extend_from_slice(b"\x02\x21\x4c\x18 an lz4 legacy frame");
+        let err = Archive::open(&bytes, Checksums::Verify).unwrap_err();
+        assert_eq!(
+            err.error,
+            CpioError::Compressed {
+                offset: 512,
+                format: "lz4"
+            }
+        );
+        assert_eq!(
+            err.error.to_string(),
+            "lz4-compressed data at offset 0x200: only uncompressed newc archives are supported"
+        );
+        assert_eq!(
+            Archive::new(b"\x1f\x8b\x08\x00").unwrap_err(),
+            CpioError::Compressed {
+                offset: 0,
+                format: "gzip"
+            }
+        );
+    }
+
+    #[test]
+    fn index_needs_enough_storage() {
+        let bytes = sample();
+        let a = Archive::new(&bytes).unwrap();
+        let mut small = vec![Slot::EMPTY; a.len() - 1];
+        assert!(a.index(&mut small).is_none());
+        let mut large = vec![Slot::EMPTY; a.len() + 3];
+        let ix = a.index(&mut large).unwrap();
+        assert_eq!(ix.len(), a.len());
+        assert_eq!(
+            paths(ix.entries()),
+            ["empty", "etc", "etc/motd", "greeting", "hello.txt"]
+        );
     }
 
     mod props {
@@ -1501,8 +2020,11 @@ mod tests {
                     // A file whose path is also a prefix of another file stays a file.
                     let last = files.iter().rev().find(|(p, _)| p == path).unwrap();
                     prop_assert_eq!(found.data, last.1.as_slice());
+                    let mut storage = storage(&a);
+                    let ix = a.index(&mut storage).unwrap();
+                    prop_assert_eq!(find(&ix, path), Some(found));
                     let parent = path.rfind('/').map_or("", |i| &path[..i]);
-                    if let Ok(dir) = a.read_dir(parent) {
+                    if let Ok(dir) = ix.read_dir(parent) {
                         let listed: Vec<_> = dir.map(|e| e.path).collect();
                         prop_assert!(listed.contains(&path.as_str()));
                         let mut unique = listed.clone();

@@ -3,7 +3,9 @@
 //! work. The accessors run under `catch_unwind` so that a panic is reported together with the
 //! mutation that caused it.
 
-use levitate_mm::cpio::{Archive, Kind, LookupError, HEADER_SIZE, S_IFDIR, S_IFLNK, S_IFREG};
+use levitate_mm::cpio::{
+    Archive, Index, Kind, LookupError, Slot, HEADER_SIZE, S_IFDIR, S_IFLNK, S_IFREG,
+};
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -89,9 +91,16 @@ fn sample() -> Sample {
     }
 }
 
-/// Calls every accessor of an accepted archive and checks that the results are consistent:
-/// every entry can be found, every directory listed, and all data lies inside `bytes`.
+/// Calls every accessor of an accepted archive and of its index and checks that the results
+/// are consistent: every entry can be found (the same by the index and by the linear scan),
+/// every directory listed, and all data lies inside `bytes`.
 fn exercise(bytes: &[u8], archive: &Archive<'_>) {
+    let mut storage = vec![Slot::EMPTY; archive.len()];
+    let index = archive.index(&mut storage).expect("len() slots suffice");
+    exercise_index(bytes, archive, &index);
+}
+
+fn exercise_index(bytes: &[u8], archive: &Archive<'_>, index: &Index<'_, '_>) {
     let range = bytes.as_ptr_range();
     let inside = |d: &[u8]| {
         d.is_empty() || (range.contains(&d.as_ptr()) && d.as_ptr_range().end <= range.end)
@@ -105,8 +114,9 @@ fn exercise(bytes: &[u8], archive: &Archive<'_>) {
         assert!(inside(e.data));
         assert!(!e.path.is_empty() && !e.path.starts_with('/') && !e.path.ends_with('/'));
         assert!(e.path.ends_with(e.name()));
-        let found = archive.find(e.path).expect("an entry's own path is found");
+        let found = index.find(e.path).expect("an entry's own path is found");
         assert_eq!(found.path, e.path);
+        assert_eq!(Some(found), archive.find(e.path));
         assert!(inside(found.data));
         scratch.clear();
         write!(
@@ -122,7 +132,7 @@ fn exercise(bytes: &[u8], archive: &Archive<'_>) {
         while let Some(slash) = parent.rfind('/') {
             let child = parent;
             parent = &parent[..slash];
-            match archive.read_dir(parent) {
+            match index.read_dir(parent) {
                 Ok(list) => {
                     let mut hits = 0;
                     for c in list {
@@ -132,20 +142,21 @@ fn exercise(bytes: &[u8], archive: &Archive<'_>) {
                     assert_eq!(hits, 1, "{child} listed once in {parent}");
                 }
                 Err(LookupError::NotADirectory) => {
-                    assert_ne!(archive.find(parent).unwrap().kind(), Kind::Dir)
+                    assert_ne!(index.find(parent).unwrap().kind(), Kind::Dir)
                 }
                 Err(LookupError::NotFound) => panic!("parent {parent} of {child} not found"),
             }
         }
         if e.kind() == Kind::Dir {
-            for c in archive.read_dir(e.path).unwrap() {
+            for c in index.read_dir(e.path).unwrap() {
                 assert!(inside(c.data));
             }
         }
     }
     assert_eq!(count, archive.len());
     assert_eq!(total, archive.total_bytes());
-    if let Ok(root) = archive.read_dir("/") {
+    assert!(index.len() <= count);
+    if let Ok(root) = index.read_dir("/") {
         assert_eq!(root.filter(|c| c.path.contains('/')).count(), 0);
     }
 }
@@ -195,8 +206,11 @@ fn sample_is_valid() {
     assert_eq!(a.len(), 9);
     assert_eq!(a.find("etc/motd").unwrap().data, b"second copy");
     assert_eq!(a.find("/usr/share").unwrap().kind(), Kind::Dir);
-    let root: Vec<_> = a.read_dir("").unwrap().map(|e| e.path).collect();
-    assert_eq!(root, ["etc", "bin", "sbin", "usr", "dev"]);
+    let mut storage = vec![Slot::EMPTY; a.len()];
+    let index = a.index(&mut storage).unwrap();
+    assert_eq!(index.find("etc/motd").unwrap().data, b"second copy");
+    let root: Vec<_> = index.read_dir("").unwrap().map(|e| e.path).collect();
+    assert_eq!(root, ["bin", "dev", "etc", "sbin", "usr"]);
 }
 
 #[test]

@@ -38,6 +38,30 @@ pub fn pack_dir(dir: &Path) -> Result<Vec<u8>> {
     Ok(writer.out)
 }
 
+/// One entry for [`pack_entries`]: archive path, mode (type and permission bits), data.
+pub type RawEntry<'a> = (&'a str, u32, &'a [u8]);
+
+/// Packs `entries` as written — in this order, duplicates and all — into one archive with a
+/// trailer, padded to [`BLOCK`]: for test archives that no folder on disk gives (thousands of
+/// files, archives to concatenate, names and contents chosen byte by byte). Concatenating
+/// outputs gives a valid multi-archive initrd, since each ends on a block boundary.
+pub fn pack_entries(entries: &[RawEntry<'_>]) -> Result<Vec<u8>> {
+    let mut writer = Writer {
+        out: Vec::new(),
+        next_ino: 1,
+    };
+    for &(name, mode, data) in entries {
+        if name == TRAILER {
+            bail!("{name}: the name is reserved by cpio");
+        }
+        writer.entry(mode, 1, name, data)?;
+    }
+    writer.header(0, 0, 1, TRAILER, &[])?;
+    let len = writer.out.len().next_multiple_of(BLOCK);
+    writer.out.resize(len, 0);
+    Ok(writer.out)
+}
+
 /// Packs `dir` into `out`, writing only when the bytes differ from what `out` holds. The file is
 /// replaced by a rename, so a reader never sees a half-written archive.
 pub fn write_archive(dir: &Path, out: &Path) -> Result<()> {
@@ -227,7 +251,7 @@ pub fn default_archive() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use levitate_mm::cpio::{Archive, Kind, HEADER_SIZE};
+    use levitate_mm::cpio::{Archive, Checksums, Kind, Slot, HEADER_SIZE};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -365,7 +389,9 @@ mod tests {
         if cfg!(unix) {
             assert_eq!(motd.mode_string().as_str(), "-rw-r--r--");
         }
-        let listed: Vec<_> = archive.read_dir("a").unwrap().map(|e| e.path).collect();
+        let mut slots = vec![Slot::EMPTY; archive.len()];
+        let index = archive.index(&mut slots).unwrap();
+        let listed: Vec<_> = index.read_dir("a").unwrap().map(|e| e.path).collect();
         assert_eq!(listed, ["a/b"]);
 
         // Header fields the reader does not expose: inodes 1.., root owner, link counts.
@@ -466,6 +492,23 @@ mod tests {
         let archive = Archive::new(&bytes).unwrap();
         assert_eq!(archive.find("hello.txt").unwrap().data, b"hello again");
         assert!(!t.0.join("out/sub/initramfs.cpio.tmp").exists());
+    }
+
+    #[test]
+    fn packed_entries_concatenate() {
+        let first = pack_entries(&[
+            ("etc", S_IFDIR | 0o755, b""),
+            ("etc/motd", S_IFREG | 0o644, b"first"),
+        ])
+        .unwrap();
+        let second = pack_entries(&[("etc/motd", S_IFREG | 0o644, b"second")]).unwrap();
+        assert_eq!(first.len() % BLOCK, 0);
+        let both = [first.clone(), second].concat();
+        let archive = Archive::open(&both, Checksums::Verify).unwrap();
+        assert_eq!(archive.archives(), 2);
+        assert_eq!(archive.find("etc/motd").unwrap().data, b"second");
+        assert_eq!(headers(&first)[0][0], 1, "inodes count from 1");
+        assert!(pack_entries(&[(TRAILER, S_IFREG, b"")]).is_err());
     }
 
     #[test]

@@ -300,34 +300,44 @@ fn memmap(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn archive() -> Result<&'static levitate_mm::cpio::Archive<'static>, CmdError> {
+fn archive() -> Result<&'static levitate_mm::cpio::Index<'static, 'static>, CmdError> {
     crate::initramfs::get().map_err(|e| CmdError::Failed(format!("{e}")))
 }
 
+/// Lists through the boot-time index: each child once, in path order, in steps linear in the
+/// entries below the directory (levitate_mm::cpio::Index::read_dir), then the count.
 fn ls(args: &[&str]) -> Result<(), CmdError> {
     let path = match args {
         [] => "/",
         [p] => p,
         _ => return Err(CmdError::Usage),
     };
-    let archive = archive()?;
+    let index = archive()?;
     let show = |e: &levitate_mm::cpio::Entry<'_>| {
         let suffix = if e.kind() == levitate_mm::cpio::Kind::Dir {
             "/"
         } else {
             ""
         };
+        // Names come from the archive: escaped, like file contents in `cat`.
         println!(
             "{} {:>8}  {}{suffix}",
             e.mode_string(),
             e.data.len(),
-            e.name()
+            super::Escaped(e.name().as_bytes())
         );
     };
-    match archive.read_dir(path) {
-        Ok(entries) => entries.for_each(|e| show(&e)),
+    match index.read_dir(path) {
+        Ok(entries) => {
+            let mut count = 0usize;
+            for e in entries {
+                show(&e);
+                count += 1;
+            }
+            println!("{count} {}", if count == 1 { "entry" } else { "entries" });
+        }
         Err(levitate_mm::cpio::LookupError::NotADirectory) => show(
-            &archive
+            &index
                 .find(path)
                 .ok_or_else(|| CmdError::Failed(format!("{path}: not found")))?,
         ),
@@ -340,20 +350,14 @@ fn cat(args: &[&str]) -> Result<(), CmdError> {
     let [path] = args else {
         return Err(CmdError::Usage);
     };
-    let archive = archive()?;
-    let entry = archive
+    let entry = archive()?
         .find(path)
         .ok_or_else(|| CmdError::Failed(format!("{path}: no such file or directory")))?;
     if entry.kind() != levitate_mm::cpio::Kind::File {
         return Err(CmdError::Failed(format!("{path}: not a regular file")));
     }
-    // Text goes out as is; bytes that are not UTF-8 are shown as U+FFFD, never raw.
-    for chunk in entry.data.utf8_chunks() {
-        crate::print!("{}", chunk.valid());
-        if !chunk.invalid().is_empty() {
-            crate::print!("\u{FFFD}");
-        }
-    }
+    // A file must not drive the terminal: controls and bytes that are not UTF-8 are escaped.
+    crate::print!("{}", super::Escaped(entry.data));
     if !entry.data.is_empty() && !entry.data.ends_with(b"\n") {
         println!();
     }

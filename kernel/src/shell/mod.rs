@@ -7,6 +7,7 @@ mod mm;
 
 use crate::{console, print, println};
 use alloc::string::String;
+use core::fmt;
 use line::LineEditor;
 
 /// The prompt.
@@ -55,6 +56,40 @@ pub fn execute(line: &str) {
     }
 }
 
+/// Bytes from outside (file contents, names in the initramfs) as text that cannot drive the
+/// terminal: printable text, tab and newline pass; every other character (the C0 controls
+/// such as ESC, BEL and CR, DEL, and the C1 controls U+0080-U+009F, which terminals may obey
+/// as CSI or OSC) is shown as `\xNN` (below 0x80) or `\u{NN}`, and each byte that is not
+/// UTF-8 as `\xNN`. Backslashes are left as they are, so ordinary text reads unchanged.
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            let text = chunk.valid();
+            // Write runs of safe text at once, escapes between them.
+            let mut run = 0;
+            for (at, c) in text.char_indices() {
+                if !c.is_control() || c == '\t' || c == '\n' {
+                    continue;
+                }
+                f.write_str(text.get(run..at).unwrap_or(""))?;
+                if c.is_ascii() {
+                    write!(f, "\\x{:02x}", u32::from(c))?;
+                } else {
+                    write!(f, "\\u{{{:x}}}", u32::from(c))?;
+                }
+                run = at + c.len_utf8();
+            }
+            f.write_str(text.get(run..).unwrap_or(""))?;
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads and runs commands forever.
 pub fn run() -> ! {
     let mut editor = LineEditor::new();
@@ -66,14 +101,16 @@ pub fn run() -> ! {
             continue;
         };
         let mut line = String::new();
-        let done = editor
+        let fed = editor
             .feed(byte, console::write_bytes)
-            .map(|l| line.push_str(l))
-            .is_some();
-        if done {
-            execute(&line);
-            print!("{PROMPT}");
+            .map(|result| result.map(|l| line.push_str(l)));
+        match fed {
+            None => continue,
+            Some(Ok(())) => execute(&line),
+            // Never run a line cut short: its end might have changed what it does.
+            Some(Err(too_long)) => println!("{too_long}"),
         }
+        print!("{PROMPT}");
     }
 }
 
@@ -93,6 +130,25 @@ levitate_hal::ktest!(
         ] {
             levitate_hal::kassert!(find(name).is_some(), "a required command is missing");
         }
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn escaped_text_cannot_drive_the_terminal() -> KtestResult {
+        let shown = alloc::format!(
+            "{}",
+            Escaped(b"A\x1b]0;x\x07B\tC\n\r\x7f\xc2\x9b\xff\x00\\n\xc3\xa9\xe2\x82")
+        );
+        levitate_hal::kassert_eq!(
+            shown.as_str(),
+            "A\\x1b]0;x\\x07B\tC\n\\x0d\\x7f\\u{9b}\\xff\\x00\\n\u{e9}\\xe2\\x82"
+        );
+        levitate_hal::kassert!(!shown.bytes().any(|b| b < 0x20 && b != b'\t' && b != b'\n'));
+        levitate_hal::kassert_eq!(
+            alloc::format!("{}", Escaped(b"plain text")).as_str(),
+            "plain text"
+        );
         Ok(())
     }
 );
