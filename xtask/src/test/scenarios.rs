@@ -278,6 +278,33 @@ pub fn frame_scenarios(tally: &mut Tally, image: &Path, base: &RunOptions) -> Re
         .and_then(|()| every_cpu_ran_one_job(&out.output, 4)),
     );
 
+    let poison = RunOptions {
+        bootargs: "poison".into(),
+        ..base.clone()
+    };
+    let out = boot(
+        image,
+        &poison,
+        "memcheck\nstress frames 2000\nstress heap 4M\nmemcheck\npoweroff\n",
+    )?;
+    tally.record(
+        "memcheck scans free frames for poison in a poison boot",
+        check_commands(
+            &out,
+            &Expect {
+                code: 0,
+                contains: &["poisoning freed frames"],
+                absent: &["use after free"],
+            },
+            &[
+                memcheck_says(),
+                Says::new("memcheck", &["; poison intact in the buddy's "]),
+                stress_says("stress frames 2000"),
+                stress_says("stress heap 4M"),
+            ],
+        ),
+    );
+
     let out = boot(image, base, "fault stack\n")?;
     tally.record(
         "stack overflow is reported with the stack's name",
