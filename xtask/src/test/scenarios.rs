@@ -352,19 +352,35 @@ pub fn memmap_cli(tally: &mut Tally, work: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let dtbs = workspace_root().join("levitate-mm/tests/dtbs");
     let run = |args: &[&std::ffi::OsStr]| Command::new(&exe).arg("memmap").args(args).output();
-    for name in [
-        "qemu-virt-1g.dtb",
-        "gs101-oriole.SYNTHETIC-memory.dtb",
-        "meson-g12b-odroid-n2.dtb",
+    // Each tree's own totals (from its memory and reserved-memory nodes), so the check cannot
+    // pass on a map of some other tree.
+    for (name, total) in [
+        (
+            "qemu-virt-1g.dtb",
+            "total: RAM 1 GiB, reserved 4 MiB, usable 1020 MiB, no-map 0 B",
+        ),
+        (
+            "gs101-oriole.SYNTHETIC-memory.dtb",
+            "total: RAM 8 GiB, reserved 132.6 MiB, usable 7.8 GiB, no-map 101.0 MiB",
+        ),
+        (
+            "meson-g12b-odroid-n2.dtb",
+            "total: RAM 1 GiB, reserved 293.8 MiB, usable 730.1 MiB, no-map 35 MiB",
+        ),
     ] {
         let svg = work.join(format!("{name}.svg"));
+        let _ = std::fs::remove_file(&svg);
         let out = run(&[
             dtbs.join(name).as_os_str(),
             "--svg".as_ref(),
             svg.as_os_str(),
         ])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let ok = out.status.success() && text.contains("mem_map") && svg.is_file();
+        let drawn = std::fs::read_to_string(&svg).is_ok_and(|t| t.contains("<svg"));
+        let ok = out.status.success()
+            && text.lines().any(|l| l == total)
+            && text.contains("frames x 16 bytes")
+            && drawn;
         tally.record(
             &format!("xtask memmap {name}"),
             if ok {
