@@ -125,6 +125,10 @@ pub struct Expect<'a> {
 }
 
 pub fn check(out: &Outcome, e: &Expect<'_>) -> std::result::Result<(), String> {
+    verdict(out, expect_problems(out, e))
+}
+
+fn expect_problems(out: &Outcome, e: &Expect<'_>) -> Vec<String> {
     let mut problems = Vec::new();
     if out.timed_out {
         problems.push(format!("timed out after {}s", BOOT_TIMEOUT.as_secs()));
@@ -141,6 +145,10 @@ pub fn check(out: &Outcome, e: &Expect<'_>) -> std::result::Result<(), String> {
             problems.push(format!("output has {unwanted:?}"));
         }
     }
+    problems
+}
+
+fn verdict(out: &Outcome, problems: Vec<String>) -> std::result::Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
@@ -149,6 +157,193 @@ pub fn check(out: &Outcome, e: &Expect<'_>) -> std::result::Result<(), String> {
             problems.join("; "),
             tail(&out.output, 25)
         ))
+    }
+}
+
+/// The shell's prompt, which starts every echoed command line.
+pub const PROMPT: &str = "levitate> ";
+
+/// A console line as a terminal shows it: the line editor answers a backspace with
+/// "\x08 \x08" (back, blank, back), so each \x08 takes back the character before it.
+fn as_displayed(line: &str) -> String {
+    let mut shown = String::new();
+    for c in line.chars() {
+        if c == '\x08' {
+            shown.pop();
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// What each run of the shell command `cmd` printed, in order: the text after its echo line
+/// (`levitate> CMD`, after line editing) up to the next prompt, or to the end of the output
+/// for the last command. Only the command's own output, never the boot log or the echo.
+pub fn command_outputs<'a>(output: &'a str, cmd: &str) -> Vec<&'a str> {
+    let mut runs = Vec::new();
+    let mut at = 0;
+    while at < output.len() {
+        let rest = &output[at..];
+        let line_len = rest.find('\n').map_or(rest.len(), |n| n + 1);
+        let line = &rest[..line_len];
+        at += line_len;
+        let Some(typed) = line.strip_prefix(PROMPT) else {
+            continue;
+        };
+        if as_displayed(typed.trim_end_matches('\n')).trim_end() != cmd {
+            continue;
+        }
+        let body = &output[at..];
+        let end = body
+            .match_indices(PROMPT)
+            .find(|&(i, _)| i == 0 || body.as_bytes()[i - 1] == b'\n')
+            .map_or(body.len(), |(i, _)| i);
+        runs.push(&body[..end]);
+    }
+    runs
+}
+
+/// A check on one command's output: `Err` says what is wrong with it.
+pub type Verify = fn(&str) -> std::result::Result<(), String>;
+
+/// Checks on what one shell command printed, applied to every run of it in the boot.
+pub struct Says<'a> {
+    /// The command line as typed (after line editing), without the prompt.
+    pub cmd: &'a str,
+    /// Text every run's output must contain.
+    pub contains: &'a [&'a str],
+    /// Text no run's output may contain.
+    pub absent: &'a [&'a str],
+    /// A further check on each run's output (e.g. [`stress_ok`]).
+    pub verify: Option<Verify>,
+}
+
+impl<'a> Says<'a> {
+    /// Every run of `cmd` prints each of `contains`.
+    pub fn new(cmd: &'a str, contains: &'a [&'a str]) -> Self {
+        Says {
+            cmd,
+            contains,
+            absent: &[],
+            verify: None,
+        }
+    }
+}
+
+/// [`check`] on the whole run, plus checks on the text each command itself printed. A
+/// command in `says` that was never echoed is a failure.
+pub fn check_commands(
+    out: &Outcome,
+    e: &Expect<'_>,
+    says: &[Says<'_>],
+) -> std::result::Result<(), String> {
+    let mut problems = expect_problems(out, e);
+    problems.extend(command_problems(&out.output, says));
+    verdict(out, problems)
+}
+
+fn command_problems(output: &str, says: &[Says<'_>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for s in says {
+        let runs = command_outputs(output, s.cmd);
+        if runs.is_empty() {
+            problems.push(format!("`{}` never ran (no echo of it)", s.cmd));
+        }
+        for (i, text) in runs.iter().enumerate() {
+            let which = if runs.len() > 1 {
+                format!("`{}` (run {})", s.cmd, i + 1)
+            } else {
+                format!("`{}`", s.cmd)
+            };
+            for want in s.contains {
+                if !text.contains(want) {
+                    problems.push(format!("{which} did not print {want:?}"));
+                }
+            }
+            for unwanted in s.absent {
+                if text.contains(unwanted) {
+                    problems.push(format!("{which} printed {unwanted:?}"));
+                }
+            }
+            if let Some(Err(why)) = s.verify.map(|f| f(text)) {
+                problems.push(format!("{which}: {why}"));
+            }
+        }
+    }
+    problems
+}
+
+/// The verdict on one `stress frames` / `stress heap` output (kernel/src/shell/mm.rs): its
+/// summary line is there, every `errors: N` line reads as the number 0, and no line reports
+/// a failure (the shell's `stress: why` form, a changed MemFree, a failed allocation).
+pub fn stress_ok(text: &str) -> std::result::Result<(), String> {
+    let mut problems = Vec::new();
+    let mut summaries = 0;
+    let mut error_lines = 0;
+    for line in text.lines() {
+        if line.starts_with("stress frames: ") || line.starts_with("stress heap: ") {
+            summaries += 1;
+        }
+        if let Some(n) = line.strip_prefix("errors: ") {
+            error_lines += 1;
+            match n.trim().parse::<u64>() {
+                Ok(0) => {}
+                Ok(n) => problems.push(format!("{n} errors")),
+                Err(_) => problems.push(format!("unreadable error count {line:?}")),
+            }
+        }
+        let failed = line.starts_with("stress: ")
+            || line.starts_with("usage: ")
+            || line.contains("CHANGED")
+            || line.contains("failed")
+            || line.contains("FAILED")
+            || line.contains("corrupt")
+            || line.contains(" lost");
+        if failed {
+            problems.push(format!("failure line {line:?}"));
+        }
+    }
+    if summaries == 0 {
+        problems.push("no summary line".into());
+    }
+    if error_lines == 0 {
+        problems.push("no `errors: N` line".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+/// A memory-stress command's checks.
+pub fn stress_says(cmd: &str) -> Says<'_> {
+    Says {
+        cmd,
+        contains: &[],
+        absent: &[],
+        verify: Some(stress_ok),
+    }
+}
+
+/// `memcheck`'s checks: every run reports ok, and no line of it reports a problem.
+pub fn memcheck_says() -> Says<'static> {
+    Says {
+        cmd: "memcheck",
+        contains: &["memcheck: ok ("],
+        absent: &[],
+        verify: Some(memcheck_ok),
+    }
+}
+
+fn memcheck_ok(text: &str) -> std::result::Result<(), String> {
+    match text
+        .lines()
+        .find(|l| l.starts_with("memcheck: ") && !l.starts_with("memcheck: ok ("))
+    {
+        Some(line) => Err(format!("failure line {line:?}")),
+        None => Ok(()),
     }
 }
 
@@ -204,4 +399,92 @@ pub fn patch_bytes(blob: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+[    0.02] INFO  Levitate 0.1.0 (git abc) aarch64
+levitate> version
+Levitate 0.1.0 (git abc) aarch64
+levitate> helx\x08 \x08p
+  help                   list the commands
+levitate> memcheck
+memcheck: ok (10 free frames in 2 blocks, 3 allocated)
+levitate> stress frames 10
+stress frames: 10 operations on each of 1 CPUs: ...
+errors: 0
+MemFree: 4 kB before, 4 kB after (back to its starting value)
+levitate> memcheck
+memcheck: frame allocator: buddy: broken
+levitate> poweroff
+powering off
+";
+
+    fn outcome(output: &str) -> Outcome {
+        Outcome {
+            code: Some(0),
+            output: output.into(),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn command_output_is_the_text_between_echo_and_next_prompt() {
+        assert_eq!(
+            command_outputs(LOG, "version"),
+            ["Levitate 0.1.0 (git abc) aarch64\n"]
+        );
+        // The echo itself and the boot log are not the command's output.
+        assert!(command_outputs(LOG, "Levitate 0.1.0").is_empty());
+        // Line editing is applied to the echo.
+        assert_eq!(command_outputs(LOG, "help").len(), 1);
+        assert!(command_outputs(LOG, "helx").is_empty());
+        // The last command runs to the end of the output.
+        assert_eq!(command_outputs(LOG, "poweroff"), ["powering off\n"]);
+        assert_eq!(command_outputs(LOG, "memcheck").len(), 2);
+        assert!(command_outputs(LOG, "stress").is_empty());
+    }
+
+    #[test]
+    fn every_run_of_a_command_is_checked() {
+        let out = outcome(LOG);
+        let e = Expect {
+            code: 0,
+            contains: &[],
+            absent: &[],
+        };
+        let version = Says::new("version", &["Levitate 0.1.0"]);
+        assert!(check_commands(&out, &e, &[version]).is_ok());
+        // The second memcheck failed: found although the first is fine.
+        let err = check_commands(&out, &e, &[memcheck_says()]).unwrap_err();
+        assert!(err.contains("`memcheck` (run 2)"), "{err}");
+        assert!(!err.contains("(run 1)"), "{err}");
+        // Text only the boot log has does not count as the command's output.
+        let err = check_commands(&out, &e, &[Says::new("poweroff", &["INFO"])]).unwrap_err();
+        assert!(err.contains("did not print"), "{err}");
+        let err = check_commands(&out, &e, &[Says::new("meminfo", &[])]).unwrap_err();
+        assert!(err.contains("never ran"), "{err}");
+        assert!(check_commands(&out, &e, &[stress_says("stress frames 10")]).is_ok());
+    }
+
+    #[test]
+    fn stress_errors_are_read_as_numbers() {
+        let ok = "stress heap: 3 allocations\nerrors: 0\n";
+        assert!(stress_ok(ok).is_ok());
+        for bad in [
+            "stress heap: 3 allocations\nerrors: 10\n",
+            "stress heap: 3 allocations\nerrors: 3\n",
+            "stress heap: 3 allocations\nerrors: x\n",
+            "stress heap: 3 allocations\n",
+            "errors: 0\n",
+            "stress heap: 3 allocations\nerrors: 0\nstress: heap memory was corrupted\n",
+            "stress frames: 3\nerrors: 0\nMemFree: 4 kB before, 0 kB after (CHANGED)\n",
+            "stress heap: a 12-byte allocation failed after 0 bytes\nstress heap: 1\nerrors: 0\n",
+        ] {
+            assert!(stress_ok(bad).is_err(), "{bad:?}");
+        }
+    }
 }
