@@ -265,8 +265,8 @@ where
 }
 
 /// Turns the buddy's poisoning on or off and tells the caches' free path (which runs under a
-/// per-CPU cache lock, never the buddy's). Frames
-/// parked before it was turned on are not poisoned and not checked until they cycle.
+/// per-CPU cache lock, never the buddy's). Frames parked before it was turned on are not
+/// poisoned and not checked until they cycle.
 pub fn set_poisoning<B, M>(states: &FrameStates<'_>, buddy: &mut B, on: bool, mem: &mut M)
 where
     B: BuddyAccess,

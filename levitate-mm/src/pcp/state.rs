@@ -111,8 +111,8 @@ pub struct FrameStates<'a> {
     layout: &'a Layout,
     states: &'a [AtomicU8],
     /// A copy of the buddy's poisoning switch that the caches' free path reads without the
-    /// buddy's lock (it holds only its own per-CPU cache lock). Stale
-    /// for a moment after a switch; harmless, since each frame records whether it was filled.
+    /// buddy's lock (it holds only its own per-CPU cache lock). Stale for a moment after a
+    /// switch; harmless, since each frame records whether it was filled.
     poisoning: AtomicBool,
 }
 
