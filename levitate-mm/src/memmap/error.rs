@@ -11,14 +11,15 @@ use core::fmt;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct NodePath {
     bytes: [u8; NodePath::CAPACITY],
-    len: usize,
+    len: u8,
     truncated: bool,
 }
 
 impl NodePath {
-    /// Most bytes kept. Node names are at most 31 characters plus a unit address
-    /// (Devicetree Specification v0.4, 2.2.1); two levels fit.
-    pub const CAPACITY: usize = 96;
+    /// Most bytes kept: `/reserved-memory/` and a child's name of 31 characters (Devicetree
+    /// Specification v0.4, 2.2.1) with a 64-bit unit address fit. Kept small so that errors
+    /// stay cheap to return.
+    pub const CAPACITY: usize = 64;
 
     /// The path `/a/b` of the names given, root first.
     pub fn new(names: &[&str]) -> Self {
@@ -38,20 +39,21 @@ impl NodePath {
         if self.truncated {
             return;
         }
-        let room = Self::CAPACITY - self.len;
-        let mut take = s.len().min(room);
+        let len = usize::from(self.len);
+        let mut take = s.len().min(Self::CAPACITY - len);
         while !s.is_char_boundary(take) {
             take -= 1;
         }
-        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
+        self.bytes[len..len + take].copy_from_slice(&s.as_bytes()[..take]);
+        // At most CAPACITY (64), so it fits the u8.
+        self.len = (len + take) as u8;
         self.truncated = take < s.len();
     }
 
     /// The path as kept (without the `...` of a cut one).
     pub fn as_str(&self) -> &str {
         // Only whole characters of `&str`s were copied in.
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
     }
 
     /// Whether the path was cut.

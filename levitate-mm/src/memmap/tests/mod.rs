@@ -4,6 +4,7 @@
 //! express.
 
 mod builder;
+mod fail_closed;
 
 use super::*;
 use crate::addr::PhysAddr;
@@ -981,6 +982,150 @@ fn ram_at_the_top_of_the_address_space() {
     );
 }
 
+// ---- RAM the CPU or the linear map cannot reach ----
+
+/// A 40-bit CPU with the kernel's 128 TiB linear map (QEMU's cortex-a76).
+const CORTEX_A76: Addressable = Addressable {
+    pa_bits: 40,
+    linear_end: 1 << 47,
+};
+
+fn map_within<'a>(blob: &'a [u8], addressable: Addressable) -> Result<MemoryMap<'a>, MemMapError> {
+    check(blob).expect("test trees must pass dtb::check");
+    let fdt = fdt::Fdt::new(blob).unwrap();
+    let options = BuildOptions {
+        addressable,
+        ram: None,
+    };
+    let map = MemoryMap::from_fdt_with(&fdt, &NONE, &options);
+    if let Ok(m) = &map {
+        m.validate().unwrap();
+    }
+    map
+}
+
+#[test]
+fn ram_beyond_the_physical_address_range_is_ignored_or_clipped() {
+    const TIB: u64 = 1 << 40;
+    let blob = qemu_like()
+        // Wholly beyond 40 bits: the bank at 1 TiB that used to panic the boot.
+        .memory("memory@10000000000", &[0x100, 0, 0, 0x4000_0000])
+        // Starts in range, ends beyond: only the start is usable. A start-only check would
+        // keep all of it.
+        .memory("memory@ffc0000000", &[0xff, 0xc000_0000, 0, 0x8000_0000])
+        .begin("reserved-memory")
+        .cells("#address-cells", &[2])
+        .cells("#size-cells", &[2])
+        .prop("ranges", &[])
+        .begin("fw@10000000000")
+        .cells("reg", &[0x100, 0, 0, 0x1000])
+        .end()
+        .end()
+        .build();
+    let map = map_within(&blob, CORTEX_A76).unwrap();
+    assert_eq!(
+        map.memory(),
+        [r(0x4000_0000, 0x8000_0000), r(TIB - 0x4000_0000, TIB)]
+    );
+    assert_eq!(
+        texts(&map),
+        [
+            "memory node 'memory@10000000000': RAM 0x10000000000..0x10040000000 (1 GiB) lies \
+             beyond the CPU's 40-bit physical address range; ignored",
+            "memory node 'memory@ffc0000000': RAM 0xffc0000000..0x10040000000 (2 GiB) runs past \
+             the CPU's 40-bit physical address range; only 0xffc0000000..0x10000000000 (1 GiB) \
+             is used",
+            "reserved-memory node 'fw@10000000000' 0x10000000000..0x10000001000 (4 KiB) lies \
+             wholly outside RAM; ignored",
+        ]
+    );
+    // Without a limit the same tree keeps everything (what the kernel did before).
+    let all = map_within(&blob, Addressable::ANY).unwrap();
+    assert_eq!(all.totals().memory, 3 << 30, "the two high banks overlap");
+    assert!(all
+        .warnings()
+        .iter()
+        .all(|w| w.kind() != "unaddressable_memory"));
+}
+
+#[test]
+fn ram_beyond_the_linear_map_is_ignored_or_clipped() {
+    const LINEAR: u64 = 1 << 47;
+    let cpu_48 = Addressable {
+        pa_bits: 48,
+        linear_end: LINEAR,
+    };
+    let blob = qemu_like()
+        // At 128 TiB: used to stop the boot with "0x0 is not canonical".
+        .memory("memory@800000000000", &[0x8000, 0, 0, 0x4000_0000])
+        .memory(
+            "memory@7fffc0000000",
+            &[0x7fff, 0xc000_0000, 0, 0x8000_0000],
+        )
+        .build();
+    let map = map_within(&blob, cpu_48).unwrap();
+    assert_eq!(
+        map.memory(),
+        [r(0x4000_0000, 0x8000_0000), r(LINEAR - 0x4000_0000, LINEAR)]
+    );
+    assert_eq!(
+        texts(&map),
+        [
+            "memory node 'memory@800000000000': RAM 0x800000000000..0x800040000000 (1 GiB) lies \
+             beyond the kernel's linear map (physical 0..0x800000000000, 128 TiB); ignored",
+            "memory node 'memory@7fffc0000000': RAM 0x7fffc0000000..0x800040000000 (2 GiB) runs \
+             past the kernel's linear map (physical 0..0x800000000000, 128 TiB); only \
+             0x7fffc0000000..0x800000000000 (1 GiB) is used",
+        ]
+    );
+}
+
+#[test]
+fn no_ram_in_reach_says_why() {
+    let blob = Tree::new(2, 2)
+        .memory("memory@10000000000", &[0x100, 0, 0, 0x4000_0000])
+        .build();
+    let e = map_within(&blob, CORTEX_A76).unwrap_err();
+    assert_eq!(
+        e,
+        MemMapError::NoAddressableMemory {
+            limit: Limit::PhysAddrBits(40)
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "all RAM lies beyond the CPU's 40-bit physical address range"
+    );
+}
+
+#[test]
+fn ram_given_by_the_caller_replaces_the_memory_nodes() {
+    // What QEMU's -dtb does: its own RAM, the tree's reservations.
+    let blob = Tree::new(2, 2)
+        .memory("memory@0", &[0, 0, 0, 0x1000_0000])
+        .memreserve(0x4000_0000, 0x1000)
+        .build();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let ram = [
+        r(0x4000_0000, 0x4800_0000),
+        r(0x100_0000_0000, 0x100_1000_0000),
+    ];
+    let options = BuildOptions {
+        addressable: CORTEX_A76,
+        ram: Some(&ram),
+    };
+    let map = MemoryMap::from_fdt_with(&fdt, &NONE, &options).unwrap();
+    assert_eq!(map.memory(), [r(0x4000_0000, 0x4800_0000)]);
+    assert_eq!(map.usable(), [r(0x4000_1000, 0x4800_0000)]);
+    assert_eq!(
+        texts(&map),
+        [
+            "RAM 0x10000000000..0x10010000000 (256 MiB) lies beyond the CPU's 40-bit physical \
+          address range; ignored"
+        ]
+    );
+}
+
 // ---- Capacity ----
 
 #[test]
@@ -1258,6 +1403,20 @@ fn every_warning_is_one_line_with_a_distinct_kind() {
             in_alloc_ranges: true,
         },
         Warning::NoRegOrSize { node: "x" },
+        Warning::Unaddressable {
+            node: "memory@0",
+            region,
+            kept: Region::default(),
+            limit: Limit::PhysAddrBits(32),
+        },
+        Warning::OddReservedStatus {
+            node: "y",
+            status: Some("fail"),
+        },
+        Warning::NoRanges {
+            node: "reserved-memory",
+        },
+        Warning::EmptyMemReserve { base: 0x1000 },
     ];
     let mut kinds: Vec<&str> = warnings.iter().map(Warning::kind).collect();
     for w in &warnings {
@@ -1285,4 +1444,17 @@ fn size_of_the_map() {
     let size = core::mem::size_of::<MemoryMap<'static>>();
     std::eprintln!("MemoryMap is {size} bytes");
     assert!(size <= 24 * 1024, "{size}");
+}
+
+#[test]
+fn node_paths_are_cut_at_a_character_boundary() {
+    let p = NodePath::new(&["reserved-memory", "fw@50000000"]);
+    assert_eq!(p.to_string(), "/reserved-memory/fw@50000000");
+    assert!(!p.is_truncated());
+    let long = "é".repeat(40); // 80 bytes
+    let p = NodePath::new(&["reserved-memory", &long]);
+    assert!(p.is_truncated());
+    assert!(p.as_str().len() <= NodePath::CAPACITY);
+    assert!(p.to_string().ends_with("é..."), "{p}");
+    assert_eq!(format!("{p:?}"), format!("\"{p}\""));
 }
