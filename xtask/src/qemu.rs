@@ -389,7 +389,7 @@ mod tests {
             trailer.extend(format!("{v:08x}").bytes());
         }
         trailer.extend(b"TRAILER!!!\0");
-        while trailer.len() % 4 != 0 {
+        while !trailer.len().is_multiple_of(4) {
             trailer.push(0);
         }
         assert!(check(None, Some(temp("preflight-trailer.cpio", &trailer))).is_ok());

@@ -400,7 +400,12 @@ fn static_reserved_memory_children() {
 }
 
 /// The error for `/reserved-memory` holding `child`, in QEMU-like RAM.
-fn reserved_memory_error(parent_props: &[(&str, &[u8])], child: fn(Tree) -> Tree) -> MemMapError {
+/// Adds one child node's begin and properties to a tree (the caller closes it).
+type Child = fn(Tree) -> Tree;
+/// Properties of `/reserved-memory` itself.
+type Props<'p> = &'p [(&'p str, &'p [u8])];
+
+fn reserved_memory_error(parent_props: Props<'_>, child: Child) -> MemMapError {
     let mut t = qemu_like().begin("reserved-memory");
     for (name, value) in parent_props {
         t = t.prop(name, value);
@@ -411,7 +416,7 @@ fn reserved_memory_error(parent_props: &[(&str, &[u8])], child: fn(Tree) -> Tree
     map_unchecked(&blob, &NONE).expect_err("an undecodable reservation must be an error")
 }
 
-const CELLS_2_2: &[(&str, &[u8])] = &[
+const CELLS_2_2: Props<'static> = &[
     ("#address-cells", &[0, 0, 0, 2]),
     ("#size-cells", &[0, 0, 0, 2]),
     ("ranges", &[]),
@@ -419,7 +424,7 @@ const CELLS_2_2: &[(&str, &[u8])] = &[
 
 #[test]
 fn undecodable_static_children_fail_closed() {
-    let cases: [(fn(Tree) -> Tree, &str); 3] = [
+    let cases: [(Child, &str); 3] = [
         (
             |t: Tree| {
                 t.begin("fw@50000000")
@@ -484,7 +489,7 @@ fn undecodable_static_children_fail_closed() {
 
 #[test]
 fn undecodable_dynamic_children_fail_closed() {
-    let cases: [(fn(Tree) -> Tree, &str); 4] = [
+    let cases: [(Child, &str); 4] = [
         (
             |t: Tree| t.begin("a").prop("size", &[1, 2, 3]),
             "reserved-memory node /reserved-memory/a: size is 3 bytes long, not 4 or 8",
@@ -523,16 +528,16 @@ fn undecodable_dynamic_children_fail_closed() {
 
 #[test]
 fn reserved_memory_parent_that_cannot_address_its_children_fails_closed() {
-    let static_child: fn(Tree) -> Tree = |t| {
+    let static_child: Child = |t| {
         t.begin("fw@0")
             .cells("reg", &[0, 0, 0x4000_0000, 0, 0x1000])
     };
-    let dynamic_child: fn(Tree) -> Tree = |t| {
+    let dynamic_child: Child = |t| {
         t.begin("pool")
             .cells("size", &[0x1000])
             .cells("alloc-ranges", &[0, 0, 0x4000_0000, 0, 0x1000])
     };
-    let cases: [(&[(&str, &[u8])], &str); 5] = [
+    let cases: [(Props<'_>, &str); 5] = [
         (
             &[
                 ("#address-cells", &[0, 0, 0, 3]),
