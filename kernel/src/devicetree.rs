@@ -12,10 +12,8 @@ use levitate_mm::dtb::pack;
 use levitate_mm::dtb::tree::{self, Located};
 use spin::Once;
 
-/// booting.rst says the blob "must not exceed 2 megabytes in size", but QEMU's `-dtb` path grows
-/// a 1 MiB tree to just over 2 MiB (fdt_open_into with slack), so accept up to 8 MiB: a sanity
-/// bound on the header's `totalsize`, not the protocol's.
-const MAX_DTB_SIZE: usize = 8 << 20;
+/// The bound on the header's `totalsize` (levitate-mm says why it is not booting.rst's 2 MiB).
+const MAX_DTB_SIZE: usize = check::MAX_TOTAL_SIZE;
 
 /// Why the device tree cannot be used.
 #[derive(Debug)]

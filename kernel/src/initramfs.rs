@@ -35,11 +35,7 @@ impl fmt::Display for InitramfsError {
         match self {
             Self::Absent => write!(f, "no initramfs: the bootloader passed no initrd"),
             Self::NotMapped(r) => write!(f, "initramfs at {r:?} is not in mapped RAM"),
-            // Fail closed: a later archive overrides files of earlier ones, so the good part
-            // alone is not what was packed (see levitate_mm::cpio).
-            Self::Corrupt(e) if e.archive > 1 => {
-                write!(f, "corrupt initramfs: {e} (none of it is used)")
-            }
+            // A corrupt later archive fails the whole initrd closed (the error says so).
             Self::Corrupt(e) => write!(f, "corrupt initramfs: {e}"),
             Self::NoMemory { entries, bytes } => write!(
                 f,

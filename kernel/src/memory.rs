@@ -13,7 +13,9 @@ use levitate_mm::addr::PhysAddr;
 use levitate_mm::addr::PAGE_SIZE;
 use levitate_mm::buddy::{Owner, Request, MAX_ORDER};
 use levitate_mm::mem_map::{self, Page, Placement};
-use levitate_mm::memmap::{self, KnownRegions, MemMapError, MemoryMap, Source};
+use levitate_mm::memmap::{
+    self, Addressable, BuildOptions, KnownRegions, MemMapError, MemoryMap, Source,
+};
 use levitate_mm::region::{Region, RegionSet};
 use levitate_mm::report::Span;
 use spin::{Mutex, Once};
@@ -27,6 +29,9 @@ pub enum MemoryError {
     MemMap(mem_map::MemMapError),
     /// Building the linear map failed.
     Linear(Region, MapError),
+    /// A range to reach through the linear map ends past its window (the memory map keeps RAM
+    /// inside, so this is a broken invariant, reported rather than mapped over the heap).
+    OutsideLinearMap(Region),
     /// A range set overflowed.
     TooManyRanges,
     /// The frame allocator could not be built.
@@ -45,6 +50,11 @@ impl fmt::Display for MemoryError {
             Self::Map(e) => write!(f, "{e}"),
             Self::MemMap(e) => write!(f, "{e}"),
             Self::Linear(r, e) => write!(f, "cannot map RAM {r:?} into the linear map: {e}"),
+            Self::OutsideLinearMap(r) => write!(
+                f,
+                "RAM {r:?} ends past the linear map's {} window",
+                levitate_mm::report::Size(layout::LINEAR_SIZE)
+            ),
             Self::TooManyRanges => write!(f, "too many separate RAM ranges to map"),
             Self::Frames(e) => write!(f, "{e}"),
             Self::Early(e) => write!(f, "{e}"),
@@ -99,6 +109,44 @@ pub fn linear(pa: PhysAddr) -> *mut u8 {
         .as_u64() as *mut u8
 }
 
+/// The linear-map address of `region`, checked at both ends: a range whose start is in the
+/// window may still run out of it (into the heap's addresses).
+fn linear_range(region: Region) -> Result<*mut u8, MemoryError> {
+    if region.end() > layout::LINEAR_SIZE {
+        return Err(MemoryError::OutsideLinearMap(region));
+    }
+    Ok(linear(region.base))
+}
+
+// `cargo xtask memmap` models the same window (xtask/src/memmap.rs, LINEAR_END); change both.
+const _: () = assert!(layout::LINEAR_SIZE == 1 << 47);
+
+/// Where RAM may lie on this CPU: below its physical address range and inside the linear map.
+///
+/// ID_AA64MMFR0_EL1.PARange (ARM ARM D19.2) gives the physical address size; boot.S programs
+/// TCR_EL1.IPS from it capped at 48 bits (4 KiB-granule descriptors without FEAT_LPA2 hold a
+/// 48-bit output address), so the kernel can address at most 48 bits whatever the CPU has.
+/// A frame above the limit would be mapped with an output address the walk rejects (an
+/// address size fault, D8.3) the first time it is touched.
+fn addressable() -> Addressable {
+    use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
+    let parange = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) as u8;
+    // Reserved encodings are newer, larger sizes; the cap applies to them as well.
+    let cpu_bits = Addressable::pa_bits_from_parange(parange);
+    let addressable = Addressable {
+        pa_bits: cpu_bits.unwrap_or(48).min(48),
+        linear_end: layout::LINEAR_SIZE,
+    };
+    log::info!(
+        "memory: CPU physical addresses {} bits (ID_AA64MMFR0_EL1.PARange = {parange}), {} used; \
+         RAM must lie below {:#x}",
+        cpu_bits.map_or(">52".into(), |b| alloc::format!("{b}")),
+        addressable.pa_bits,
+        addressable.limit().map_or(u64::MAX, |l| l.end())
+    );
+    addressable
+}
+
 /// Builds the memory map, maps RAM (except no-map regions) into the linear map, places the
 /// mem_map, starts the buddy allocator over it, switches to the final page tables and lets the
 /// heap grow.
@@ -109,7 +157,12 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         dtb: Some(Region::new(dt.phys, dt.original_size as u64)),
         kernel: Some(image),
     };
-    map.load_fdt(&fdt, &known).map_err(MemoryError::Map)?;
+    let options = BuildOptions {
+        addressable: addressable(),
+        ram: None,
+    };
+    map.load_fdt_with(&fdt, &known, &options)
+        .map_err(MemoryError::Map)?;
     // Memory the tree does not call RAM may be a device or nothing at all: the image's
     // data and stacks there cannot be trusted (booting.rst: the image must lie in usable
     // RAM). Banks are disjoint, so the image is inside RAM exactly when its overlaps with
@@ -123,6 +176,8 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     // tables among them) are reached through it before the final tables exist.
     let mapped = linear_ranges(&map).map_err(|_| MemoryError::TooManyRanges)?;
     for r in mapped.iter() {
+        // early::map_linear checks only where a range starts; the end decides too.
+        linear_range(*r)?;
         early::map_linear(r.base, r.size, Attributes::KERNEL_DATA)
             .map_err(|e| MemoryError::Linear(*r, e))?;
     }
@@ -144,13 +199,12 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         panic!("memory map invariant broken after placing the mem_map: {e}");
     }
     let frames = placement.layout.frames() as usize;
+    let pages_at = linear_range(placement.region)?;
     // SAFETY: the mem_map's frames were just reserved for it alone (so nothing else uses
     // them), they are RAM outside every no-map region and so lie in the linear map mapped
-    // above, and `Page` is plain integers, valid for any bit pattern (Buddy::new resets every
-    // entry before reading one).
-    let pages = unsafe {
-        core::slice::from_raw_parts_mut(linear(placement.region.base).cast::<Page>(), frames)
-    };
+    // above (both ends checked by linear_range), and `Page` is plain integers, valid for any
+    // bit pattern (Buddy::new resets every entry before reading one).
+    let pages = unsafe { core::slice::from_raw_parts_mut(pages_at.cast::<Page>(), frames) };
     log_map(&map);
     log::info!(
         "mem_map: {} for {} frames at {} ({} sections); early page tables {}/{} used",
@@ -162,11 +216,13 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         early::pool_usage().1,
     );
     let placement = MEM_MAP.call_once(|| placement);
+    let states_at = linear_range(states_region)?;
     // SAFETY: the states region was just reserved for this array alone, lies in RAM mapped by
-    // the linear map, and is zeroed here before use; AtomicU8 has the size, alignment and
-    // validity of u8, so zeroed bytes are valid atomics (state 0: owned by the buddy).
+    // the linear map (both ends checked), and is zeroed here before use; AtomicU8 has the
+    // size, alignment and validity of u8, so zeroed bytes are valid atomics (state 0: owned by
+    // the buddy).
     let states = unsafe {
-        let p = linear(states_region.base);
+        let p = states_at;
         core::ptr::write_bytes(p, 0, states_region.size as usize);
         core::slice::from_raw_parts(
             p.cast::<core::sync::atomic::AtomicU8>(),

@@ -491,9 +491,11 @@ impl fmt::Display for ArchiveError {
         if self.archive <= 1 {
             write!(f, "{}", self.error)
         } else {
+            // Fail closed: a later archive overrides files of earlier ones, so the good part
+            // alone is not what was packed.
             write!(
                 f,
-                "archive {} of the concatenation (starting at offset {:#x}): {}",
+                "archive {} of the concatenation (starting at offset {:#x}): {} (none of it is used)",
                 self.archive, self.start, self.error
             )
         }

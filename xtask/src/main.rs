@@ -7,6 +7,7 @@
 //! cargo xtask build [--release] [--ktest]
 //! cargo xtask gdb   [--release]
 //! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
+//!                   [--pa-bits N]
 //! ```
 
 mod deps;
@@ -57,8 +58,9 @@ run options:
   --cpu NAME        QEMU CPU model (default cortex-a76)
   --el2             enter the kernel at EL2 (virtualization=on)
   --gic 2|3         GIC version (QEMU's default when absent)
-  --dtb FILE        boot with this device tree instead of QEMU's
-  --initrd FILE     pass FILE as the initrd
+  --dtb FILE        boot with this device tree instead of QEMU's (checked first with the
+                    kernel's own code: a tree it would refuse is an error, QEMU never starts)
+  --initrd FILE     pass FILE as the initrd (a corrupt CPIO archive is refused the same way)
   --bootargs ARGS   kernel command line (e.g. \"loglevel=debug\")
   --release         build with the release profile
   --gdb             start halted, waiting for `cargo xtask gdb` on :1234
@@ -66,6 +68,8 @@ run options:
 
 build options:   --release, --ktest (the in-kernel test build)
 memmap:          cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
+                 [--pa-bits N]  (the CPU's physical address bits: 32, 36, 40, 42, 44, 48, 52
+                 or 56; default 48; RAM beyond, or beyond the 128 TiB linear map, is ignored)
 test options:    --quick (skip the QEMU matrix except the default configuration)
 ";
 

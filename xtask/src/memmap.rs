@@ -1,11 +1,12 @@
-//! `cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]`: the
-//! kernel's own memory-map code (levitate-mm) run on a device tree file.
+//! `cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
+//! [--pa-bits N]`: the kernel's own memory-map code (levitate-mm) run on a device tree file.
+//! [`check_tree`] runs the same code for `cargo xtask run --dtb`.
 
 use crate::{bail, Result};
 use levitate_mm::addr::PhysAddr;
-use levitate_mm::dtb::pack;
+use levitate_mm::dtb::{check, pack};
 use levitate_mm::mem_map::{self, Placement, PAGE_STRUCT_SIZE};
-use levitate_mm::memmap::{KnownRegions, MemoryMap};
+use levitate_mm::memmap::{Addressable, BuildOptions, KnownRegions, MemoryMap};
 use levitate_mm::region::Region;
 use levitate_mm::report::{Size, Table};
 use lexopt::ValueExt;
@@ -13,8 +14,41 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]";
+const USAGE: &str = "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] \
+                     [--dtb-base BASE] [--pa-bits N]";
+
+/// The kernel's linear map covers physical addresses below this (levitate-hal/src/layout.rs
+/// `LINEAR_SIZE`, 128 TiB; kernel/src/memory.rs asserts the two agree).
+pub const LINEAR_END: u64 = 1 << 47;
+
+/// `--pa-bits` when absent: a 48-bit CPU, the most the kernel's tables address.
+pub const DEFAULT_PA_BITS: u8 = 48;
+
+/// What the kernel would allow on a CPU with `pa_bits` physical address bits.
+pub fn kernel_addressable(pa_bits: u8) -> Addressable {
+    Addressable {
+        pa_bits,
+        linear_end: LINEAR_END,
+    }
+}
+
+/// Parses `--pa-bits`: a size ID_AA64MMFR0_EL1.PARange can report.
+fn parse_pa_bits(s: &str) -> Result<u8> {
+    let valid: Vec<u8> = (0..=7)
+        .filter_map(Addressable::pa_bits_from_parange)
+        .collect();
+    match s.trim().parse::<u8>() {
+        Ok(n) if valid.contains(&n) => Ok(n),
+        _ => {
+            let list: Vec<String> = valid.iter().map(u8::to_string).collect();
+            bail!(
+                "bad --pa-bits `{s}`: expected a physical address size ID_AA64MMFR0_EL1.PARange \
+                 can report ({})",
+                list.join(", ")
+            )
+        }
+    }
+}
 
 fn parse_u64(s: &str, what: &str) -> Result<u64> {
     let t = s.trim().replace('_', "");
@@ -35,11 +69,13 @@ struct Options {
     svg: Option<PathBuf>,
     kernel: Option<Region>,
     dtb_base: Option<u64>,
+    pa_bits: u8,
 }
 
 fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
     use lexopt::Arg::{Long, Value};
     let (mut dtb, mut json, mut svg, mut kernel, mut dtb_base) = (None, false, None, None, None);
+    let mut pa_bits = DEFAULT_PA_BITS;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("json") => json = true,
@@ -57,6 +93,7 @@ fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
             Long("dtb-base") => {
                 dtb_base = Some(parse_u64(&parser.value()?.string()?, "--dtb-base")?)
             }
+            Long("pa-bits") => pa_bits = parse_pa_bits(&parser.value()?.string()?)?,
             Value(v) if dtb.is_none() => dtb = Some(PathBuf::from(v)),
             other => bail!("{} ({USAGE})", other.unexpected()),
         }
@@ -70,6 +107,7 @@ fn parse(parser: &mut lexopt::Parser) -> Result<Options> {
         svg,
         kernel,
         dtb_base,
+        pa_bits,
     })
 }
 
@@ -81,34 +119,68 @@ pub struct Rendered {
     pub svg: Option<String>,
 }
 
-/// Runs the kernel's memory-map code on `blob` and renders it.
-pub fn render(
+/// Runs the kernel's device-tree check and memory-map code on `blob` (as the kernel does at
+/// boot: pack, which checks the structure, then the map, the mem_map's place and `validate`)
+/// and hands the result to `f`. Every refusal is an error with the text the kernel would give.
+fn with_map<R>(
     blob: &[u8],
     known: &KnownRegions,
-    as_json: bool,
-    with_svg: bool,
-) -> Result<Rendered> {
+    options: &BuildOptions<'_>,
+    f: impl FnOnce(&MemoryMap<'_>, &Placement) -> R,
+) -> Result<R> {
+    // kernel/src/devicetree.rs refuses a header claiming more than this before parsing.
+    if let Ok(claimed) = check::total_size(blob) {
+        if claimed > check::MAX_TOTAL_SIZE {
+            bail!(
+                "device tree claims {claimed} bytes, more than the {} the kernel accepts",
+                Size(check::MAX_TOTAL_SIZE as u64)
+            );
+        }
+    }
     let size = pack::packed_size(blob).map_err(|e| format!("corrupt device tree: {e}"))?;
     let mut packed = vec![0u8; size];
     pack::pack_into(blob, &mut packed).map_err(|e| format!("corrupt device tree: {e}"))?;
     let fdt = fdt::Fdt::new(&packed).map_err(|e| format!("corrupt device tree: {e:?}"))?;
-    let mut map = MemoryMap::from_fdt(&fdt, known)?;
+    let mut map = MemoryMap::from_fdt_with(&fdt, known, options)?;
     let placement = mem_map::place(&mut map)?;
     if let Err(e) = map.validate() {
         bail!("memory map invariant broken: {e}");
     }
-    let text = if as_json {
-        json(&map, &placement)
-    } else {
-        Table {
-            map: &map,
-            mem_map: Some(&placement),
-        }
-        .to_string()
-    };
-    Ok(Rendered {
-        text,
-        svg: with_svg.then(|| svg(&map, &placement)),
+    Ok(f(&map, &placement))
+}
+
+/// Whether the kernel would accept `blob` as its device tree: `Ok` with the map's warnings,
+/// or the error `cargo xtask memmap` prints. `options.ram` stands for a boot loader that
+/// rewrites the memory nodes (QEMU's `-dtb`).
+pub fn check_tree(
+    blob: &[u8],
+    known: &KnownRegions,
+    options: &BuildOptions<'_>,
+) -> Result<Vec<String>> {
+    with_map(blob, known, options, |map, _| {
+        map.warnings().iter().map(ToString::to_string).collect()
+    })
+}
+
+/// Runs the kernel's memory-map code on `blob` and renders it.
+pub fn render(
+    blob: &[u8],
+    known: &KnownRegions,
+    options: &BuildOptions<'_>,
+    as_json: bool,
+    with_svg: bool,
+) -> Result<Rendered> {
+    with_map(blob, known, options, |map, placement| Rendered {
+        text: if as_json {
+            json(map, placement)
+        } else {
+            Table {
+                map,
+                mem_map: Some(placement),
+            }
+            .to_string()
+        },
+        svg: with_svg.then(|| svg(map, placement)),
     })
 }
 
@@ -123,7 +195,11 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
             .map(|b| Region::new(PhysAddr::new(b), blob.len() as u64)),
         kernel: o.kernel,
     };
-    let out = render(&blob, &known, o.json, o.svg.is_some())
+    let options = BuildOptions {
+        addressable: kernel_addressable(o.pa_bits),
+        ram: None,
+    };
+    let out = render(&blob, &known, &options, o.json, o.svg.is_some())
         .map_err(|e| format!("{}: {}", o.dtb.display(), e.0))?;
     if o.json {
         println!("{}", out.text);
@@ -301,6 +377,13 @@ pub fn svg(map: &MemoryMap<'_>, placement: &Placement) -> String {
 mod tests {
     use super::*;
 
+    fn default_options() -> BuildOptions<'static> {
+        BuildOptions {
+            addressable: kernel_addressable(DEFAULT_PA_BITS),
+            ram: None,
+        }
+    }
+
     fn dtbs() -> Vec<(String, Vec<u8>)> {
         let dir = crate::workspace_root().join("levitate-mm/tests/dtbs");
         let mut all: Vec<_> = std::fs::read_dir(&dir)
@@ -327,7 +410,13 @@ mod tests {
     #[test]
     fn json_for_every_board() {
         for (name, blob) in dtbs() {
-            let out = render(&blob, &KnownRegions::default(), true, true);
+            let out = render(
+                &blob,
+                &KnownRegions::default(),
+                &default_options(),
+                true,
+                true,
+            );
             if name == "gs101-oriole.dtb" {
                 let e = out.err().expect("the tree without /memory must be refused");
                 assert!(e.0.contains("no RAM"), "{name}: {}", e.0);
@@ -392,9 +481,15 @@ mod tests {
         )
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(
-            &render(&blob, &KnownRegions::default(), true, false)
-                .unwrap()
-                .text,
+            &render(
+                &blob,
+                &KnownRegions::default(),
+                &default_options(),
+                true,
+                false,
+            )
+            .unwrap()
+            .text,
         )
         .unwrap();
         assert!(num(&v["mem_map"]["size"]) <= 32 << 20);
@@ -410,10 +505,11 @@ mod tests {
             dtb: Some(Region::new(PhysAddr::new(0x4800_0000), blob.len() as u64)),
             kernel: Some(Region::new(PhysAddr::new(0x4020_0000), 0x30_0000)),
         };
-        let text = render(&blob, &known, false, false).unwrap().text;
+        let options = default_options();
+        let text = render(&blob, &known, &options, false, false).unwrap().text;
         assert!(text.contains("kernel") && text.contains("dtb"), "{text}");
         for cut in [0, 10, 100, blob.len() / 2] {
-            assert!(render(&blob[..cut], &known, true, false).is_err());
+            assert!(render(&blob[..cut], &known, &options, true, false).is_err());
         }
     }
 

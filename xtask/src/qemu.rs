@@ -1,8 +1,14 @@
 //! `cargo xtask run`: boot the kernel Image on `qemu-system-aarch64 -M virt`, and the QEMU
-//! command line shared with `cargo xtask test`.
+//! command line shared with `cargo xtask test`. Before anything is built or booted, `run`
+//! checks a `--dtb` and an `--initrd` with the kernel's own code ([`preflight`]): a tree the
+//! kernel would refuse halts it before it has a console, so QEMU would sit there forever.
 
 use crate::kernel::{self, Variant};
 use crate::{bail, deps, Result};
+use levitate_mm::addr::PhysAddr;
+use levitate_mm::cpio::{Archive, Checksums};
+use levitate_mm::memmap::{BuildOptions, KnownRegions};
+use levitate_mm::region::Region;
 use lexopt::ValueExt;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -202,8 +208,53 @@ fn existing_file(path: PathBuf, flag: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Where QEMU's virt machine puts RAM (hw/arm/virt.c, `VIRT_MEM`).
+const QEMU_VIRT_RAM_BASE: u64 = 0x4000_0000;
+
+/// Refuses what the kernel would refuse, with the `error:` line `cargo xtask memmap` prints:
+/// a `--dtb` that fails the kernel's device-tree check or memory map, and an `--initrd` that is
+/// not a valid CPIO newc archive (an empty file is fine: no initramfs).
+///
+/// QEMU's `-dtb` replaces every memory node with one for `--mem` at `QEMU_VIRT_RAM_BASE`,
+/// so the map is built with that RAM and the tree's reservations. The kernel's and QEMU's own
+/// placements (image, blob, initrd) are not modelled; the RAM limits are a 48-bit CPU's (QEMU
+/// cannot give a 40-bit CPU RAM past 1 TiB anyway).
+pub fn preflight(opts: &RunOptions) -> Result<()> {
+    if let Some(path) = &opts.dtb {
+        let blob =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let ram = [Region::new(
+            PhysAddr::new(QEMU_VIRT_RAM_BASE),
+            opts.mem_mib << 20,
+        )];
+        let options = BuildOptions {
+            addressable: crate::memmap::kernel_addressable(crate::memmap::DEFAULT_PA_BITS),
+            ram: Some(&ram),
+        };
+        crate::memmap::check_tree(&blob, &KnownRegions::default(), &options)
+            .map_err(|e| format!("{}: {}", path.display(), e.0))?;
+    }
+    if let Some(path) = &opts.initrd {
+        check_initrd(path)?;
+    }
+    Ok(())
+}
+
+/// Parses an initrd with the kernel's CPIO reader.
+fn check_initrd(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    // The kernel's own reader and message (kernel/src/initramfs.rs: `corrupt initramfs: ...`).
+    Archive::open(&bytes, Checksums::Verify)
+        .map_err(|e| format!("{}: corrupt initramfs: {e}", path.display()))?;
+    Ok(())
+}
+
 /// `cargo xtask run`.
 pub fn run(opts: &RunOptions) -> Result<ExitCode> {
+    preflight(opts)?;
     deps::ensure_qemu()?;
     let built = kernel::build(Variant {
         release: opts.release,
@@ -282,6 +333,74 @@ mod tests {
             .windows(2)
             .any(|w| w == ["-M", "virt,virtualization=on,gic-version=3"]));
         assert!(args.ends_with(&["-d".to_string(), "int".to_string()]));
+    }
+
+    fn temp(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = crate::target_dir().join("xtask-unit");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn preflight_refuses_what_the_kernel_would() {
+        let root = crate::workspace_root();
+        let good = root.join("levitate-mm/tests/dtbs/qemu-virt-1g.dtb");
+        let blob = std::fs::read(&good).unwrap();
+        let check = |dtb: Option<PathBuf>, initrd: Option<PathBuf>| {
+            preflight(&RunOptions {
+                dtb,
+                initrd,
+                ..RunOptions::default()
+            })
+        };
+        assert!(check(Some(good.clone()), None).is_ok());
+        // Same error line as `xtask memmap` (its `render` on the same bytes).
+        let cut = temp("preflight-truncated.dtb", &blob[..blob.len() / 2]);
+        let e = check(Some(cut.clone()), None).unwrap_err().0;
+        assert_eq!(
+            e,
+            format!(
+                "{}: corrupt device tree: blob truncated: header says {} bytes, buffer has {}",
+                cut.display(),
+                blob.len(),
+                blob.len() / 2
+            )
+        );
+        // No /memory is fine: QEMU adds its own.
+        let no_memory = root.join("levitate-mm/tests/dtbs/gs101-oriole.dtb");
+        assert!(check(Some(no_memory), None).is_ok());
+        // A header claiming more than the kernel maps.
+        let mut huge = blob.clone();
+        huge[4..8].copy_from_slice(&(9u32 << 20).to_be_bytes());
+        let e = check(Some(temp("preflight-huge.dtb", &huge)), None)
+            .unwrap_err()
+            .0;
+        assert!(
+            e.ends_with("device tree claims 9437184 bytes, more than the 8 MiB the kernel accepts"),
+            "{e}"
+        );
+
+        let empty = temp("preflight-empty.cpio", b"");
+        assert!(check(None, Some(empty)).is_ok());
+        let mut trailer = b"070701".to_vec();
+        for field in 0..13 {
+            // namesize (field 11) = 11 for "TRAILER!!!\0"; everything else 0.
+            let v: u32 = if field == 11 { 11 } else { 0 };
+            trailer.extend(format!("{v:08x}").bytes());
+        }
+        trailer.extend(b"TRAILER!!!\0");
+        while !trailer.len().is_multiple_of(4) {
+            trailer.push(0);
+        }
+        assert!(check(None, Some(temp("preflight-trailer.cpio", &trailer))).is_ok());
+        let junk = temp("preflight-junk.cpio", &[b'x'; 200]);
+        let e = check(None, Some(junk.clone())).unwrap_err().0;
+        assert!(
+            e.starts_with(&format!("{}: corrupt initramfs: ", junk.display())),
+            "{e}"
+        );
     }
 
     #[test]

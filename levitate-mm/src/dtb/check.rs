@@ -549,6 +549,12 @@ impl fmt::Display for FdtError {
     }
 }
 
+/// The largest `totalsize` the kernel accepts. booting.rst says the blob "must not exceed 2
+/// megabytes in size", but QEMU's `-dtb` path grows a 1 MiB tree to just over 2 MiB
+/// (fdt_open_into with slack), so the kernel takes up to 8 MiB: a sanity bound on the header,
+/// not the protocol's. `cargo xtask run --dtb` refuses larger trees before booting.
+pub const MAX_TOTAL_SIZE: usize = 8 << 20;
+
 /// Reads `totalsize` from the start of a blob so the caller knows how much to map before
 /// calling [`check`]. Only the first 8 bytes are needed. The magic must match and the size
 /// must at least cover the header.

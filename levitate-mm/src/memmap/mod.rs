@@ -7,13 +7,24 @@
 //! * **RAM** (Devicetree Specification v0.4, 3.4): every child of the root with
 //!   `device_type = "memory"` whose `status` is okay (or absent), every `reg` entry, in the
 //!   root's `#address-cells`/`#size-cells`. Zero-size entries are boot loader placeholders and
-//!   are skipped. The ranges are merged and then rounded inward to whole pages.
+//!   are skipped. RAM the CPU cannot address or the linear map cannot reach ([`Addressable`])
+//!   is ignored, or clipped when only its end is beyond, with a warning naming the node. The
+//!   ranges are merged and then rounded inward to whole pages.
 //! * **Reservations**: `/memreserve/` entries (spec 5.3), `/reserved-memory` children with
-//!   `reg` (spec 3.5, in that node's own cell sizes), the initrd from `/chosen`, and the DTB
+//!   `reg` (spec 3.5, in that node's own cell sizes; every root child named
+//!   `reserved-memory`), the initrd from `/chosen`, and the DTB
 //!   and kernel image the caller knows about ([`KnownRegions`]). Then each dynamic
 //!   `/reserved-memory` child (`size`, no `reg`) is placed as Linux places it (top-down, in
 //!   the first `alloc-ranges` entry with room; `dynamic.rs` says how and where we differ).
-//!   `no-map` and `reusable` are reported; both kinds stay reserved.
+//!   `no-map` and `reusable` are reported; both kinds stay reserved. Only `status =
+//!   "disabled"` releases a `/reserved-memory` child (Linux also skips "reserved" and "fail").
+//! * **Reserved memory fails closed**: an enabled `/reserved-memory` child whose reservation
+//!   cannot be decoded (cell sizes that cannot describe it, a `reg` or `alloc-ranges` that is
+//!   empty, not a whole number of entries, or has a zero-size entry, a `size` or `alignment`
+//!   that is not 4 or 8 bytes, a translating `ranges`) is an error
+//!   ([`MemMapError::BadReservedMemory`], naming the node): ignoring it would hand its memory
+//!   out. Linux warns and skips such nodes; the memory manager's promise is never to hand out
+//!   reserved memory.
 //! * **Awkward input** never panics: a reservation partly outside RAM is clipped to RAM, one
 //!   wholly outside is dropped, one running past 2^64 is clipped there, overlapping ones are
 //!   all kept; each case is a [`Warning`]. A list that overflows its fixed capacity is an
@@ -24,6 +35,7 @@
 //! [`MemoryMap::from_parts`] builds the same map from already decoded pieces, for tests and
 //! for callers that do not have a tree.
 
+mod addressable;
 mod dynamic;
 mod error;
 mod fixed;
@@ -35,8 +47,11 @@ mod warning;
 #[cfg(test)]
 mod tests;
 
-pub use error::{InvariantViolation, MemMapError};
-pub use source::{AllocRangeIter, AllocRanges, DynamicRequest, KnownRegions, Reservation, Source};
+pub use addressable::{Addressable, Limit};
+pub use error::{InvariantViolation, MemMapError, NodePath};
+pub use source::{
+    AllocRangeIter, AllocRanges, BuildOptions, DynamicRequest, KnownRegions, Reservation, Source,
+};
 pub use validate::Totals;
 pub use warning::{Problem, Warning};
 
@@ -106,15 +121,27 @@ impl<'a> MemoryMap<'a> {
         }
     }
 
-    /// Builds the map from a device tree (see the module docs for the rules). The blob must
-    /// have passed [`crate::dtb::check::check`] (or come from [`crate::dtb::pack`]), so that
-    /// the `fdt` crate can walk it; property values are still treated as untrusted.
+    /// Builds the map from a device tree (see the module docs for the rules), with no limit on
+    /// where RAM may lie ([`Addressable::ANY`]); the kernel uses [`Self::load_fdt_with`] and
+    /// its CPU's limits. The blob must have passed [`crate::dtb::check::check`] (or come from
+    /// [`crate::dtb::pack`]), so that the `fdt` crate can walk it; property values are still
+    /// treated as untrusted.
     ///
     /// The map is about 20 KiB and this builds it in a local before moving it out: on a small
     /// boot stack, prefer [`Self::load_fdt`] into a map kept in a static.
     pub fn from_fdt(fdt: &fdt::Fdt<'a>, known: &KnownRegions) -> Result<Self, MemMapError> {
+        Self::from_fdt_with(fdt, known, &BuildOptions::default())
+    }
+
+    /// [`Self::from_fdt`] with the machine's limits and, for host tools, RAM as the boot
+    /// loader will describe it ([`BuildOptions`]).
+    pub fn from_fdt_with(
+        fdt: &fdt::Fdt<'a>,
+        known: &KnownRegions,
+        options: &BuildOptions<'_>,
+    ) -> Result<Self, MemMapError> {
         let mut map = Self::new();
-        parse::fill(&mut map, fdt, known)?;
+        parse::fill(&mut map, fdt, known, options)?;
         Ok(map)
     }
 
@@ -126,8 +153,18 @@ impl<'a> MemoryMap<'a> {
         fdt: &fdt::Fdt<'a>,
         known: &KnownRegions,
     ) -> Result<(), MemMapError> {
+        self.load_fdt_with(fdt, known, &BuildOptions::default())
+    }
+
+    /// [`Self::load_fdt`] with the machine's limits ([`BuildOptions`]).
+    pub fn load_fdt_with(
+        &mut self,
+        fdt: &fdt::Fdt<'a>,
+        known: &KnownRegions,
+        options: &BuildOptions<'_>,
+    ) -> Result<(), MemMapError> {
         self.clear();
-        let result = parse::fill(self, fdt, known);
+        let result = parse::fill(self, fdt, known, options);
         if result.is_err() {
             self.clear();
         }
@@ -142,9 +179,19 @@ impl<'a> MemoryMap<'a> {
         reservations: &[Reservation<'a>],
         dynamic: &[DynamicRequest<'a>],
     ) -> Result<Self, MemMapError> {
+        Self::from_parts_within(ram, reservations, dynamic, &Addressable::ANY)
+    }
+
+    /// [`Self::from_parts`] with RAM limited to what `addressable` allows.
+    pub fn from_parts_within(
+        ram: &[Region],
+        reservations: &[Reservation<'a>],
+        dynamic: &[DynamicRequest<'a>],
+        addressable: &Addressable,
+    ) -> Result<Self, MemMapError> {
         let mut map = Self::new();
         for r in ram {
-            map.add_memory(*r, "")?;
+            map.add_memory(*r, "", addressable)?;
         }
         map.finish_memory()?;
         for r in reservations {
@@ -210,18 +257,37 @@ impl<'a> MemoryMap<'a> {
     }
 
     /// Adds a raw RAM range (before [`Self::finish_memory`]). `node` names its memory node.
-    fn add_memory(&mut self, given: Region, node: &'a str) -> Result<(), MemMapError> {
+    /// The part `addressable` does not allow is left out, with a warning.
+    fn add_memory(
+        &mut self,
+        given: Region,
+        node: &'a str,
+        addressable: &Addressable,
+    ) -> Result<(), MemMapError> {
         if given.size == 0 {
             return Ok(());
         }
         // The fields are public, so `given` may claim bytes past 2^64: clip, and say so.
-        let region = Region::new(given.base, given.size);
-        if region.size < given.size {
+        let whole = Region::new(given.base, given.size);
+        if whole.size < given.size {
             self.warn(Warning::MemoryPastTop {
                 node,
                 base: given.base.as_u64(),
                 size: given.size,
             });
+        }
+        // The end decides: a range that starts in reach may still run out of it.
+        let (region, limit) = addressable.clip(whole);
+        if let Some(limit) = limit {
+            self.warn(Warning::Unaddressable {
+                node,
+                region: whole,
+                kept: region,
+                limit,
+            });
+        }
+        if region.is_empty() {
+            return Ok(());
         }
         self.memory
             .insert(region)
@@ -235,7 +301,15 @@ impl<'a> MemoryMap<'a> {
     /// page do not lose it) and makes it all usable.
     fn finish_memory(&mut self) -> Result<(), MemMapError> {
         if self.memory.is_empty() {
-            return Err(MemMapError::NoMemory);
+            // Say why when RAM existed but lay out of reach (RAM comes first, so its warnings
+            // are among the first kept).
+            let out_of_reach = self.warnings().iter().find_map(|w| match w {
+                Warning::Unaddressable { limit, .. } => Some(*limit),
+                _ => None,
+            });
+            return Err(out_of_reach.map_or(MemMapError::NoMemory, |limit| {
+                MemMapError::NoAddressableMemory { limit }
+            }));
         }
         let mut pages = RegionSet::<MAX_MEMORY>::new();
         for r in self.memory.iter() {

@@ -3,11 +3,15 @@
 //! with reserved-memory.yaml) and `/chosen`, in the order Linux makes them on arm64.
 //!
 //! Property values come from firmware: every length and cell size is checked, and a value
-//! that cannot be decoded is a [`Warning`], never a panic. `reg` values are decoded with
-//! [`tree::reg_entries`] rather than the `fdt` crate's `reg()`/`memory()`, some of which panic.
+//! that cannot be decoded is a [`Warning`] (RAM, initrd) or, where ignoring it would hand out
+//! reserved memory, a [`MemMapError`] naming the node; never a panic. `reg` values are decoded
+//! with [`tree::reg_entries`] rather than the `fdt` crate's `reg()`/`memory()`, some of which
+//! panic.
 
+use super::addressable::Addressable;
+use super::error::NodePath;
 use super::fixed::FixedVec;
-use super::source::{AllocRanges, DynamicRequest, KnownRegions, Reservation, Source};
+use super::source::{AllocRanges, BuildOptions, DynamicRequest, KnownRegions, Reservation, Source};
 use super::warning::{Problem, Warning};
 use super::{MemMapError, MemoryMap, MAX_DYNAMIC};
 use crate::addr::PhysAddr;
@@ -67,14 +71,25 @@ pub(super) fn fill<'a>(
     map: &mut MemoryMap<'a>,
     fdt: &fdt::Fdt<'a>,
     known: &KnownRegions,
+    options: &BuildOptions<'_>,
 ) -> Result<(), MemMapError> {
     let root = tree::Located::root(fdt).ok_or(MemMapError::NoMemory)?.node;
+    let addressable = &options.addressable;
 
-    // 3.4: memory nodes are children of the root, whose cell sizes their `reg` uses. Like
-    // Linux (early_init_dt_scan_memory), only the root's children are looked at.
-    let (address_cells, size_cells) = tree::child_cell_sizes(&root);
-    for node in root.children().filter(|n| is_okay(n) && is_memory(n)) {
-        add_memory_node(map, node, address_cells, size_cells)?;
+    match options.ram {
+        Some(ram) => {
+            for r in ram {
+                map.add_memory(*r, "", addressable)?;
+            }
+        }
+        None => {
+            // 3.4: memory nodes are children of the root, whose cell sizes their `reg` uses.
+            // Like Linux (early_init_dt_scan_memory), only the root's children are looked at.
+            let (address_cells, size_cells) = tree::child_cell_sizes(&root);
+            for node in root.children().filter(|n| is_okay(n) && is_memory(n)) {
+                add_memory_node(map, node, address_cells, size_cells, addressable)?;
+            }
+        }
     }
     map.finish_memory()?;
 
@@ -91,21 +106,40 @@ pub(super) fn fill<'a>(
     }
     for entry in fdt.memory_reservations() {
         // 5.3: the fdt crate hands the 64-bit address out as a pointer; it is a physical
-        // address, and pointers are 64 bits on every target we build.
-        let region = raw_region(entry.address() as usize as u64, entry.size() as u64);
+        // address, and pointers are 64 bits on every target we build. Only (0, 0) ends the
+        // list, so a (base, 0) entry is an entry that reserves nothing: say so.
+        let (base, size) = (entry.address() as usize as u64, entry.size() as u64);
+        if size == 0 {
+            map.warn(Warning::EmptyMemReserve { base });
+            continue;
+        }
+        let region = raw_region(base, size);
         map.add_reservation(Reservation::new(region, "/memreserve/", Source::MemReserve))?;
     }
 
     // 3.5: static children are reserved as they come; dynamic ones wait until everything
-    // static is in, then are placed in tree order.
+    // static is in, then are placed in tree order. Linux reads only the node named exactly
+    // `reserved-memory`; a second one (`reserved-memory@...`) would be skipped there and its
+    // memory handed out, so every one is read here.
     let mut dynamic = FixedVec::<DynamicRequest<'a>, MAX_DYNAMIC>::new(DynamicRequest::new("", 0));
-    if let Some(parent) = root
+    for parent in root
         .children()
-        .find(|n| is_named(n.name, "reserved-memory"))
+        .filter(|n| is_named(n.name, "reserved-memory"))
     {
-        let (address_cells, size_cells) = tree::child_cell_sizes(&parent);
-        for child in parent.children().filter(is_okay) {
-            if let Some(request) = add_reserved_child(map, child, address_cells, size_cells)? {
+        let layout = ParentLayout::read(&parent);
+        if layout.no_ranges {
+            map.warn(Warning::NoRanges { node: parent.name });
+        }
+        for child in parent.children() {
+            match reserved_status(&child) {
+                Status::Disabled => continue,
+                Status::Okay => {}
+                Status::Other(status) => map.warn(Warning::OddReservedStatus {
+                    node: child.name,
+                    status,
+                }),
+            }
+            if let Some(request) = add_reserved_child(map, parent.name, &layout, child)? {
                 dynamic.push(request).map_err(|_| MemMapError::TooMany {
                     what: "dynamic reserved-memory nodes",
                     capacity: MAX_DYNAMIC,
@@ -130,6 +164,7 @@ fn add_memory_node<'a>(
     node: FdtNode<'_, 'a>,
     address_cells: usize,
     size_cells: usize,
+    addressable: &Addressable,
 ) -> Result<(), MemMapError> {
     let name = node.name;
     let bad = |problem| Warning::BadMemoryNode {
@@ -155,7 +190,7 @@ fn add_memory_node<'a>(
         }));
     }
     for (base, size) in tree::reg_entries(reg.value, address_cells, size_cells) {
-        map.add_memory(raw_region(base, size), name)?;
+        map.add_memory(raw_region(base, size), name, addressable)?;
     }
     Ok(())
 }
@@ -194,40 +229,132 @@ fn add_initrd(map: &mut MemoryMap<'_>, chosen: FdtNode<'_, '_>) -> Result<(), Me
     Ok(())
 }
 
-/// One `/reserved-memory` child: a static one is reserved now; a dynamic one is returned for
-/// placement once everything static is in.
+/// A `/reserved-memory` child's `status`.
+enum Status<'a> {
+    /// Absent, "okay" or "ok".
+    Okay,
+    /// "disabled": the only status that releases the node's memory.
+    Disabled,
+    /// Anything else; the string when it is one.
+    Other(Option<&'a str>),
+}
+
+/// Reads a `/reserved-memory` child's `status` (spec 2.3.4). Linux's
+/// `of_fdt_device_is_available` skips every node that is not okay, "reserved" (memory another
+/// agent owns) and "fail" included; failing closed, only "disabled" lets memory go.
+fn reserved_status<'a>(node: &FdtNode<'_, 'a>) -> Status<'a> {
+    let Some(p) = node.property("status") else {
+        return Status::Okay;
+    };
+    match first_string(p.value) {
+        b"okay" | b"ok" => Status::Okay,
+        b"disabled" => Status::Disabled,
+        other => Status::Other(
+            (p.value.last() == Some(&0))
+                .then(|| core::str::from_utf8(other).ok())
+                .flatten(),
+        ),
+    }
+}
+
+/// How a `/reserved-memory` node's children are addressed: its own `#address-cells` and
+/// `#size-cells` (reserved-memory.yaml requires both, equal to the root's; we use the node's
+/// own, as the spec's 2.3.5 says) and its `ranges` (required, and empty: identity).
+struct ParentLayout {
+    /// The cell sizes, or why they cannot decode a child's address.
+    cells: Result<(usize, usize), Problem>,
+    /// `ranges` is absent (addresses are still taken as physical, with a warning).
+    no_ranges: bool,
+}
+
+impl ParentLayout {
+    fn read(node: &FdtNode<'_, '_>) -> Self {
+        let declared = |property: &'static str| -> Result<usize, Problem> {
+            let p = node
+                .property(property)
+                .ok_or(Problem::Missing { property })?;
+            match *p.value {
+                [a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d]) as usize),
+                _ => Err(Problem::CellsLength {
+                    property,
+                    len: p.value.len(),
+                }),
+            }
+        };
+        let ranges = node.property("ranges");
+        let cells = declared("#address-cells").and_then(|address_cells| {
+            let size_cells = declared("#size-cells")?;
+            if !cells_ok(address_cells, size_cells) {
+                return Err(Problem::CellSizes {
+                    address_cells,
+                    size_cells,
+                });
+            }
+            if ranges.is_some_and(|p| !p.value.is_empty()) {
+                return Err(Problem::TranslatingRanges);
+            }
+            Ok((address_cells, size_cells))
+        });
+        Self {
+            cells,
+            no_ranges: ranges.is_none(),
+        }
+    }
+}
+
+/// Checks a `reg`-like value strictly: a whole, non-empty number of entries.
+fn whole_entries(
+    value: &[u8],
+    property: &'static str,
+    (address_cells, size_cells): (usize, usize),
+) -> Result<(), Problem> {
+    if value.is_empty() {
+        return Err(Problem::NoEntries { property });
+    }
+    match trailing_bytes(value, address_cells, size_cells) {
+        0 => Ok(()),
+        bytes => Err(Problem::TrailingBytes { property, bytes }),
+    }
+}
+
+/// One enabled `/reserved-memory` child: a static one is reserved now; a dynamic one is
+/// returned for placement once everything static is in. Whatever cannot be decoded is an
+/// error naming the node (the module docs say why).
 fn add_reserved_child<'a>(
     map: &mut MemoryMap<'a>,
+    parent: &'a str,
+    layout: &ParentLayout,
     node: FdtNode<'_, 'a>,
-    address_cells: usize,
-    size_cells: usize,
 ) -> Result<Option<DynamicRequest<'a>>, MemMapError> {
     let name = node.name;
-    let bad = |problem| Warning::BadReservedMemoryNode {
-        node: name,
+    let bad = |problem| MemMapError::BadReservedMemory {
+        node: NodePath::new(&[parent, name]),
         problem,
+    };
+    let cells = || {
+        layout
+            .cells
+            .map_err(|problem| MemMapError::BadReservedMemoryParent {
+                node: NodePath::new(&[parent]),
+                problem,
+            })
     };
     let no_map = node.property("no-map").is_some();
     let reusable = node.property("reusable").is_some();
-    let cells_problem = Problem::CellSizes {
-        address_cells,
-        size_cells,
-    };
 
     // A node with `reg` is static, even if it also has `size` (Linux ignores `size` then).
     if let Some(reg) = node.property("reg") {
-        if !cells_ok(address_cells, size_cells) {
-            map.warn(bad(cells_problem));
-            return Ok(None);
-        }
-        let bytes = trailing_bytes(reg.value, address_cells, size_cells);
-        if bytes != 0 {
-            map.warn(bad(Problem::TrailingBytes {
+        let (address_cells, size_cells) = cells()?;
+        whole_entries(reg.value, "reg", (address_cells, size_cells)).map_err(bad)?;
+        let entries = || tree::reg_entries(reg.value, address_cells, size_cells);
+        // Check every entry before reserving any, so an error leaves nothing half done.
+        if let Some((base, _)) = entries().find(|&(_, size)| size == 0) {
+            return Err(bad(Problem::ZeroSizeEntry {
                 property: "reg",
-                bytes,
+                base,
             }));
         }
-        for (base, size) in tree::reg_entries(reg.value, address_cells, size_cells) {
+        for (base, size) in entries() {
             map.add_reservation(Reservation {
                 region: raw_region(base, size),
                 name,
@@ -240,7 +367,8 @@ fn add_reserved_child<'a>(
     }
 
     let Some(size) = node.property("size") else {
-        // `iommu-addresses` alone reserves IO virtual addresses, not physical memory.
+        // `iommu-addresses` alone reserves IO virtual addresses, not physical memory. A node
+        // with neither names no memory at all, so nothing is handed out by ignoring it.
         if node.property("iommu-addresses").is_none() {
             map.warn(Warning::NoRegOrSize { node: name });
         }
@@ -248,42 +376,28 @@ fn add_reserved_child<'a>(
     };
     // reserved-memory.yaml: `size` and `alignment` are uint32 or uint64 ("based on parent's
     // #size-cells"); either length is unambiguous, so both are accepted.
-    let Some(size_value) = number(size.value) else {
-        map.warn(bad(Problem::BadLength {
+    let size_value = number(size.value).ok_or_else(|| {
+        bad(Problem::BadLength {
             property: "size",
             len: size.value.len(),
-        }));
-        return Ok(None);
-    };
+        })
+    })?;
     let alignment = match node.property("alignment") {
         None => 0,
-        Some(p) => match number(p.value) {
-            Some(a) => a,
-            None => {
-                // Placing it with the wrong alignment could break its device; Linux refuses
-                // the node too.
-                map.warn(bad(Problem::BadLength {
-                    property: "alignment",
-                    len: p.value.len(),
-                }));
-                return Ok(None);
-            }
-        },
+        // Placing it with the wrong alignment could break its device; Linux refuses the
+        // node too.
+        Some(p) => number(p.value).ok_or_else(|| {
+            bad(Problem::BadLength {
+                property: "alignment",
+                len: p.value.len(),
+            })
+        })?,
     };
     let alloc_ranges = match node.property("alloc-ranges") {
         None => AllocRanges::Anywhere,
         Some(p) => {
-            if !cells_ok(address_cells, size_cells) {
-                map.warn(bad(cells_problem));
-                return Ok(None);
-            }
-            let bytes = trailing_bytes(p.value, address_cells, size_cells);
-            if bytes != 0 {
-                map.warn(bad(Problem::TrailingBytes {
-                    property: "alloc-ranges",
-                    bytes,
-                }));
-            }
+            let (address_cells, size_cells) = cells()?;
+            whole_entries(p.value, "alloc-ranges", (address_cells, size_cells)).map_err(bad)?;
             AllocRanges::Cells {
                 value: p.value,
                 address_cells,

@@ -1,7 +1,8 @@
 //! What the memory map is built from: reservations with their origin, the regions the boot
-//! path knows about without the device tree, and requests for dynamically placed
-//! `/reserved-memory` regions.
+//! path knows about without the device tree, the machine's limits, and requests for
+//! dynamically placed `/reserved-memory` regions.
 
+use super::addressable::Addressable;
 use crate::addr::PhysAddr;
 use crate::dtb::tree;
 use crate::region::Region;
@@ -89,6 +90,19 @@ pub struct KnownRegions {
     pub dtb: Option<Region>,
     /// The whole kernel image, BSS and boot page tables included.
     pub kernel: Option<Region>,
+}
+
+/// What the caller knows about the machine that changes how the tree is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions<'r> {
+    /// Where RAM may lie: the CPU's physical address range and the kernel's linear map. RAM
+    /// beyond is ignored (or clipped) with a [`super::Warning::Unaddressable`].
+    pub addressable: Addressable,
+    /// RAM as the boot loader will describe it, used instead of the tree's memory nodes: for
+    /// a host tool predicting what the kernel will see when the boot loader rewrites them
+    /// (QEMU's `-dtb` replaces every memory node with its own; U-Boot fixes `/memory` up).
+    /// `None`: RAM comes from the tree.
+    pub ram: Option<&'r [Region]>,
 }
 
 /// Where a dynamic region may go (`alloc-ranges`, reserved-memory.yaml).

@@ -1,6 +1,9 @@
 //! Things in the device tree (or in the parts handed to the map) that the map worked around:
 //! each is reported once, as one line naming the node or entry, and never stops the boot.
+//! (What cannot be worked around without handing out reserved memory is a
+//! [`super::MemMapError`] instead; [`Problem`] describes both.)
 
+use super::addressable::Limit;
 use super::source::Source;
 use crate::region::Region;
 use core::fmt;
@@ -9,7 +12,7 @@ use core::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Problem {
     /// `#address-cells`/`#size-cells` that cannot describe a 64-bit physical range (each must
-    /// be 1 or 2). The node is ignored.
+    /// be 1 or 2). A memory node is ignored; reserved memory fails closed.
     CellSizes {
         /// `#address-cells` in force.
         address_cells: usize,
@@ -17,8 +20,8 @@ pub enum Problem {
         size_cells: usize,
     },
     /// A `reg`-like value (`reg`, `alloc-ranges`) whose length is not a whole number of
-    /// entries. The whole entries are used and the tail is ignored (Linux rejects such an
-    /// `alloc-ranges`; the whole entries are unambiguous, so we keep them).
+    /// entries. For a memory node the whole entries are used and the tail is ignored; reserved
+    /// memory fails closed (the cell sizes are likely wrong, so no entry can be trusted).
     TrailingBytes {
         /// The property.
         property: &'static str,
@@ -26,7 +29,7 @@ pub enum Problem {
         bytes: usize,
     },
     /// A number property (`size`, `alignment`, initrd bounds) that is neither 4 nor 8 bytes
-    /// long. The node (or the initrd) is ignored.
+    /// long. The initrd is not reserved; reserved memory fails closed.
     BadLength {
         /// The property.
         property: &'static str,
@@ -54,6 +57,30 @@ pub enum Problem {
         /// `linux,initrd-end`.
         end: u64,
     },
+    /// A `reg`-like value with no entry at all: it names no memory, so what it was meant to
+    /// reserve is unknown.
+    NoEntries {
+        /// The property.
+        property: &'static str,
+    },
+    /// A `reg` entry of size 0 in a reservation: a placeholder the boot loader did not fill,
+    /// or a misread; the memory meant is unknown (Linux reports it as a failed reservation).
+    ZeroSizeEntry {
+        /// The property.
+        property: &'static str,
+        /// The entry's address.
+        base: u64,
+    },
+    /// A `#address-cells`/`#size-cells` property that is not one cell long.
+    CellsLength {
+        /// The property.
+        property: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A `/reserved-memory` `ranges` that translates addresses (reserved-memory.yaml requires
+    /// an empty one: child addresses are physical).
+    TranslatingRanges,
 }
 
 impl fmt::Display for Problem {
@@ -81,6 +108,17 @@ impl fmt::Display for Problem {
                 f,
                 "linux,initrd-end {end:#x} is not above linux,initrd-start {start:#x}"
             ),
+            Problem::NoEntries { property } => write!(f, "{property} holds no entry"),
+            Problem::ZeroSizeEntry { property, base } => {
+                write!(f, "{property} entry at {base:#x} has size 0")
+            }
+            Problem::CellsLength { property, len } => {
+                write!(f, "{property} is {len} bytes long, not one cell")
+            }
+            Problem::TranslatingRanges => f.write_str(
+                "ranges is not empty (child addresses translated through ranges are not \
+                 supported; the binding asks for an empty ranges)",
+            ),
         }
     }
 }
@@ -95,7 +133,7 @@ pub enum Warning<'a> {
         /// What is wrong and what was done.
         problem: Problem,
     },
-    /// A `/reserved-memory` child (spec 3.5) with a property that cannot be decoded.
+    /// A dynamic `/reserved-memory` child (spec 3.5) that asks for nothing (size 0).
     BadReservedMemoryNode {
         /// Node name.
         node: &'a str,
@@ -177,6 +215,39 @@ pub enum Warning<'a> {
         /// Node name.
         node: &'a str,
     },
+    /// RAM the CPU cannot address or the linear map cannot reach: ignored, or clipped at the
+    /// limit when only its tail is beyond.
+    Unaddressable {
+        /// Memory node name (empty for RAM not from a memory node).
+        node: &'a str,
+        /// The range as described (clipped at 2^64).
+        region: Region,
+        /// The part kept (empty when the whole range is beyond the limit).
+        kept: Region,
+        /// The limit it ran into.
+        limit: Limit,
+    },
+    /// A `/reserved-memory` child whose `status` is neither okay nor "disabled" ("reserved",
+    /// "fail", or not a string). Linux skips every node that is not okay; only "disabled"
+    /// releases memory here, the rest stays reserved.
+    OddReservedStatus {
+        /// Node name.
+        node: &'a str,
+        /// The status, when it is a string.
+        status: Option<&'a str>,
+    },
+    /// A `/reserved-memory` node without `ranges` (the binding requires an empty one): its
+    /// children's addresses are taken as physical addresses, as Linux would if it accepted it.
+    NoRanges {
+        /// Node name.
+        node: &'a str,
+    },
+    /// A `/memreserve/` entry of size 0 (only the `(0, 0)` entry ends the list, spec 5.3);
+    /// nothing reserved.
+    EmptyMemReserve {
+        /// Its address.
+        base: u64,
+    },
 }
 
 impl Warning<'_> {
@@ -187,15 +258,8 @@ impl Warning<'_> {
             Warning::BadMemoryNode {
                 problem: Problem::TrailingBytes { .. },
                 ..
-            }
-            | Warning::BadReservedMemoryNode {
-                problem: Problem::TrailingBytes { .. },
-                ..
             } => "the partial entry is ignored",
-            Warning::BadReservedMemoryNode {
-                problem: Problem::ZeroSize,
-                ..
-            } => "nothing reserved",
+            Warning::BadReservedMemoryNode { .. } => "nothing reserved",
             _ => "node ignored",
         }
     }
@@ -213,6 +277,10 @@ impl Warning<'_> {
             Warning::Overlap { .. } => "overlap",
             Warning::DynamicUnplaced { .. } => "dynamic_unplaced",
             Warning::NoRegOrSize { .. } => "no_reg_or_size",
+            Warning::Unaddressable { .. } => "unaddressable_memory",
+            Warning::OddReservedStatus { .. } => "odd_reserved_status",
+            Warning::NoRanges { .. } => "no_ranges",
+            Warning::EmptyMemReserve { .. } => "empty_memreserve",
         }
     }
 }
@@ -358,6 +426,71 @@ impl fmt::Display for Warning<'_> {
                 write!(
                     f,
                     "reserved-memory node '{node}': neither reg nor size; ignored"
+                )
+            }
+            Warning::Unaddressable {
+                node,
+                region,
+                kept,
+                limit,
+            } => {
+                if node.is_empty() {
+                    write!(f, "RAM {}", Span(region))?;
+                } else {
+                    write!(f, "memory node '{node}': RAM {}", Span(region))?;
+                }
+                let beyond = match limit {
+                    Limit::PhysAddrBits(bits) => {
+                        return if kept.is_empty() {
+                            write!(
+                                f,
+                                " lies beyond the CPU's {bits}-bit physical address range; \
+                                 ignored"
+                            )
+                        } else {
+                            write!(
+                                f,
+                                " runs past the CPU's {bits}-bit physical address range; only \
+                                 {} is used",
+                                Span(kept)
+                            )
+                        };
+                    }
+                    Limit::LinearMap(end) => end,
+                };
+                if kept.is_empty() {
+                    write!(
+                        f,
+                        " lies beyond the kernel's linear map (physical 0..{beyond:#x}, {}); ignored",
+                        Bytes(beyond)
+                    )
+                } else {
+                    write!(
+                        f,
+                        " runs past the kernel's linear map (physical 0..{beyond:#x}, {}); only {} \
+                         is used",
+                        Bytes(beyond),
+                        Span(kept)
+                    )
+                }
+            }
+            Warning::OddReservedStatus { node, status } => {
+                write!(f, "reserved-memory node '{node}': status ")?;
+                match status {
+                    Some(s) => write!(f, "\"{s}\"")?,
+                    None => f.write_str("(not a string)")?,
+                }
+                f.write_str(" is neither \"okay\" nor \"disabled\"; kept reserved")
+            }
+            Warning::NoRanges { node } => write!(
+                f,
+                "'{node}' has no ranges property; its children's addresses are taken as \
+                 physical addresses"
+            ),
+            Warning::EmptyMemReserve { base } => {
+                write!(
+                    f,
+                    "/memreserve/ entry at {base:#x} has size 0; nothing reserved"
                 )
             }
         }

@@ -4,6 +4,7 @@
 //! express.
 
 mod builder;
+mod fail_closed;
 
 use super::*;
 use crate::addr::PhysAddr;
@@ -264,7 +265,32 @@ fn memreserve_entries() {
     assert_eq!(map.usable(), [r(0x4001_0000, 0x8000_0000)]);
     assert_eq!(
         texts(&map),
-        ["/memreserve/ entry 0x1000..0x2000 (4 KiB) lies wholly outside RAM; ignored"]
+        [
+            "/memreserve/ entry at 0x48000000 has size 0; nothing reserved",
+            "/memreserve/ entry 0x1000..0x2000 (4 KiB) lies wholly outside RAM; ignored"
+        ]
+    );
+}
+
+#[test]
+fn memreserve_entries_past_the_end_reserve_what_they_cover() {
+    // Running past the end of RAM: the part inside is reserved. Past 2^64: clipped there, so
+    // everything from its base up stays reserved (more, never less).
+    let blob = qemu_like()
+        .memreserve(0x7fff_0000, 0x2_0000)
+        .memreserve(0x6000_0000, u64::MAX)
+        .build();
+    let map = map_of(&blob, &NONE).unwrap();
+    assert_eq!(map.usable(), [r(0x4000_0000, 0x6000_0000)]);
+    let kinds: Vec<&str> = map.warnings().iter().map(Warning::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "partly_outside_memory",
+            "reservation_past_top",
+            "partly_outside_memory",
+            "overlap"
+        ]
     );
 }
 
@@ -290,15 +316,19 @@ fn static_reserved_memory_children() {
         .cells("reg", &[0xa000_0000, 0x1000])
         .string("status", "disabled")
         .end()
+        // Not okay, not disabled: Linux would skip it; it stays reserved here.
         .begin("garbled@a1000000")
         .cells("reg", &[0xa100_0000, 0x1000])
         .prop("status", &[0xff, 0])
         .end()
-        .begin("empty")
-        .prop("reg", &[])
+        .begin("firmware@a2000000")
+        .cells("reg", &[0xa200_0000, 0x1000])
+        .string("status", "reserved")
         .end()
-        .begin("zero@b0000000")
-        .cells("reg", &[0xb000_0000, 0])
+        // Undecodable, but disabled: ignored.
+        .begin("off-and-broken@b0000000")
+        .cells("reg", &[0xb000_0000, 0, 7])
+        .string("status", "disabled")
         .end()
         .begin("okay@b1000000")
         .cells("reg", &[0xb100_0000, 0x800])
@@ -318,6 +348,18 @@ fn static_reserved_memory_children() {
             (r(0x8000_0000, 0x8010_0000), "fw@80000000", true, false),
             (r(0x8100_0000, 0x8100_2000), "fw@80000000", true, false),
             (r(0x9000_0000, 0x9100_0000), "pool@90000000", false, true),
+            (
+                r(0xa100_0000, 0xa100_1000),
+                "garbled@a1000000",
+                false,
+                false
+            ),
+            (
+                r(0xa200_0000, 0xa200_1000),
+                "firmware@a2000000",
+                false,
+                false
+            ),
             (r(0xb100_0000, 0xb100_0800), "okay@b1000000", false, false),
         ]
     );
@@ -330,48 +372,274 @@ fn static_reserved_memory_children() {
         [
             r(0x8010_0000, 0x8100_0000),
             r(0x8100_2000, 0x9000_0000),
-            r(0x9100_0000, 0xb100_0000),
+            r(0x9100_0000, 0xa100_0000),
+            r(0xa100_1000, 0xa200_0000),
+            r(0xa200_1000, 0xb100_0000),
             r(0xb100_1000, 0xc000_0000),
         ]
     );
-    assert!(map.warnings().is_empty(), "{:?}", texts(&map));
+    assert_eq!(
+        texts(&map),
+        [
+            "reserved-memory node 'garbled@a1000000': status (not a string) is neither \
+             \"okay\" nor \"disabled\"; kept reserved",
+            "reserved-memory node 'firmware@a2000000': status \"reserved\" is neither \
+             \"okay\" nor \"disabled\"; kept reserved",
+        ]
+    );
+    let reserved = 0x10_0000 + 0x2000 + 0x100_0000 + 3 * 0x1000;
     assert_eq!(
         map.totals(),
         Totals {
             memory: 0x4000_0000,
-            reserved: 0x10_0000 + 0x2000 + 0x100_0000 + 0x1000,
-            usable: 0x4000_0000 - (0x10_0000 + 0x2000 + 0x100_0000 + 0x1000),
+            reserved,
+            usable: 0x4000_0000 - reserved,
             no_map: 0x10_0000 + 0x2000,
         }
     );
 }
 
+/// The error for `/reserved-memory` holding `child`, in QEMU-like RAM.
+/// Adds one child node's begin and properties to a tree (the caller closes it).
+type Child = fn(Tree) -> Tree;
+/// Properties of `/reserved-memory` itself.
+type Props<'p> = &'p [(&'p str, &'p [u8])];
+
+fn reserved_memory_error(parent_props: Props<'_>, child: Child) -> MemMapError {
+    let mut t = qemu_like().begin("reserved-memory");
+    for (name, value) in parent_props {
+        t = t.prop(name, value);
+    }
+    let blob = child(t).end().end().build();
+    // Unchecked: `dtb::check` already refuses some of these (a cell-size property that is
+    // not one cell); the map must fail closed on its own too.
+    map_unchecked(&blob, &NONE).expect_err("an undecodable reservation must be an error")
+}
+
+const CELLS_2_2: Props<'static> = &[
+    ("#address-cells", &[0, 0, 0, 2]),
+    ("#size-cells", &[0, 0, 0, 2]),
+    ("ranges", &[]),
+];
+
 #[test]
-fn reserved_memory_with_unusable_cell_sizes_warns() {
+fn undecodable_static_children_fail_closed() {
+    let cases: [(Child, &str); 3] = [
+        (
+            |t: Tree| {
+                t.begin("fw@50000000")
+                    .cells("reg", &[0, 0x5000_0000, 0, 0x10_0000, 7])
+            },
+            "reserved-memory node /reserved-memory/fw@50000000: reg ends with 4 bytes that do \
+             not form a whole entry",
+        ),
+        (
+            |t: Tree| t.begin("fw@50000000").prop("reg", &[]),
+            "reserved-memory node /reserved-memory/fw@50000000: reg holds no entry",
+        ),
+        (
+            |t: Tree| {
+                t.begin("fw@50000000")
+                    .cells("reg", &[0, 0x4800_0000, 0, 0x1000, 0, 0x5000_0000, 0, 0])
+            },
+            "reserved-memory node /reserved-memory/fw@50000000: reg entry at 0x50000000 has \
+             size 0",
+        ),
+    ];
+    for (child, want) in cases {
+        let e = reserved_memory_error(CELLS_2_2, child).to_string();
+        assert!(e.starts_with(want), "{e}");
+        assert!(
+            e.ends_with(
+                "; cannot tell which memory it reserves, so none is handed out \
+                 (status = \"disabled\" ignores the node)"
+            ),
+            "{e}"
+        );
+    }
+    // The error leaves no map behind when loading in place.
+    let blob = qemu_like()
+        .begin("reserved-memory")
+        .cells("#address-cells", &[2])
+        .cells("#size-cells", &[2])
+        .prop("ranges", &[])
+        .begin("ok@48000000")
+        .cells("reg", &[0, 0x4800_0000, 0, 0x1000])
+        .end()
+        .begin("bad@50000000")
+        .cells("reg", &[0, 0x5000_0000, 0, 0])
+        .end()
+        .end()
+        .build();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let mut map = MemoryMap::new();
+    let e = map.load_fdt(&fdt, &NONE).unwrap_err();
+    assert!(matches!(
+        e,
+        MemMapError::BadReservedMemory {
+            problem: Problem::ZeroSizeEntry {
+                base: 0x5000_0000,
+                ..
+            },
+            ..
+        }
+    ));
+    assert!(map.memory().is_empty() && map.usable().is_empty());
+}
+
+#[test]
+fn undecodable_dynamic_children_fail_closed() {
+    let cases: [(Child, &str); 4] = [
+        (
+            |t: Tree| t.begin("a").prop("size", &[1, 2, 3]),
+            "reserved-memory node /reserved-memory/a: size is 3 bytes long, not 4 or 8",
+        ),
+        (
+            |t: Tree| {
+                t.begin("b")
+                    .cells("size", &[0x1000])
+                    .prop("alignment", &[0, 0])
+            },
+            "reserved-memory node /reserved-memory/b: alignment is 2 bytes long, not 4 or 8",
+        ),
+        (
+            |t: Tree| {
+                t.begin("f")
+                    .cells("size", &[0x1000])
+                    .cells("alloc-ranges", &[0, 0x4000_0000, 0, 0x1000, 5])
+            },
+            "reserved-memory node /reserved-memory/f: alloc-ranges ends with 4 bytes that do \
+             not form a whole entry",
+        ),
+        (
+            |t: Tree| {
+                t.begin("g")
+                    .cells("size", &[0x1000])
+                    .prop("alloc-ranges", &[])
+            },
+            "reserved-memory node /reserved-memory/g: alloc-ranges holds no entry",
+        ),
+    ];
+    for (child, want) in cases {
+        let e = reserved_memory_error(CELLS_2_2, child).to_string();
+        assert!(e.starts_with(want), "{e}");
+    }
+}
+
+#[test]
+fn reserved_memory_parent_that_cannot_address_its_children_fails_closed() {
+    let static_child: Child = |t| {
+        t.begin("fw@0")
+            .cells("reg", &[0, 0, 0x4000_0000, 0, 0x1000])
+    };
+    let dynamic_child: Child = |t| {
+        t.begin("pool")
+            .cells("size", &[0x1000])
+            .cells("alloc-ranges", &[0, 0, 0x4000_0000, 0, 0x1000])
+    };
+    let cases: [(Props<'_>, &str); 5] = [
+        (
+            &[
+                ("#address-cells", &[0, 0, 0, 3]),
+                ("#size-cells", &[0, 0, 0, 2]),
+            ],
+            "#address-cells = 3 and #size-cells = 2 cannot describe physical memory (each must \
+             be 1 or 2)",
+        ),
+        (
+            &[("#size-cells", &[0, 0, 0, 2])],
+            "no #address-cells property",
+        ),
+        (
+            &[("#address-cells", &[0, 0, 0, 2])],
+            "no #size-cells property",
+        ),
+        (
+            &[
+                ("#address-cells", &[0, 0, 0, 0, 0, 0, 0, 2]),
+                ("#size-cells", &[0, 0, 0, 2]),
+            ],
+            "#address-cells is 8 bytes long, not one cell",
+        ),
+        (
+            &[
+                ("#address-cells", &[0, 0, 0, 2]),
+                ("#size-cells", &[0, 0, 0, 2]),
+                (
+                    "ranges",
+                    &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                ),
+            ],
+            "ranges is not empty",
+        ),
+    ];
+    for (parent, want) in cases {
+        for child in [static_child, dynamic_child] {
+            let e = reserved_memory_error(parent, child);
+            assert!(
+                matches!(e, MemMapError::BadReservedMemoryParent { node, .. }
+                    if node.as_str() == "/reserved-memory"),
+                "{e:?}"
+            );
+            let e = e.to_string();
+            assert!(e.starts_with(&format!("/reserved-memory: {want}")), "{e}");
+            assert!(
+                e.ends_with("cannot tell which memory its children reserve, so none is handed out"),
+                "{e}"
+            );
+        }
+    }
+    // Children that need no cells (a dynamic size anywhere) or are disabled do not care.
     let blob = qemu_like()
         .begin("reserved-memory")
         .cells("#address-cells", &[3])
-        .cells("#size-cells", &[2])
-        .begin("fw@0")
-        .cells("reg", &[0, 0, 0x4000_0000, 0, 0x1000])
-        .end()
         .begin("pool")
         .cells("size", &[0x1000])
-        .cells("alloc-ranges", &[0, 0, 0x4000_0000, 0, 0x1000])
+        .end()
+        .begin("off@0")
+        .cells("reg", &[0, 0, 0x4000_0000, 0, 0x1000])
+        .string("status", "disabled")
         .end()
         .end()
         .build();
     let map = map_of(&blob, &NONE).unwrap();
-    assert!(map.reserved().is_empty());
-    let expected = "#address-cells = 3 and #size-cells = 2 cannot describe physical memory \
-                    (each must be 1 or 2); node ignored";
+    assert_eq!(
+        regions(&map),
+        [(r(0x7fff_f000, 0x8000_0000), "pool", Source::Dynamic)]
+    );
     assert_eq!(
         texts(&map),
         [
-            format!("reserved-memory node 'fw@0': {expected}"),
-            format!("reserved-memory node 'pool': {expected}"),
+            "'reserved-memory' has no ranges property; its children's addresses are taken as \
+          physical addresses"
         ]
     );
+}
+
+#[test]
+fn every_reserved_memory_node_is_read() {
+    // Linux reads only `/reserved-memory`; a second node must not leave its memory usable.
+    let blob = qemu_like()
+        .begin("reserved-memory")
+        .cells("#address-cells", &[2])
+        .cells("#size-cells", &[2])
+        .prop("ranges", &[])
+        .begin("a@48000000")
+        .cells("reg", &[0, 0x4800_0000, 0, 0x1000])
+        .end()
+        .end()
+        .begin("reserved-memory@1")
+        .cells("#address-cells", &[1])
+        .cells("#size-cells", &[1])
+        .prop("ranges", &[])
+        .begin("b@50000000")
+        .cells("reg", &[0x5000_0000, 0x1000])
+        .end()
+        .end()
+        .build();
+    let map = map_of(&blob, &NONE).unwrap();
+    let names: Vec<&str> = map.reserved().iter().map(|x| x.name).collect();
+    assert_eq!(names, ["a@48000000", "b@50000000"]);
 }
 
 // ---- Dynamic placement ----
@@ -475,18 +743,12 @@ fn later_dynamic_regions_avoid_earlier_ones() {
 }
 
 #[test]
-fn malformed_dynamic_nodes_warn() {
+fn dynamic_nodes_that_reserve_nothing_warn() {
     let blob = qemu_like()
         .begin("reserved-memory")
         .cells("#address-cells", &[2])
         .cells("#size-cells", &[2])
-        .begin("a")
-        .prop("size", &[1, 2, 3])
-        .end()
-        .begin("b")
-        .cells("size", &[0x1000])
-        .prop("alignment", &[0, 0])
-        .end()
+        .prop("ranges", &[])
         .begin("c")
         .string("compatible", "vendor,thing")
         .end()
@@ -498,7 +760,7 @@ fn malformed_dynamic_nodes_warn() {
         .end()
         .begin("f")
         .cells("size", &[0x1000])
-        .cells("alloc-ranges", &[0, 0x4000_0000, 0, 0x1000, 5])
+        .cells("alloc-ranges", &[0, 0x4000_0000, 0, 0x1000])
         .end()
         .end()
         .build();
@@ -510,11 +772,7 @@ fn malformed_dynamic_nodes_warn() {
     assert_eq!(
         texts(&map),
         [
-            "reserved-memory node 'a': size is 3 bytes long, not 4 or 8; node ignored",
-            "reserved-memory node 'b': alignment is 2 bytes long, not 4 or 8; node ignored",
             "reserved-memory node 'c': neither reg nor size; ignored",
-            "reserved-memory node 'f': alloc-ranges ends with 4 bytes that do not form a whole \
-             entry; the partial entry is ignored",
             "reserved-memory node 'e': size is 0; nothing reserved",
         ]
     );
@@ -726,6 +984,150 @@ fn ram_at_the_top_of_the_address_space() {
     assert_eq!(
         kinds,
         ["memory_past_top", "reservation_past_top", "outside_memory"]
+    );
+}
+
+// ---- RAM the CPU or the linear map cannot reach ----
+
+/// A 40-bit CPU with the kernel's 128 TiB linear map (QEMU's cortex-a76).
+const CORTEX_A76: Addressable = Addressable {
+    pa_bits: 40,
+    linear_end: 1 << 47,
+};
+
+fn map_within<'a>(blob: &'a [u8], addressable: Addressable) -> Result<MemoryMap<'a>, MemMapError> {
+    check(blob).expect("test trees must pass dtb::check");
+    let fdt = fdt::Fdt::new(blob).unwrap();
+    let options = BuildOptions {
+        addressable,
+        ram: None,
+    };
+    let map = MemoryMap::from_fdt_with(&fdt, &NONE, &options);
+    if let Ok(m) = &map {
+        m.validate().unwrap();
+    }
+    map
+}
+
+#[test]
+fn ram_beyond_the_physical_address_range_is_ignored_or_clipped() {
+    const TIB: u64 = 1 << 40;
+    let blob = qemu_like()
+        // Wholly beyond 40 bits: the bank at 1 TiB that used to panic the boot.
+        .memory("memory@10000000000", &[0x100, 0, 0, 0x4000_0000])
+        // Starts in range, ends beyond: only the start is usable. A start-only check would
+        // keep all of it.
+        .memory("memory@ffc0000000", &[0xff, 0xc000_0000, 0, 0x8000_0000])
+        .begin("reserved-memory")
+        .cells("#address-cells", &[2])
+        .cells("#size-cells", &[2])
+        .prop("ranges", &[])
+        .begin("fw@10000000000")
+        .cells("reg", &[0x100, 0, 0, 0x1000])
+        .end()
+        .end()
+        .build();
+    let map = map_within(&blob, CORTEX_A76).unwrap();
+    assert_eq!(
+        map.memory(),
+        [r(0x4000_0000, 0x8000_0000), r(TIB - 0x4000_0000, TIB)]
+    );
+    assert_eq!(
+        texts(&map),
+        [
+            "memory node 'memory@10000000000': RAM 0x10000000000..0x10040000000 (1 GiB) lies \
+             beyond the CPU's 40-bit physical address range; ignored",
+            "memory node 'memory@ffc0000000': RAM 0xffc0000000..0x10040000000 (2 GiB) runs past \
+             the CPU's 40-bit physical address range; only 0xffc0000000..0x10000000000 (1 GiB) \
+             is used",
+            "reserved-memory node 'fw@10000000000' 0x10000000000..0x10000001000 (4 KiB) lies \
+             wholly outside RAM; ignored",
+        ]
+    );
+    // Without a limit the same tree keeps everything (what the kernel did before).
+    let all = map_within(&blob, Addressable::ANY).unwrap();
+    assert_eq!(all.totals().memory, 3 << 30, "the two high banks overlap");
+    assert!(all
+        .warnings()
+        .iter()
+        .all(|w| w.kind() != "unaddressable_memory"));
+}
+
+#[test]
+fn ram_beyond_the_linear_map_is_ignored_or_clipped() {
+    const LINEAR: u64 = 1 << 47;
+    let cpu_48 = Addressable {
+        pa_bits: 48,
+        linear_end: LINEAR,
+    };
+    let blob = qemu_like()
+        // At 128 TiB: used to stop the boot with "0x0 is not canonical".
+        .memory("memory@800000000000", &[0x8000, 0, 0, 0x4000_0000])
+        .memory(
+            "memory@7fffc0000000",
+            &[0x7fff, 0xc000_0000, 0, 0x8000_0000],
+        )
+        .build();
+    let map = map_within(&blob, cpu_48).unwrap();
+    assert_eq!(
+        map.memory(),
+        [r(0x4000_0000, 0x8000_0000), r(LINEAR - 0x4000_0000, LINEAR)]
+    );
+    assert_eq!(
+        texts(&map),
+        [
+            "memory node 'memory@800000000000': RAM 0x800000000000..0x800040000000 (1 GiB) lies \
+             beyond the kernel's linear map (physical 0..0x800000000000, 128 TiB); ignored",
+            "memory node 'memory@7fffc0000000': RAM 0x7fffc0000000..0x800040000000 (2 GiB) runs \
+             past the kernel's linear map (physical 0..0x800000000000, 128 TiB); only \
+             0x7fffc0000000..0x800000000000 (1 GiB) is used",
+        ]
+    );
+}
+
+#[test]
+fn no_ram_in_reach_says_why() {
+    let blob = Tree::new(2, 2)
+        .memory("memory@10000000000", &[0x100, 0, 0, 0x4000_0000])
+        .build();
+    let e = map_within(&blob, CORTEX_A76).unwrap_err();
+    assert_eq!(
+        e,
+        MemMapError::NoAddressableMemory {
+            limit: Limit::PhysAddrBits(40)
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "all RAM lies beyond the CPU's 40-bit physical address range"
+    );
+}
+
+#[test]
+fn ram_given_by_the_caller_replaces_the_memory_nodes() {
+    // What QEMU's -dtb does: its own RAM, the tree's reservations.
+    let blob = Tree::new(2, 2)
+        .memory("memory@0", &[0, 0, 0, 0x1000_0000])
+        .memreserve(0x4000_0000, 0x1000)
+        .build();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let ram = [
+        r(0x4000_0000, 0x4800_0000),
+        r(0x100_0000_0000, 0x100_1000_0000),
+    ];
+    let options = BuildOptions {
+        addressable: CORTEX_A76,
+        ram: Some(&ram),
+    };
+    let map = MemoryMap::from_fdt_with(&fdt, &NONE, &options).unwrap();
+    assert_eq!(map.memory(), [r(0x4000_0000, 0x4800_0000)]);
+    assert_eq!(map.usable(), [r(0x4000_1000, 0x4800_0000)]);
+    assert_eq!(
+        texts(&map),
+        [
+            "RAM 0x10000000000..0x10010000000 (256 MiB) lies beyond the CPU's 40-bit physical \
+          address range; ignored"
+        ]
     );
 }
 
@@ -1006,6 +1408,20 @@ fn every_warning_is_one_line_with_a_distinct_kind() {
             in_alloc_ranges: true,
         },
         Warning::NoRegOrSize { node: "x" },
+        Warning::Unaddressable {
+            node: "memory@0",
+            region,
+            kept: Region::default(),
+            limit: Limit::PhysAddrBits(32),
+        },
+        Warning::OddReservedStatus {
+            node: "y",
+            status: Some("fail"),
+        },
+        Warning::NoRanges {
+            node: "reserved-memory",
+        },
+        Warning::EmptyMemReserve { base: 0x1000 },
     ];
     let mut kinds: Vec<&str> = warnings.iter().map(Warning::kind).collect();
     for w in &warnings {
@@ -1033,4 +1449,17 @@ fn size_of_the_map() {
     let size = core::mem::size_of::<MemoryMap<'static>>();
     std::eprintln!("MemoryMap is {size} bytes");
     assert!(size <= 24 * 1024, "{size}");
+}
+
+#[test]
+fn node_paths_are_cut_at_a_character_boundary() {
+    let p = NodePath::new(&["reserved-memory", "fw@50000000"]);
+    assert_eq!(p.to_string(), "/reserved-memory/fw@50000000");
+    assert!(!p.is_truncated());
+    let long = "é".repeat(40); // 80 bytes
+    let p = NodePath::new(&["reserved-memory", &long]);
+    assert!(p.is_truncated());
+    assert!(p.as_str().len() <= NodePath::CAPACITY);
+    assert!(p.to_string().ends_with("é..."), "{p}");
+    assert_eq!(format!("{p:?}"), format!("\"{p}\""));
 }
