@@ -159,7 +159,8 @@ pub fn init(map: &MemoryMap<'_>) -> Result<(), PagingError> {
         .map_err(|_| PagingError::TooManyRanges)?
         .iter()
     {
-        let va = layout::phys_to_linear(r.base).expect("RAM lies below the linear window's end");
+        let va = layout::phys_range_to_linear(r.base, r.size)
+            .expect("memory map invariant: RAM was clipped to the linear window");
         map_range(
             "the linear map",
             va.as_u64(),

@@ -39,9 +39,26 @@ pub fn phys_to_linear(pa: PhysAddr) -> Option<VirtAddr> {
     (pa.as_u64() < LINEAR_SIZE).then(|| VirtAddr::new(LINEAR_BASE + pa.as_u64()))
 }
 
+/// The linear-map address of physical `[pa, pa + size)`, if the whole range (its end, not
+/// only its start) lies inside the window.
+pub fn phys_range_to_linear(pa: PhysAddr, size: u64) -> Option<VirtAddr> {
+    let end = pa.as_u64().checked_add(size)?;
+    (pa.as_u64() < LINEAR_SIZE && end <= LINEAR_SIZE)
+        .then(|| VirtAddr::new(LINEAR_BASE + pa.as_u64()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linear_ranges_are_checked_at_their_end() {
+        let top = LINEAR_SIZE - 0x1000;
+        assert!(phys_range_to_linear(PhysAddr::new(top), 0x1000).is_some());
+        assert_eq!(phys_range_to_linear(PhysAddr::new(top), 0x2000), None);
+        assert_eq!(phys_range_to_linear(PhysAddr::new(u64::MAX), 2), None);
+        assert_eq!(phys_range_to_linear(PhysAddr::new(LINEAR_SIZE), 0), None);
+    }
 
     #[test]
     fn linear_addresses() {

@@ -167,7 +167,9 @@ fn page_span(pa: PhysAddr, size: u64) -> Result<(PhysAddr, u64), MapError> {
 /// Maps physical `[pa, pa + size)` into the linear window (rounded out to pages).
 pub fn map_linear(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, MapError> {
     let (start, len) = page_span(pa, size)?;
-    let va_start = layout::phys_to_linear(start).ok_or(MapError::NotCanonical(VirtAddr::new(0)))?;
+    // The whole range must fit the window: past its end lie the heap and the stacks.
+    let va_start =
+        layout::phys_range_to_linear(start, len).ok_or(MapError::PhysOutOfRange(start))?;
     with_mapper(|m| {
         let root = m.root();
         table::map(m, root, va_start, start, len, attrs)
