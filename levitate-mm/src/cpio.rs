@@ -1543,7 +1543,7 @@ mod tests {
         assert_eq!(Archive::new(&long).unwrap_err(), err.error);
         assert_eq!(
             err.to_string(),
-            "archive 2 of the concatenation (starting at offset 0xfa0): truncated header at offset 0xfa0 (99 of 110 bytes present)"
+            "archive 2 of the concatenation (starting at offset 0xfa0): truncated header at offset 0xfa0 (99 of 110 bytes present) (none of it is used)"
         );
         long[4000] = 0;
         long[4001] = 1;
@@ -1929,7 +1929,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "archive 2 of the concatenation (starting at offset {second_at:#x}): bad magic at offset {second_at:#x} (expected 070701)"
+                "archive 2 of the concatenation (starting at offset {second_at:#x}): bad magic at offset {second_at:#x} (expected 070701) (none of it is used)"
             )
         );
         // A second archive cut short, in the data of its first entry.
