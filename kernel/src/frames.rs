@@ -247,7 +247,10 @@ pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError>
             .with_buddy(|b| bitmap::alloc_frames(&mut runs, b, n, owner, zero, &mut LinearMemory))
     };
     let mut result = attempt();
-    if matches!(result, Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))) {
+    if matches!(
+        result,
+        Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
+    ) {
         // The promise `pcp::alloc` keeps for blocks, kept for runs too: parked single frames
         // are free memory, and once back in the buddy they may merge into the run or block
         // this request needs. The bitmap layer's lock is released here; the drain takes one

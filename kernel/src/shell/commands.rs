@@ -4,7 +4,9 @@ use super::{CmdError, Command};
 use crate::{devicetree, power, println};
 use alloc::format;
 use alloc::string::ToString;
+use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
+use levitate_mm::region::Region;
 
 /// Every command, in `help` order.
 pub static COMMANDS: &[Command] = &[
@@ -151,6 +153,22 @@ fn be_number(value: &[u8]) -> Option<u64> {
     }
 }
 
+/// One `(base, size)` range read from the tree, as `base..end  size`. A range that runs past
+/// 2^64 is clipped there exactly as boot clips it (`Region::new`, which the memory map uses),
+/// and the line says so: the tree is input from outside, so no sum here may overflow.
+fn range_line(base: u64, size: u64) -> alloc::string::String {
+    let r = Region::new(PhysAddr::new(base), size);
+    if r.size == size {
+        format!("{base:#012x}..{:#012x}  {}", r.end(), human_size(size))
+    } else {
+        format!(
+            "{base:#012x} + {size:#x} runs past 2^64: clipped to {base:#012x}..{:#012x} ({}), as boot does",
+            r.end(),
+            human_size(r.size)
+        )
+    }
+}
+
 fn dtb(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let dt = devicetree::get();
@@ -186,12 +204,7 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
             let status = if n.is_enabled() { "" } else { " (disabled)" };
             println!("  {}{status}", n.node.name);
             for (base, size) in n.raw_reg() {
-                println!(
-                    "    {:#012x}..{:#012x}  {}",
-                    base,
-                    base.saturating_add(size),
-                    human_size(size)
-                );
+                println!("    {}", range_line(base, size));
             }
         }
         None::<()>
@@ -226,12 +239,7 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
                 match child.property("reg") {
                     Some(reg) => {
                         for (base, size) in tree::reg_entries(reg.value, ac, sc) {
-                            println!(
-                                "    {:#012x}..{:#012x}  {}",
-                                base,
-                                base.saturating_add(size),
-                                human_size(size)
-                            );
+                            println!("    {}", range_line(base, size));
                         }
                     }
                     None => {
@@ -253,13 +261,8 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
     let mut count = 0;
     for r in fdt.memory_reservations() {
         count += 1;
-        let base = r.address() as u64;
-        println!(
-            "  {:#012x}..{:#012x}  {}",
-            base,
-            base + r.size() as u64,
-            human_size(r.size() as u64)
-        );
+        // Spec 5.3: the fdt crate hands the 64-bit address out as a pointer.
+        println!("  {}", range_line(r.address() as u64, r.size() as u64));
     }
     if count == 0 {
         println!("  (none)");
