@@ -73,7 +73,7 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "stress",
         args: "frames N | heap BYTES",
-        help: "random frame or heap allocations with pattern checks",
+        help: "random frame or heap allocations with pattern checks (N <= 100000000 per CPU; Ctrl-C stops)",
         run: super::mm::stress,
     },
     Command {

@@ -6,6 +6,7 @@ use crate::{frames, heap, memory, paging, println};
 use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use levitate_hal::arch::aarch64::mmu::walk::{self, Half, ReadTables};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{Owner, Request};
@@ -113,18 +114,80 @@ fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
-/// Walks the kernel's tables for a virtual address.
+/// Reads translation tables through the linear map, and only where it maps RAM (memory
+/// outside it is refused, never touched): for the tables TTBR0_EL1 points to, which are not the
+/// kernel's own (`paging` neither built nor locks them; they are the boot identity map in the
+/// image's BSS, written once before the MMU came on).
+struct LinearTables {
+    mapped: levitate_mm::region::RegionSet<{ levitate_mm::memmap::MAX_USABLE }>,
+}
+
+impl ReadTables for LinearTables {
+    fn entry(&mut self, table: PhysAddr, index: usize) -> Option<u64> {
+        let start = table.as_u64();
+        let inside = start.is_multiple_of(PAGE_SIZE)
+            && index < 512
+            && self
+                .mapped
+                .iter()
+                .any(|r| r.contains(start) && r.contains(start + (PAGE_SIZE - 1)));
+        if !inside {
+            return None;
+        }
+        let slot = memory::linear(table).cast::<u64>();
+        // SAFETY: the table's page is RAM the linear map maps (checked above), `index` is
+        // inside it, and the read is an aligned 64-bit load; a table page being rewritten
+        // could only give a stale descriptor, which a diagnostic may show.
+        Some(unsafe { slot.add(index).read_volatile() })
+    }
+}
+
+/// Walks `ADDR` through the tables the hardware would use: TTBR0_EL1's for the lower half,
+/// TTBR1_EL1's (the kernel's) for the upper half.
 pub fn pt(args: &[&str]) -> Result<(), CmdError> {
     let [addr] = args else {
         return Err(CmdError::Usage);
     };
-    let va = parse_number(addr).ok_or(CmdError::Usage)?;
+    let va = VirtAddr::new(parse_number(addr).ok_or(CmdError::Usage)?);
     if !paging::ready() {
         return Err(CmdError::Failed(
             "the final page tables are not live".into(),
         ));
     }
-    println!("{}", paging::walk(VirtAddr::new(va)));
+    let mapped = memory::linear_ranges(&memory::map())
+        .map_err(|e| CmdError::Failed(format!("the linear map's ranges: {e}")))?;
+    let Some(half) = Half::of(va) else {
+        // Neither base register translates it: no table is read, and the walk says so.
+        println!(
+            "{}",
+            walk::walk_with(&mut LinearTables { mapped }, PhysAddr::new(0), va)
+        );
+        return Ok(());
+    };
+    let root = walk::live::root(half);
+    let walked = match half {
+        // The kernel's tables, under their lock (they change as the heap and stacks map).
+        Half::Upper => {
+            if root != paging::root() {
+                println!(
+                    "note: TTBR1_EL1 holds {root}, not the kernel's tables at {}; walking the kernel's",
+                    paging::root()
+                );
+            }
+            paging::walk(va)
+        }
+        Half::Lower => walk::walk_with(&mut LinearTables { mapped }, root, va),
+    };
+    println!("{walked}");
+    if walk::live::walks_disabled(half) {
+        println!(
+            "TCR_EL1.EPD{} = 1: the hardware reads no {} table, so every {}-half address faults \
+             (translation fault, level 0) whatever the tables above say",
+            half as u8,
+            half.register(),
+            half.name()
+        );
+    }
     Ok(())
 }
 
