@@ -425,11 +425,30 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
         _ => return Err(CmdError::Usage),
     };
     println!("reading {addr:#x}");
-    // SAFETY: deliberately unsound on request: the user asked for a fault to see the report.
-    // The read either succeeds (a mapped address) or traps into the fatal-exception path.
-    let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
+    let value = load(addr);
     println!("{addr:#x} holds {value:#x}");
     Ok(())
+}
+
+/// One 64-bit load from any address, aligned or not: a single `ldr` the compiler cannot fold,
+/// split or reason about (`read_volatile` demands an aligned pointer: a debug build panics on
+/// a misaligned one instead of faulting, and a release build may assume alignment). With
+/// SCTLR_EL1.A clear, a misaligned load from Normal memory reads, and one from Device memory
+/// takes an alignment fault (ARM ARM B2.5.2); either way `fault` shows what the hardware does.
+fn load(addr: u64) -> u64 {
+    let value: u64;
+    // SAFETY: deliberately unsound on request: the user asked to read `addr` to see the
+    // report. The load either reads (a mapped address; nothing is written) or traps into the
+    // fatal-exception path, which does not return here.
+    unsafe {
+        core::arch::asm!(
+            "ldr {value}, [{addr}]",
+            addr = in(reg) addr,
+            value = lateout(reg) value,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    value
 }
 
 /// Recursion with a frame the optimiser cannot remove, for `fault stack`.
