@@ -27,13 +27,20 @@ fn stats() -> Result<levitate_mm::buddy::Stats, CmdError> {
 pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let s = stats()?;
-    let ram: u64 = memory::map().memory().iter().map(|r| r.size).sum();
+    // RAM ranges from the tree, clipped and disjoint, so their sum fits; saturate regardless.
+    let ram = memory::map()
+        .memory()
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.size));
     let kb = |frames: u64| frames * PAGE_SIZE / 1024;
     let row = |name: &str, v: u64| println!("{:<16}{v:>12} kB", format!("{name}:"));
     row("MemTotal", ram / 1024);
     row("MemFree", kb(s.free_frames));
     row("MemManaged", kb(s.managed_frames));
-    row("Reserved", ram / 1024 - kb(s.managed_frames));
+    row(
+        "Reserved",
+        (ram / 1024).saturating_sub(kb(s.managed_frames)),
+    );
     // An owner's frames: blocks from the buddy, single frames from the per-CPU caches, and
     // runs from the bitmap layer.
     let (cache, parked) = frames::cache_stats();
@@ -58,7 +65,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
         cache.drains,
         runs.fallbacks
     );
-    let used = s.managed_frames - s.free_frames;
+    let used = s.managed_frames.saturating_sub(s.free_frames);
     println!(
         "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
         "Pressure:",
@@ -127,10 +134,12 @@ impl ReadTables for LinearTables {
         let start = table.as_u64();
         let inside = start.is_multiple_of(PAGE_SIZE)
             && index < 512
-            && self
-                .mapped
-                .iter()
-                .any(|r| r.contains(start) && r.contains(start + (PAGE_SIZE - 1)));
+            && self.mapped.iter().any(|r| {
+                r.contains(start)
+                    && start
+                        .checked_add(PAGE_SIZE - 1)
+                        .is_some_and(|last| r.contains(last))
+            });
         if !inside {
             return None;
         }
@@ -700,7 +709,7 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
         }
         let seed = (r >> 32) as u8;
         v.extend((0..size).map(|i| seed.wrapping_add(i as u8)));
-        bytes += size as u64;
+        bytes = bytes.saturating_add(size as u64);
         allocations += 1;
         live.push(v);
     }
@@ -717,7 +726,7 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
     let after = heap::stats();
     println!(
         "stress heap: {allocations} allocations, {bytes} bytes; heap grew {} times to {} KiB (limit {} KiB)",
-        after.growths - before.growths,
+        after.growths.saturating_sub(before.growths),
         after.size / 1024,
         after.limit / 1024
     );
