@@ -126,9 +126,70 @@ pub fn write_bytes(bytes: &[u8]) {
     }
 }
 
-/// Reads a byte if one is waiting.
+/// Reads a byte if one is waiting: first what `interrupted` set aside, then the UART.
 pub fn read_byte() -> Option<u8> {
+    if let Some(byte) = TYPEAHEAD.lock().pop() {
+        return Some(byte);
+    }
     lock().0.as_mut()?.as_console().read_byte()
+}
+
+/// Ctrl-C as the terminal sends it (ASCII ETX), what Linux's tty calls VINTR.
+pub const INTERRUPT: u8 = 0x03;
+
+/// Input that arrived while a long command ran, kept in order for the shell. Lock order:
+/// this, then `CONSOLE`; both are taken with interrupts masked (no console interrupt handler
+/// exists), and only the CPU running the shell takes this one.
+static TYPEAHEAD: Mutex<Typeahead> = Mutex::new(Typeahead {
+    bytes: [0; TYPEAHEAD_BYTES],
+    head: 0,
+    len: 0,
+});
+
+/// How much typed-ahead input is kept: a few command lines. When it is full, `interrupted`
+/// stops reading, so the rest waits in the UART (and, under QEMU, in the pipe) instead of
+/// being dropped.
+const TYPEAHEAD_BYTES: usize = 1024;
+
+struct Typeahead {
+    bytes: [u8; TYPEAHEAD_BYTES],
+    head: usize,
+    len: usize,
+}
+
+impl Typeahead {
+    fn pop(&mut self) -> Option<u8> {
+        if self.len == 0 {
+            return None;
+        }
+        let byte = self.bytes[self.head];
+        self.head = (self.head + 1) % TYPEAHEAD_BYTES;
+        self.len -= 1;
+        Some(byte)
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[(self.head + self.len) % TYPEAHEAD_BYTES] = byte;
+        self.len += 1;
+    }
+}
+
+/// Whether the user pressed Ctrl-C since the last look, for long commands that poll. Reads
+/// what is waiting: the Ctrl-C is consumed, every other byte is kept for `read_byte`.
+pub fn interrupted() -> bool {
+    let mut ahead = TYPEAHEAD.lock();
+    let mut console = lock();
+    let Some(dev) = console.0.as_mut() else {
+        return false;
+    };
+    while ahead.len < TYPEAHEAD_BYTES {
+        match dev.as_console().read_byte() {
+            None => return false,
+            Some(INTERRUPT) => return true,
+            Some(byte) => ahead.push(byte),
+        }
+    }
+    false
 }
 
 /// Runs `f` with the console lock held by this CPU (the `fault console` shell commands use it

@@ -241,11 +241,33 @@ pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError>
             })
             .map_err(FrameError::Alloc);
     }
-    let result = {
+    let attempt = || {
         let mut runs = RUNS.lock();
         KernelBuddy
             .with_buddy(|b| bitmap::alloc_frames(&mut runs, b, n, owner, zero, &mut LinearMemory))
     };
+    let mut result = attempt();
+    if matches!(
+        result,
+        Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
+    ) {
+        // The promise `pcp::alloc` keeps for blocks, kept for runs too: parked single frames
+        // are free memory, and once back in the buddy they may merge into the run or block
+        // this request needs. The bitmap layer's lock is released here; the drain takes one
+        // cache at a time, then the buddy (the documented lock order).
+        let drained = pcp::drain_all(
+            &mut KernelCaches,
+            states(),
+            &mut KernelBuddy,
+            &mut LinearMemory,
+        );
+        if let Some(e) = drained.use_after_free {
+            // As in `pcp::alloc`: this call fails, the frame is poisoned again, a retry works.
+            result = Err(FrameError::Alloc(e));
+        } else if drained.frames > 0 {
+            result = attempt();
+        }
+    }
     crate::pressure::reclaim_if_due();
     result
 }
@@ -484,6 +506,83 @@ levitate_hal::ktest!(
         levitate_hal::kassert!(singles > 0);
         levitate_hal::kassert_eq!(parked, 0);
         levitate_hal::kassert_eq!(buddy_free, 0);
+        levitate_hal::kassert!(validate().is_ok());
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn runs_drain_the_caches_before_out_of_memory() -> KtestResult {
+        extern crate alloc;
+        use alloc::vec::Vec;
+        use levitate_mm::buddy::MAX_ORDER;
+        // Two single frames that form an aligned pair (an order-1 block once both are back in
+        // the buddy), taken through this CPU's cache.
+        let mut singles: Vec<Block> = Vec::new();
+        levitate_hal::kassert!(singles.try_reserve_exact(256).is_ok());
+        let mut pair = None;
+        while pair.is_none() && singles.len() < singles.capacity() {
+            let Ok(b) = alloc(Request::new(0, Owner::Test)) else {
+                break;
+            };
+            singles.push(b);
+            singles.sort_unstable_by_key(|b| b.addr);
+            pair = singles.windows(2).position(|w| {
+                w[0].pfn().as_u64().is_multiple_of(2) && w[1].addr == w[0].addr + PAGE_SIZE
+            });
+        }
+        let pair = pair.map(|i| [singles.remove(i), singles.remove(i)]);
+        for b in singles.drain(..) {
+            let _ = free(b);
+        }
+        levitate_hal::kassert!(pair.is_some(), "no aligned pair among 256 cached frames");
+        let Some(pair) = pair else { return Ok(()) };
+        let pair_addr = pair[0].addr;
+        // Exhaust memory: every block of order 1 and up, the runs the bitmap layer's chunks
+        // still have room for, then single frames. Room reserved first, so nothing below grows
+        // the heap.
+        let mut blocks: Vec<Block> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
+        levitate_hal::kassert!(blocks.try_reserve_exact(16384).is_ok());
+        levitate_hal::kassert!(runs.try_reserve_exact(16384).is_ok());
+        for order in (1..=MAX_ORDER).rev() {
+            while blocks.len() < blocks.capacity() {
+                match alloc(Request::new(order, Owner::Test)) {
+                    Ok(b) => blocks.push(b),
+                    Err(_) => break,
+                }
+            }
+        }
+        while runs.len() < runs.capacity() {
+            match alloc_frames(2, Owner::Test, false) {
+                Ok(r) => runs.push(r),
+                Err(_) => break,
+            }
+        }
+        while blocks.len() < blocks.capacity() {
+            match alloc(Request::new(0, Owner::Test)) {
+                Ok(b) => blocks.push(b),
+                Err(_) => break,
+            }
+        }
+        let exhausted = stats().unwrap().free_frames == 0 && cache_stats().1 == 0;
+        // The pair goes back to this CPU's cache: free memory, but only a drain gives it to
+        // the buddy, where it merges into the order-1 block a 2-frame run can use.
+        let [a, b] = pair;
+        let parked_ok = free(a).is_ok() && free(b).is_ok() && cache_stats().1 == 2;
+        let run = alloc_frames(2, Owner::Test, false);
+        let got = run.as_ref().map(|r| r.addr).ok();
+        let mut all_freed = run.map_or(true, |r| free_frames(r.addr, 2).is_ok());
+        for r in runs {
+            all_freed &= free_frames(r.addr, 2).is_ok();
+        }
+        for b in blocks {
+            all_freed &= free(b).is_ok();
+        }
+        levitate_hal::kassert!(exhausted, "memory did not run out (raise the reservation)");
+        levitate_hal::kassert!(parked_ok, "the pair was not parked in this CPU's cache");
+        levitate_hal::kassert_eq!(got, Some(pair_addr));
+        levitate_hal::kassert!(all_freed);
         levitate_hal::kassert!(validate().is_ok());
         Ok(())
     }

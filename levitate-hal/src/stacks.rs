@@ -59,6 +59,61 @@ pub fn guard_hit(addr: u64) -> Option<StackInfo> {
         .cloned()
 }
 
+/// Most bytes an A64 store reaches below SP before SP itself moves: `stp` with pre-index
+/// writeback takes a 7-bit signed offset scaled by 8, so down to SP - 512 (ARM ARM C6.2, STP);
+/// the fault happens before the writeback. A push that overflows a stack can therefore fault
+/// with SP still this far above the stack's bottom. (AAPCS64 has no red zone: nothing else
+/// stores below SP.)
+pub const MAX_STORE_BELOW_SP: u64 = 512;
+
+/// What a fault has to do with the kernel stacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackFault {
+    /// The stack overflowed: its stack pointer ran into (or past) the guard page.
+    Overflow(StackInfo),
+    /// The faulting address is in this stack's guard page, but the stack pointer is nowhere
+    /// near that stack's bottom: an ordinary bad pointer that happens to point there.
+    GuardTouched(StackInfo),
+}
+
+/// Classifies a fault taken with stack pointer `sp` at address `far` (`None` when the
+/// exception is no abort, so FAR_EL1 is UNKNOWN), if the registry can be read without waiting.
+pub fn classify(far: Option<u64>, sp: u64) -> Option<StackFault> {
+    let stacks = STACKS.try_lock()?;
+    classify_in(stacks.iter().flatten(), far, sp)
+}
+
+/// The rule behind `classify`: an overflow is the stack pointer reaching the guard, not the
+/// faulting address alone (Linux's arm64 entry code decides the same way, from SP). Stack `s`
+/// overflowed when
+/// - SP lies in its guard page (a frame was allocated below the bottom), or
+/// - FAR lies in its guard page and SP is at most `MAX_STORE_BELOW_SP` above the bottom (a
+///   push that faulted before its writeback), or
+/// - FAR lies in its guard page, SP is below it, below FAR, and in no registered stack (a
+///   frame larger than the guard jumped over it, and a store into the frame hit the guard).
+///
+/// Any other fault in a guard page is `GuardTouched`.
+fn classify_in<'a>(
+    stacks: impl Iterator<Item = &'a StackInfo> + Clone,
+    far: Option<u64>,
+    sp: u64,
+) -> Option<StackFault> {
+    if let Some(s) = stacks.clone().find(|s| s.guard.contains(&sp)) {
+        return Some(StackFault::Overflow(s.clone()));
+    }
+    let far = far?;
+    let s = stacks.clone().find(|s| s.guard.contains(&far))?;
+    let bottom = s.stack.start;
+    let pushing_at_bottom = (bottom..bottom.saturating_add(MAX_STORE_BELOW_SP)).contains(&sp);
+    let jumped_over =
+        sp < s.guard.start && sp < far && !stacks.clone().any(|t| t.stack.contains(&sp));
+    Some(if pushing_at_bottom || jumped_over {
+        StackFault::Overflow(s.clone())
+    } else {
+        StackFault::GuardTouched(s.clone())
+    })
+}
+
 /// Copies the usable ranges of every registered stack into `out`; returns how many.
 pub fn ranges(out: &mut [Range<u64>]) -> usize {
     let Some(stacks) = STACKS.try_lock() else {
@@ -98,5 +153,54 @@ mod tests {
         assert!(out[..n].contains(&(0x10_1000..0x10_5000)));
         unregister(0x10_1000);
         assert_eq!(guard_hit(0x10_0ff8), None);
+    }
+
+    #[test]
+    fn an_overflow_needs_the_stack_pointer_at_the_guard() {
+        let a = StackInfo {
+            name: "a",
+            stack: 0x20_1000..0x21_1000,
+            guard: 0x20_0000..0x20_1000,
+        };
+        let b = StackInfo {
+            name: "b",
+            stack: 0x40_1000..0x41_1000,
+            guard: 0x40_0000..0x40_1000,
+        };
+        let all = [a.clone(), b.clone()];
+        let classify = |far, sp| classify_in(all.iter(), far, sp);
+        let overflow = Some(StackFault::Overflow(a.clone()));
+        let touched = Some(StackFault::GuardTouched(a.clone()));
+        // `sub sp, sp, #N` took SP into the guard; the store faults there.
+        assert_eq!(classify(Some(0x20_0ff0), 0x20_0ff0), overflow);
+        // SP in the guard is an overflow whatever FAR says (or when there is none).
+        assert_eq!(classify(None, 0x20_0800), overflow);
+        // `stp x29, x30, [sp, #-16]!` at the very bottom: SP has not moved yet.
+        assert_eq!(classify(Some(0x20_0ff0), 0x20_1000), overflow);
+        assert_eq!(classify(Some(0x20_0e00), 0x20_11f8), overflow);
+        // A frame larger than the guard: SP jumped below it, a store into the frame hit it.
+        assert_eq!(classify(Some(0x20_0100), 0x1f_f000), overflow);
+        // A read of the guard from deep inside the stack: a bad pointer, not an overflow.
+        assert_eq!(classify(Some(0x20_0000), 0x21_0d50), touched);
+        assert_eq!(classify(Some(0x20_0ff8), 0x20_1200), touched);
+        // ... or from another stack, below or above.
+        assert_eq!(classify(Some(0x20_0000), 0x40_8000), touched);
+        let c = [
+            a.clone(),
+            StackInfo {
+                name: "low",
+                stack: 0x10_0000..0x1f_f800,
+                guard: 0x0f_f000..0x10_0000,
+            },
+        ];
+        assert_eq!(
+            classify_in(c.iter(), Some(0x20_0100), 0x1f_f000),
+            Some(StackFault::GuardTouched(a.clone()))
+        );
+        // Nothing to do with a guard page.
+        assert_eq!(classify(Some(0x30_0000), 0x21_0000), None);
+        assert_eq!(classify(None, 0x21_0000), None);
+        assert_eq!(classify(Some(0x41_0000), 0x21_0000), None);
+        let _ = b;
     }
 }

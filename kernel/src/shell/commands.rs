@@ -4,7 +4,9 @@ use super::{CmdError, Command};
 use crate::{devicetree, power, println};
 use alloc::format;
 use alloc::string::ToString;
+use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
+use levitate_mm::region::Region;
 
 /// Every command, in `help` order.
 pub static COMMANDS: &[Command] = &[
@@ -71,7 +73,7 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "stress",
         args: "frames N | heap BYTES",
-        help: "random frame or heap allocations with pattern checks",
+        help: "random frame or heap allocations with pattern checks (N <= 100000000 per CPU; Ctrl-C stops)",
         run: super::mm::stress,
     },
     Command {
@@ -151,6 +153,22 @@ fn be_number(value: &[u8]) -> Option<u64> {
     }
 }
 
+/// One `(base, size)` range read from the tree, as `base..end  size`. A range that runs past
+/// 2^64 is clipped there exactly as boot clips it (`Region::new`, which the memory map uses),
+/// and the line says so: the tree is input from outside, so no sum here may overflow.
+fn range_line(base: u64, size: u64) -> alloc::string::String {
+    let r = Region::new(PhysAddr::new(base), size);
+    if r.size == size {
+        format!("{base:#012x}..{:#012x}  {}", r.end(), human_size(size))
+    } else {
+        format!(
+            "{base:#012x} + {size:#x} runs past 2^64: clipped to {base:#012x}..{:#012x} ({}), as boot does",
+            r.end(),
+            human_size(r.size)
+        )
+    }
+}
+
 fn dtb(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let dt = devicetree::get();
@@ -186,12 +204,7 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
             let status = if n.is_enabled() { "" } else { " (disabled)" };
             println!("  {}{status}", n.node.name);
             for (base, size) in n.raw_reg() {
-                println!(
-                    "    {:#012x}..{:#012x}  {}",
-                    base,
-                    base.saturating_add(size),
-                    human_size(size)
-                );
+                println!("    {}", range_line(base, size));
             }
         }
         None::<()>
@@ -226,12 +239,7 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
                 match child.property("reg") {
                     Some(reg) => {
                         for (base, size) in tree::reg_entries(reg.value, ac, sc) {
-                            println!(
-                                "    {:#012x}..{:#012x}  {}",
-                                base,
-                                base.saturating_add(size),
-                                human_size(size)
-                            );
+                            println!("    {}", range_line(base, size));
                         }
                     }
                     None => {
@@ -253,13 +261,8 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
     let mut count = 0;
     for r in fdt.memory_reservations() {
         count += 1;
-        let base = r.address() as u64;
-        println!(
-            "  {:#012x}..{:#012x}  {}",
-            base,
-            base + r.size() as u64,
-            human_size(r.size() as u64)
-        );
+        // Spec 5.3: the fdt crate hands the 64-bit address out as a pointer.
+        println!("  {}", range_line(r.address() as u64, r.size() as u64));
     }
     if count == 0 {
         println!("  (none)");
@@ -457,11 +460,30 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
         _ => return Err(CmdError::Usage),
     };
     println!("reading {addr:#x}");
-    // SAFETY: deliberately unsound on request: the user asked for a fault to see the report.
-    // The read either succeeds (a mapped address) or traps into the fatal-exception path.
-    let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
+    let value = load(addr);
     println!("{addr:#x} holds {value:#x}");
     Ok(())
+}
+
+/// One 64-bit load from any address, aligned or not: a single `ldr` the compiler cannot fold,
+/// split or reason about (`read_volatile` demands an aligned pointer: a debug build panics on
+/// a misaligned one instead of faulting, and a release build may assume alignment). With
+/// SCTLR_EL1.A clear, a misaligned load from Normal memory reads, and one from Device memory
+/// takes an alignment fault (ARM ARM B2.5.2); either way `fault` shows what the hardware does.
+fn load(addr: u64) -> u64 {
+    let value: u64;
+    // SAFETY: deliberately unsound on request: the user asked to read `addr` to see the
+    // report. The load either reads (a mapped address; nothing is written) or traps into the
+    // fatal-exception path, which does not return here.
+    unsafe {
+        core::arch::asm!(
+            "ldr {value}, [{addr}]",
+            addr = in(reg) addr,
+            value = lateout(reg) value,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    value
 }
 
 /// Recursion with a frame the optimiser cannot remove, for `fault stack`.

@@ -1,10 +1,12 @@
 //! Memory commands: meminfo, buddyinfo, memcheck, pt, stress.
 
 use super::CmdError;
+use crate::smp::MAX_CPUS;
 use crate::{frames, heap, memory, paging, println};
 use alloc::format;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use levitate_hal::arch::aarch64::mmu::walk::{self, Half, ReadTables};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{AllocError, Owner, Request};
@@ -25,13 +27,20 @@ fn stats() -> Result<levitate_mm::buddy::Stats, CmdError> {
 pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let s = stats()?;
-    let ram: u64 = memory::map().memory().iter().map(|r| r.size).sum();
+    // RAM ranges from the tree, clipped and disjoint, so their sum fits; saturate regardless.
+    let ram = memory::map()
+        .memory()
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.size));
     let kb = |frames: u64| frames * PAGE_SIZE / 1024;
     let row = |name: &str, v: u64| println!("{:<16}{v:>12} kB", format!("{name}:"));
     row("MemTotal", ram / 1024);
     row("MemFree", kb(s.free_frames));
     row("MemManaged", kb(s.managed_frames));
-    row("Reserved", ram / 1024 - kb(s.managed_frames));
+    row(
+        "Reserved",
+        (ram / 1024).saturating_sub(kb(s.managed_frames)),
+    );
     // An owner's frames: blocks from the buddy, single frames from the per-CPU caches, and
     // runs from the bitmap layer.
     let (cache, parked) = frames::cache_stats();
@@ -56,7 +65,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
         cache.drains,
         runs.fallbacks
     );
-    let used = s.managed_frames - s.free_frames;
+    let used = s.managed_frames.saturating_sub(s.free_frames);
     println!(
         "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
         "Pressure:",
@@ -178,18 +187,82 @@ fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
-/// Walks the kernel's tables for a virtual address.
+/// Reads translation tables through the linear map, and only where it maps RAM (memory
+/// outside it is refused, never touched): for the tables TTBR0_EL1 points to, which are not the
+/// kernel's own (`paging` neither built nor locks them; they are the boot identity map in the
+/// image's BSS, written once before the MMU came on).
+struct LinearTables {
+    mapped: levitate_mm::region::RegionSet<{ levitate_mm::memmap::MAX_USABLE }>,
+}
+
+impl ReadTables for LinearTables {
+    fn entry(&mut self, table: PhysAddr, index: usize) -> Option<u64> {
+        let start = table.as_u64();
+        let inside = start.is_multiple_of(PAGE_SIZE)
+            && index < 512
+            && self.mapped.iter().any(|r| {
+                r.contains(start)
+                    && start
+                        .checked_add(PAGE_SIZE - 1)
+                        .is_some_and(|last| r.contains(last))
+            });
+        if !inside {
+            return None;
+        }
+        let slot = memory::linear(table).cast::<u64>();
+        // SAFETY: the table's page is RAM the linear map maps (checked above), `index` is
+        // inside it, and the read is an aligned 64-bit load; a table page being rewritten
+        // could only give a stale descriptor, which a diagnostic may show.
+        Some(unsafe { slot.add(index).read_volatile() })
+    }
+}
+
+/// Walks `ADDR` through the tables the hardware would use: TTBR0_EL1's for the lower half,
+/// TTBR1_EL1's (the kernel's) for the upper half.
 pub fn pt(args: &[&str]) -> Result<(), CmdError> {
     let [addr] = args else {
         return Err(CmdError::Usage);
     };
-    let va = parse_number(addr).ok_or(CmdError::Usage)?;
+    let va = VirtAddr::new(parse_number(addr).ok_or(CmdError::Usage)?);
     if !paging::ready() {
         return Err(CmdError::Failed(
             "the final page tables are not live".into(),
         ));
     }
-    println!("{}", paging::walk(VirtAddr::new(va)));
+    let mapped = memory::linear_ranges(&memory::map())
+        .map_err(|e| CmdError::Failed(format!("the linear map's ranges: {e}")))?;
+    let Some(half) = Half::of(va) else {
+        // Neither base register translates it: no table is read, and the walk says so.
+        println!(
+            "{}",
+            walk::walk_with(&mut LinearTables { mapped }, PhysAddr::new(0), va)
+        );
+        return Ok(());
+    };
+    let root = walk::live::root(half);
+    let walked = match half {
+        // The kernel's tables, under their lock (they change as the heap and stacks map).
+        Half::Upper => {
+            if root != paging::root() {
+                println!(
+                    "note: TTBR1_EL1 holds {root}, not the kernel's tables at {}; walking the kernel's",
+                    paging::root()
+                );
+            }
+            paging::walk(va)
+        }
+        Half::Lower => walk::walk_with(&mut LinearTables { mapped }, root, va),
+    };
+    println!("{walked}");
+    if walk::live::walks_disabled(half) {
+        println!(
+            "TCR_EL1.EPD{} = 1: the hardware reads no {} table, so every {}-half address faults \
+             (translation fault, level 0) whatever the tables above say",
+            half as u8,
+            half.register(),
+            half.name()
+        );
+    }
     Ok(())
 }
 
@@ -242,29 +315,111 @@ fn check(h: &Held) -> u64 {
         .count() as u64
 }
 
-/// Held items handed from one CPU to another during `stress frames`, to be checked and freed
-/// there.
-static EXCHANGE: spin::Mutex<Vec<Held>> = spin::Mutex::new(Vec::new());
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static FREES: AtomicU64 = AtomicU64::new(0);
-static REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
-static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Most operations `stress frames` runs on each CPU: about an hour under QEMU. Ctrl-C stops
+/// any run sooner.
+pub const MAX_STRESS_OPS: u64 = 100_000_000;
 
-/// Checks a held item's pattern and frees it; returns the errors found.
+/// Runs this long or longer print their progress at every tenth.
+const PROGRESS_FROM: u64 = 100_000;
+
+/// How often (in operations) the shell's CPU looks for Ctrl-C.
+const POLL_EVERY: u64 = 256;
+
+/// Most items one worker holds at once.
+const LIVE_CAPACITY: usize = 256;
+
+/// Most items in flight between CPUs.
+const EXCHANGE_CAPACITY: usize = 1024;
+
+/// Held items handed from one CPU to another during `stress frames`, to be checked and freed
+/// there. Its room is reserved before the run, so a push never grows the heap while the stress
+/// holds most of memory. Each worker takes the lock for one push or pop, with no other lock
+/// held; interrupts are masked, so no handler can want it.
+static EXCHANGE: spin::Mutex<Vec<Held>> = spin::Mutex::new(Vec::new());
+
+/// What each worker holds, one slot per CPU (only that CPU's worker locks its slot during a
+/// run; the shell reserves the room before and empties it after).
+static LIVE: [spin::Mutex<Vec<Held>>; MAX_CPUS] =
+    [const { spin::Mutex::new(Vec::new()) }; MAX_CPUS];
+
+/// Set to stop every worker: the shell's CPU sets it when Ctrl-C arrives.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The CPU that runs the shell: it polls the console and prints progress.
+static SHELL_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// One worker's counts for a run, written by that worker (a remote free counts where it
+/// happens: frames taken on one CPU may be given back on another).
+struct WorkerCounts {
+    ops: AtomicU64,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    remote_frees: AtomicU64,
+    refused: AtomicU64,
+    /// Frames the stress's allocations handed to it.
+    taken: AtomicU64,
+    /// Frames it gave back with a free the allocator accepted.
+    given: AtomicU64,
+}
+
+impl WorkerCounts {
+    const fn new() -> Self {
+        Self {
+            ops: AtomicU64::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            remote_frees: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            given: AtomicU64::new(0),
+        }
+    }
+
+    fn counters(&self) -> [&AtomicU64; 7] {
+        [
+            &self.ops,
+            &self.allocs,
+            &self.frees,
+            &self.remote_frees,
+            &self.refused,
+            &self.taken,
+            &self.given,
+        ]
+    }
+}
+
+static WORKERS: [WorkerCounts; MAX_CPUS] = [const { WorkerCounts::new() }; MAX_CPUS];
+
+fn my_counts() -> &'static WorkerCounts {
+    &WORKERS[crate::smp::current().index]
+}
+
+fn sum(field: impl Fn(&WorkerCounts) -> &AtomicU64) -> u64 {
+    WORKERS
+        .iter()
+        .map(|w| field(w).load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Checks a held item's pattern and frees it; returns the errors found (changed frames, and a
+/// refused free, whose frames are then not given back).
 fn check_and_free(h: Held) -> u64 {
     let mut errors = check(&h);
     let freed = match h.order {
         Some(order) => frames::free_raw(h.addr, order).is_ok(),
         None => frames::free_frames(h.addr, h.frames).is_ok(),
     };
-    if !freed {
+    let counts = my_counts();
+    counts.frees.fetch_add(1, Ordering::Relaxed);
+    if freed {
+        counts.given.fetch_add(h.frames, Ordering::Relaxed);
+    } else {
         errors += 1;
     }
-    FREES.fetch_add(1, Ordering::Relaxed);
     errors
 }
 
-/// Allocates something of a random kind: single frames (per-CPU caches), runs of 2..=511
+/// Allocates something of a random kind: single frames (per-CPU caches), runs of 2..=121
 /// (bitmap layer), or buddy blocks up to 2 MiB.
 fn alloc_random(r: u64) -> Option<Held> {
     match r >> 8 & 15 {
@@ -305,34 +460,64 @@ fn alloc_random(r: u64) -> Option<Held> {
     }
 }
 
-/// One CPU's share of `stress frames`: `n` random operations; returns the errors it saw.
+/// One CPU's share of `stress frames`: up to `n` random operations (fewer once `STOP` is set);
+/// returns the errors it saw. On the shell's CPU it also watches for Ctrl-C and prints
+/// progress.
 fn stress_worker(n: usize) -> u64 {
-    let me = crate::smp::current().index as u64;
-    let mut rng =
-        Rng(0x9e37_79b9_7f4a_7c15 ^ (me << 32) ^ levitate_hal::arch::aarch64::timer::ticks());
-    let mut live: Vec<Held> = Vec::new();
+    let n = n as u64;
+    let me = crate::smp::current().index;
+    let shell = me == SHELL_CPU.load(Ordering::Relaxed);
+    let counts = &WORKERS[me];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15
+        ^ ((me as u64) << 32)
+        ^ levitate_hal::arch::aarch64::timer::ticks());
+    let mut guard = LIVE[me].lock();
+    let live: &mut Vec<Held> = &mut guard;
+    let tenth = if n >= PROGRESS_FROM { n / 10 } else { 0 };
     let mut errors = 0;
-    for _ in 0..n {
+    let mut done = 0;
+    while done < n && !STOP.load(Ordering::Relaxed) {
+        if shell && done % POLL_EVERY == 0 && crate::console::interrupted() {
+            STOP.store(true, Ordering::Relaxed);
+            break;
+        }
+        if shell && tenth > 0 && done > 0 && done % tenth == 0 {
+            println!(
+                "stress frames: {}% ({done} of {n} operations on cpu{me}; Ctrl-C stops)",
+                done / tenth * 10
+            );
+        }
+        done += 1;
         let r = rng.next();
         if r.is_multiple_of(8) {
             // Cross-CPU traffic: hand something over, or free what another CPU allocated.
             if r & 16 != 0 {
                 if let Some(h) = live.pop() {
-                    EXCHANGE.lock().push(h);
+                    let mut exchange = EXCHANGE.lock();
+                    if exchange.len() < exchange.capacity() {
+                        exchange.push(h);
+                    } else {
+                        drop(exchange);
+                        live.push(h);
+                    }
                 }
-            } else if let Some(h) = EXCHANGE.lock().pop() {
-                errors += check_and_free(h);
-                REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let popped = EXCHANGE.lock().pop();
+                if let Some(h) = popped {
+                    errors += check_and_free(h);
+                    counts.remote_frees.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        } else if live.is_empty() || (!r.is_multiple_of(3) && live.len() < 256) {
+        } else if live.is_empty() || (!r.is_multiple_of(3) && live.len() < LIVE_CAPACITY) {
             match alloc_random(r) {
                 Some(h) => {
                     fill(&h);
+                    counts.taken.fetch_add(h.frames, Ordering::Relaxed);
+                    counts.allocs.fetch_add(1, Ordering::Relaxed);
                     live.push(h);
-                    ALLOCS.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
-                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
         } else {
@@ -340,52 +525,215 @@ fn stress_worker(n: usize) -> u64 {
             errors += check_and_free(h);
         }
     }
+    counts.ops.store(done, Ordering::Relaxed);
     for h in live.drain(..) {
         errors += check_and_free(h);
     }
     errors
 }
 
+/// Where the managed frames are, by cause, in frames: what `stress frames` compares before
+/// and after. Every allocated frame is in exactly one cause, so a change in MemFree is the sum
+/// of the changes of the causes.
+#[derive(Clone, Copy)]
+struct Usage {
+    free: u64,
+    by_cause: [i64; CAUSES.len()],
+}
+
+/// The causes, as `stress frames` names them. The last one is the stress's own.
+const CAUSES: [&str; 9] = [
+    "heap",
+    "page tables",
+    "stacks",
+    "kernel",
+    "dma",
+    "other",
+    "frames parked in per-CPU caches",
+    "free space in bitmap chunks",
+    "owner test",
+];
+
+impl Usage {
+    fn now() -> Result<Self, CmdError> {
+        let s = stats()?;
+        let (cache, _) = frames::cache_stats();
+        let runs = frames::run_stats();
+        let buddy = |o: Owner| s.allocated_to(o) as i64;
+        let owned = |o: Owner| buddy(o) + cache.handed_out_to(o) + runs.allocated_to(o) as i64;
+        let handed_out: i64 = Owner::ALL.iter().map(|&o| cache.handed_out_to(o)).sum();
+        let in_runs: i64 = Owner::ALL
+            .iter()
+            .map(|&o| runs.allocated_to(o) as i64)
+            .sum();
+        Ok(Self {
+            free: s.free_frames,
+            by_cause: [
+                owned(Owner::Heap),
+                owned(Owner::PageTable),
+                owned(Owner::Stack),
+                owned(Owner::Kernel),
+                owned(Owner::Dma),
+                owned(Owner::Other),
+                buddy(Owner::FrameCache) - handed_out,
+                buddy(Owner::Bitmap) - in_runs,
+                owned(Owner::Test),
+            ],
+        })
+    }
+}
+
+/// Signed kB from a signed frame count.
+fn kb(frames: i64) -> i64 {
+    frames * (PAGE_SIZE / 1024) as i64
+}
+
 fn stress_frames(n: u64) -> Result<(), CmdError> {
+    // Room for the bookkeeping first: once the stress holds most of memory, a heap growth
+    // could fail, and the stress must not be the one to panic on it.
+    let online = crate::smp::online();
+    let reserve =
+        |v: &mut Vec<Held>, room: usize| v.try_reserve_exact(room.saturating_sub(v.len()));
+    let room = reserve(&mut EXCHANGE.lock(), EXCHANGE_CAPACITY).is_ok()
+        && LIVE[..online]
+            .iter()
+            .all(|l| reserve(&mut l.lock(), LIVE_CAPACITY).is_ok());
+    if !room {
+        return Err(CmdError::Failed(
+            "no heap left for the stress's own bookkeeping".into(),
+        ));
+    }
+    for w in &WORKERS {
+        for c in w.counters() {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+    STOP.store(false, Ordering::Relaxed);
+    SHELL_CPU.store(crate::smp::current().index, Ordering::Relaxed);
     // Compare like with like: what the caches hold counts as free memory here.
     frames::drain_caches();
-    let start = stats()?.free_frames;
-    for c in [&ALLOCS, &FREES, &REMOTE_FREES, &REFUSED] {
-        c.store(0, Ordering::Relaxed);
-    }
+    let heap_before = heap::stats();
+    let before = Usage::now()?;
+
     let results = crate::smp::run_on_all(stress_worker, n as usize);
     let cpus = results.iter().flatten().count();
     let mut errors: u64 = results.iter().flatten().sum();
     // Whatever is still in flight between CPUs.
-    let leftovers: Vec<Held> = core::mem::take(&mut *EXCHANGE.lock());
+    let leftovers: Vec<Held> = EXCHANGE.lock().drain(..).collect();
     for h in leftovers {
         errors += check_and_free(h);
-        REMOTE_FREES.fetch_add(1, Ordering::Relaxed);
+        my_counts().remote_frees.fetch_add(1, Ordering::Relaxed);
     }
-    if frames::validate().is_err() {
+    if let Err(e) = frames::validate() {
+        println!("stress frames: the frame allocator's checker failed: {e}");
         errors += 1;
     }
     frames::drain_caches();
-    let end = stats()?.free_frames;
+    let after = Usage::now()?;
+    let heap_after = heap::stats();
+
+    let stopped = STOP.load(Ordering::Relaxed);
+    let ops = sum(|w| &w.ops);
+    let what = if stopped {
+        format!("stopped by Ctrl-C after {ops} operations on {cpus} CPUs ({n} asked for on each)")
+    } else {
+        format!("{n} operations on each of {cpus} CPUs")
+    };
     println!(
-        "stress frames: {n} operations on each of {cpus} CPUs: {} allocations (single frames, runs of 2..121 frames, blocks), {} frees ({} on another CPU than the allocation), {} refused for lack of memory",
-        ALLOCS.load(Ordering::Relaxed),
-        FREES.load(Ordering::Relaxed),
-        REMOTE_FREES.load(Ordering::Relaxed),
-        REFUSED.load(Ordering::Relaxed)
+        "stress frames: {what}: {} allocations (single frames, runs of 2..121 frames, blocks), {} frees ({} on another CPU than the allocation), {} refused for lack of memory",
+        sum(|w| &w.allocs),
+        sum(|w| &w.frees),
+        sum(|w| &w.remote_frees),
+        sum(|w| &w.refused),
     );
-    println!("errors: {errors}");
+    for (i, w) in WORKERS
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.ops.load(Ordering::Relaxed) > 0)
+    {
+        println!(
+            "  cpu{i}: {} operations, took {} frames, gave back {}",
+            w.ops.load(Ordering::Relaxed),
+            w.taken.load(Ordering::Relaxed),
+            w.given.load(Ordering::Relaxed)
+        );
+    }
+    // The stress's own loss: frames it took and did not give back, and what the allocator
+    // still counts for its owner.
+    let (taken, given) = (sum(|w| &w.taken), sum(|w| &w.given));
+    let test = CAUSES.len() - 1;
+    let test_change = after.by_cause[test] - before.by_cause[test];
+    println!(
+        "frames: {taken} taken and {given} given back by the stress; owner test {} kB before, {} kB after",
+        kb(before.by_cause[test]),
+        kb(after.by_cause[test])
+    );
+    if taken != given {
+        println!(
+            "stress frames: {} frames the stress took were not given back",
+            taken.abs_diff(given)
+        );
+        errors += 1;
+    }
+    if test_change != 0 {
+        println!(
+            "stress frames: the allocator counts {} kB more for owner test than before",
+            kb(test_change)
+        );
+        errors += 1;
+    }
+
+    // Everything else that moved MemFree, by cause: not the stress's frames, so not an error.
+    let free_change = after.free as i64 - before.free as i64;
+    let mut explained = 0;
+    let mut causes = alloc::string::String::new();
+    for (i, name) in CAUSES.iter().enumerate().take(test) {
+        let change = after.by_cause[i] - before.by_cause[i];
+        explained += change;
+        if change == 0 {
+            continue;
+        }
+        if !causes.is_empty() {
+            causes.push_str(", ");
+        }
+        let verb = if change > 0 { "took" } else { "gave back" };
+        causes.push_str(&format!("{name} {verb} {} kB", kb(change.abs())));
+        if i == 0 {
+            causes.push_str(&format!(
+                " ({} growths, {} segments released)",
+                heap_after.growths.saturating_sub(heap_before.growths),
+                heap_after.releases.saturating_sub(heap_before.releases)
+            ));
+        }
+    }
+    let unexplained = free_change + explained + test_change;
     println!(
         "MemFree: {} kB before, {} kB after{}",
-        start * 4,
-        end * 4,
-        if start == end {
-            " (back to its starting value)"
+        kb(before.free as i64),
+        kb(after.free as i64),
+        if free_change == 0 {
+            " (back to its starting value)".into()
+        } else if test_change == 0 && unexplained == 0 {
+            format!(
+                " ({:+} kB, none of it the stress's: {causes})",
+                kb(free_change)
+            )
         } else {
-            " (CHANGED)"
+            format!(
+                " ({:+} kB: {causes}; the stress's own are above)",
+                kb(free_change)
+            )
         }
     );
-    if errors > 0 || start != end {
+    if unexplained != 0 {
+        println!(
+            "stress frames: {} kB of MemFree's change is in no owner's count",
+            kb(unexplained)
+        );
+        errors += 1;
+    }
+    println!("errors: {errors}");
+    if errors > 0 {
         return Err(CmdError::Failed("frames were corrupted or lost".into()));
     }
     Ok(())
@@ -427,7 +775,7 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
         }
         let seed = (r >> 32) as u8;
         v.extend((0..size).map(|i| seed.wrapping_add(i as u8)));
-        bytes += size as u64;
+        bytes = bytes.saturating_add(size as u64);
         allocations += 1;
         live.push(v);
     }
@@ -444,7 +792,7 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
     let after = heap::stats();
     println!(
         "stress heap: {allocations} allocations, {bytes} bytes; heap grew {} times to {} KiB (limit {} KiB)",
-        after.growths - before.growths,
+        after.growths.saturating_sub(before.growths),
         after.size / 1024,
         after.limit / 1024
     );
@@ -458,7 +806,11 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
 /// `stress frames N` / `stress heap BYTES`.
 pub fn stress(args: &[&str]) -> Result<(), CmdError> {
     match args {
-        ["frames", n] => stress_frames(parse_number(n).filter(|&n| n > 0).ok_or(CmdError::Usage)?),
+        ["frames", n] => stress_frames(
+            parse_number(n)
+                .filter(|n| (1..=MAX_STRESS_OPS).contains(n))
+                .ok_or(CmdError::Usage)?,
+        ),
         ["heap", b] => stress_heap(parse_size(b).filter(|&b| b > 0).ok_or(CmdError::Usage)?),
         _ => Err(CmdError::Usage),
     }

@@ -6,6 +6,7 @@
 //! and panics; the panic handler adds the backtrace through the interrupted code.
 
 use super::esr;
+use crate::stacks::StackFault;
 use core::fmt;
 
 /// The context saved on exception entry. Layout shared with vectors.S.
@@ -78,17 +79,32 @@ impl fmt::Display for FaultReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fr = self.frame;
         writeln!(f, "unhandled {}", self.kind)?;
-        if let Some(stack) = crate::stacks::guard_hit(fr.far).filter(|_| self.kind.is_sync()) {
-            writeln!(
+        // FAR_EL1 holds the faulting address only for aborts here (ARM ARM, FAR_EL1: UNKNOWN
+        // for other synchronous exceptions such as BRK or undefined instructions).
+        let abort = self.kind.is_sync() && esr::is_abort(esr::exception_class(fr.esr));
+        let stack = self
+            .kind
+            .is_sync()
+            .then(|| crate::stacks::classify(abort.then_some(fr.far), fr.sp))
+            .flatten();
+        match stack {
+            Some(StackFault::Overflow(s)) => writeln!(
                 f,
                 "  kernel stack overflow: stack '{}' ({:#x}..{:#x}) ran into its guard page",
-                stack.name, stack.stack.start, stack.stack.end
-            )?;
+                s.name, s.stack.start, s.stack.end
+            )?,
+            Some(StackFault::GuardTouched(s)) => writeln!(
+                f,
+                "  FAR is in the guard page below stack '{}' ({:#x}..{:#x}), but SP is not at \
+                 that stack's bottom: a bad address, not a stack overflow",
+                s.name, s.stack.start, s.stack.end
+            )?,
+            None => {}
         }
         if self.kind.is_sync() || self.kind.is_serror() {
             writeln!(f, "  ESR  {:#018x}  {}", fr.esr, esr::Describe(fr.esr))?;
         }
-        if self.kind.is_sync() && esr::is_abort(esr::exception_class(fr.esr)) {
+        if abort {
             writeln!(f, "  FAR  {:#018x}  (faulting address)", fr.far)?;
         }
         write!(f, "  ELR  {:#018x}", fr.elr)?;
