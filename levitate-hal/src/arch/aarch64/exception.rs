@@ -178,6 +178,45 @@ mod imp {
         })
     }
 
+    /// Overwrites every caller-saved register (x0-x18, q0-q31) before a caught trap returns,
+    /// as a longer handler might: the interrupted code then sees its own values only if
+    /// vectors.S restores them from the frame, so a missing restore shows in the brk test.
+    #[inline(never)]
+    fn scramble_caller_saved() {
+        // SAFETY: writes registers only, each declared clobbered (all are caller-saved in
+        // AAPCS64, so the compiler already treats them as lost across this call); no memory
+        // is touched.
+        unsafe {
+            core::arch::asm!(
+                "mov x0, #0xdead",
+                "mov x1, x0", "mov x2, x0", "mov x3, x0", "mov x4, x0", "mov x5, x0",
+                "mov x6, x0", "mov x7, x0", "mov x8, x0", "mov x9, x0", "mov x10, x0",
+                "mov x11, x0", "mov x12, x0", "mov x13, x0", "mov x14, x0", "mov x15, x0",
+                "mov x16, x0", "mov x17, x0", "mov x18, x0",
+                "dup v0.2d, x0", "dup v1.2d, x0", "dup v2.2d, x0", "dup v3.2d, x0",
+                "dup v4.2d, x0", "dup v5.2d, x0", "dup v6.2d, x0", "dup v7.2d, x0",
+                "dup v8.2d, x0", "dup v9.2d, x0", "dup v10.2d, x0", "dup v11.2d, x0",
+                "dup v12.2d, x0", "dup v13.2d, x0", "dup v14.2d, x0", "dup v15.2d, x0",
+                "dup v16.2d, x0", "dup v17.2d, x0", "dup v18.2d, x0", "dup v19.2d, x0",
+                "dup v20.2d, x0", "dup v21.2d, x0", "dup v22.2d, x0", "dup v23.2d, x0",
+                "dup v24.2d, x0", "dup v25.2d, x0", "dup v26.2d, x0", "dup v27.2d, x0",
+                "dup v28.2d, x0", "dup v29.2d, x0", "dup v30.2d, x0", "dup v31.2d, x0",
+                out("x0") _, out("x1") _, out("x2") _, out("x3") _, out("x4") _,
+                out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+                out("x15") _, out("x16") _, out("x17") _, out("x18") _,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
+                out("v5") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
+                out("v10") _, out("v11") _, out("v12") _, out("v13") _, out("v14") _,
+                out("v15") _, out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _, out("v22") _, out("v23") _, out("v24") _,
+                out("v25") _, out("v26") _, out("v27") _, out("v28") _, out("v29") _,
+                out("v30") _, out("v31") _,
+                options(nostack, nomem)
+            );
+        }
+    }
+
     /// Called by vectors.S with the vector index and the saved context.
     #[no_mangle]
     extern "C" fn levitate_trap(kind: u64, frame: &mut TrapFrame) {
@@ -190,6 +229,7 @@ mod imp {
             CAUGHT_ELR.store(frame.elr, Ordering::SeqCst);
             CAUGHT.store(true, Ordering::SeqCst);
             frame.elr += 4; // every A64 instruction is 4 bytes
+            scramble_caller_saved();
             return;
         }
         panic!("{}", FaultReport { kind, frame });
