@@ -1,11 +1,11 @@
 //! Real-hardware rules QEMU can show: the parking vectors, the image-fits-in-RAM check, the
 //! panic path with the console lock held, secondary CPU slots.
 
-use super::harness::{boot, check, dump_qemu_dtb, Expect, Tally};
+use super::harness::{boot, check, qemu_dtb_with, relocating_stub, tree_stub, Expect, Tally};
 use crate::qemu::RunOptions;
-use crate::{bail, deps, Result};
+use crate::{bail, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Where the scenarios load the kernel: the last 2 MiB of QEMU's default 1 GiB of RAM.
@@ -23,23 +23,6 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
     panic_under_console_lock(tally, image, base)?;
     late_cpus(tally, image, base)?;
     Ok(())
-}
-
-/// An arm64 Image "bootloader" that enters the kernel at `target` with x0 = `dtb` (a tree
-/// put there by `-device loader`), x1-x3 = 0 as QEMU left them.
-fn stub_with_dtb(target: u64, dtb: u64) -> Vec<u8> {
-    let mut img = vec![0u8; 0x60];
-    let mut put32 = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    put32(0x00, 0x1400_0010); // b +0x40
-    put32(0x40, 0x5800_0080); // ldr x0, #0x10   (literal at 0x50)
-    put32(0x44, 0x5800_00b0); // ldr x16, #0x14  (literal at 0x58)
-    put32(0x48, 0xd61f_0200); // br x16
-    img[0x10..0x18].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
-    img[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K, anywhere
-    img[0x38..0x3c].copy_from_slice(b"ARM\x64");
-    img[0x50..0x58].copy_from_slice(&dtb.to_le_bytes());
-    img[0x58..0x60].copy_from_slice(&target.to_le_bytes());
-    img
 }
 
 /// `-device loader` arguments that put `file` at `addr` as raw bytes.
@@ -78,7 +61,7 @@ fn early_fault_parks(
         bail!("the image's BSS is too small for the early-fault scenario");
     }
     let stub = work.join("relocating-stub-park.img");
-    std::fs::write(&stub, stub_with_dtb_passthrough(LOAD_AT))?;
+    std::fs::write(&stub, relocating_stub(LOAD_AT))?;
     for (label, el2) in [("EL1", false), ("EL2", true)] {
         let log = work.join(format!("park-{label}.log"));
         let _ = std::fs::remove_file(&log);
@@ -136,33 +119,17 @@ fn early_fault_parks(
     Ok(())
 }
 
-/// The existing relocating stub (x0 = QEMU's own tree).
-fn stub_with_dtb_passthrough(target: u64) -> Vec<u8> {
-    super::harness::relocating_stub(target)
-}
-
 /// QEMU's tree with its RAM cut short so that the kernel at `LOAD_AT` starts inside RAM and
 /// ends outside it, and `semihosting` in bootargs (the stub passes the tree as it is).
 fn short_ram_dtb(work: &Path) -> Result<PathBuf> {
-    deps::ensure_dtc()?;
-    dump_qemu_dtb(work)?;
-    let base = work.join("qemu-virt-default.dtb");
-    let dts = work.join("virt-short-ram.dts");
-    let out = work.join("virt-short-ram.dtb");
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
-        .arg(&dts)
-        .arg(&base)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not decompile QEMU's tree");
-    }
-    let mut text = std::fs::read_to_string(&dts)?;
     // RAM 0x40000000..SHORT_LOAD_AT + 1 MiB: the image's first MiB is inside, the rest is
     // not.
     let size = SHORT_LOAD_AT + (1 << 20) - 0x4000_0000;
-    text.push_str(&format!(
-        r#"
+    qemu_dtb_with(
+        work,
+        "virt-short-ram",
+        &format!(
+            r#"
 / {{
     memory@40000000 {{
         reg = <0x0 0x40000000 0x0 {size:#x}>;
@@ -172,17 +139,8 @@ fn short_ram_dtb(work: &Path) -> Result<PathBuf> {
     }};
 }};
 "#
-    ));
-    std::fs::write(&dts, text)?;
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-        .arg(&out)
-        .arg(&dts)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not compile the short-RAM tree");
-    }
-    Ok(out)
+        ),
+    )
 }
 
 /// A tree that says RAM ends inside the kernel image: boot refuses, naming the image.
@@ -194,7 +152,7 @@ fn image_outside_ram(
 ) -> Result<()> {
     let dtb = short_ram_dtb(work)?;
     let stub = work.join("dtb-stub.img");
-    std::fs::write(&stub, stub_with_dtb(SHORT_LOAD_AT, DTB_AT))?;
+    std::fs::write(&stub, tree_stub(DTB_AT, SHORT_LOAD_AT))?;
     let mut opts = RunOptions {
         initrd: None,
         ..base.clone()

@@ -5,7 +5,7 @@
 use crate::qemu::RunOptions;
 use crate::{bail, Result};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -367,6 +367,65 @@ pub fn dump_qemu_dtb(dir: &Path) -> Result<Vec<u8>> {
         bail!("qemu-system-aarch64 could not dump its device tree");
     }
     Ok(std::fs::read(&path)?)
+}
+
+/// QEMU's own tree for the default machine (dumped into `work` if not there yet) as dtc
+/// source.
+pub fn qemu_dts(work: &Path) -> Result<String> {
+    crate::deps::ensure_dtc()?;
+    let base = work.join("qemu-virt-default.dtb");
+    if !base.is_file() {
+        dump_qemu_dtb(work)?;
+    }
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&base)
+        .output()?;
+    if !out.status.success() {
+        bail!("dtc could not decompile QEMU's tree");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Compiles dtc `source` into `work/NAME.dtb` (the source is kept next to it, `NAME.dts`).
+pub fn compile_dts(work: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    crate::deps::ensure_dtc()?;
+    let dts = work.join(format!("{name}.dts"));
+    let out = work.join(format!("{name}.dtb"));
+    std::fs::write(&dts, source)?;
+    let status = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&out)
+        .arg(&dts)
+        .status()?;
+    if !status.success() {
+        bail!("dtc could not compile {}", dts.display());
+    }
+    Ok(out)
+}
+
+/// QEMU's own tree with `overlay` appended (dtc merges a second root block into the first,
+/// its properties replacing those of the same name), compiled to `work/NAME.dtb`.
+pub fn qemu_dtb_with(work: &Path, name: &str, overlay: &str) -> Result<PathBuf> {
+    compile_dts(work, name, &(qemu_dts(work)? + overlay))
+}
+
+/// An arm64 Image "bootloader" that enters `kernel` with x0 = `tree` (a tree put there by
+/// `-device loader`, passed unmodified, as a phone's bootloader would; QEMU's `-dtb` would
+/// replace its memory nodes) and x1-x3 = 0 as QEMU left them.
+pub fn tree_stub(tree: u64, kernel: u64) -> Vec<u8> {
+    let mut img = vec![0u8; 0x60];
+    let mut put32 = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put32(0x00, 0x1400_0010); // b +0x40
+    put32(0x40, 0x5800_0080); // ldr x0, #0x10   (tree, at 0x50)
+    put32(0x44, 0x5800_00b0); // ldr x16, #0x14  (kernel, at 0x58)
+    put32(0x48, 0xd61f_0200); // br x16
+    img[0x10..0x18].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
+    img[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K, anywhere
+    img[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    img[0x50..0x58].copy_from_slice(&tree.to_le_bytes());
+    img[0x58..0x60].copy_from_slice(&kernel.to_le_bytes());
+    img
 }
 
 /// A minimal "bootloader": an arm64 Image that QEMU enters with x0 = DTB and that jumps to

@@ -5,10 +5,12 @@
 //! `-device loader`s put the kernel and the unmodified tree in RAM, and the stub enters the
 //! kernel with x0 = the tree, as a phone's bootloader would.
 
-use super::harness::{boot, check, dump_qemu_dtb, Expect, Outcome, Tally};
+use super::harness::{
+    boot, check, dump_qemu_dtb, qemu_dtb_with, tree_stub, Expect, Outcome, Tally,
+};
 use crate::qemu::RunOptions;
-use crate::{bail, deps, Result};
-use std::path::{Path, PathBuf};
+use crate::{deps, Result};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,48 +18,6 @@ use std::time::{Duration, Instant};
 /// its start and of QEMU's own tree at 0x4800_0000).
 const TREE_AT: u64 = 0x4c00_0000;
 const KERNEL_AT: u64 = 0x5000_0000;
-
-/// An arm64 Image that enters `kernel` with x0 = `tree` (x1-x3 stay 0, as QEMU left them).
-fn tree_stub(tree: u64, kernel: u64) -> Vec<u8> {
-    let mut img = vec![0u8; 0x60];
-    let mut put32 = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    put32(0x00, 0x1400_0010); // b +0x40
-    put32(0x40, 0x5800_0080); // ldr x0, #0x10   (tree, at 0x50)
-    put32(0x44, 0x5800_00b0); // ldr x16, #0x14  (kernel, at 0x58)
-    put32(0x48, 0xd61f_0200); // br x16
-    img[0x10..0x18].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
-    img[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K, anywhere
-    img[0x38..0x3c].copy_from_slice(b"ARM\x64");
-    img[0x50..0x58].copy_from_slice(&tree.to_le_bytes());
-    img[0x58..0x60].copy_from_slice(&kernel.to_le_bytes());
-    img
-}
-
-/// QEMU's own tree (1 GiB, this machine) with `overlay` merged in by dtc, written to `name`.
-fn tree_with(work: &Path, name: &str, overlay: &str) -> Result<PathBuf> {
-    let dts = work.join(format!("{name}.dts"));
-    let out = work.join(format!("{name}.dtb"));
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
-        .arg(&dts)
-        .arg(work.join("qemu-virt-default.dtb"))
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not decompile QEMU's tree");
-    }
-    let mut text = std::fs::read_to_string(&dts)?;
-    text.push_str(overlay);
-    std::fs::write(&dts, text)?;
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-        .arg(&out)
-        .arg(&dts)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not compile {name}.dts");
-    }
-    Ok(out)
-}
 
 /// Boots `image` through the stub with `tree` as the kernel's device tree, unmodified.
 fn boot_with_tree(
@@ -154,7 +114,7 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
     dump_qemu_dtb(work)?;
 
     // ---- Item 4: RAM the CPU cannot address ----
-    let bank_1t = tree_with(
+    let bank_1t = qemu_dtb_with(
         work,
         "virt-bank-1t",
         &format!(
@@ -189,7 +149,7 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
         ),
     );
 
-    let bank_128t = tree_with(
+    let bank_128t = qemu_dtb_with(
         work,
         "virt-bank-128t",
         &format!(
@@ -264,20 +224,20 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
     );
 
     // ---- Item 10: reserved memory fails closed ----
-    let broken_child = tree_with(
+    let broken_child = qemu_dtb_with(
         work,
         "virt-reserved-broken-reg",
         "\n/ { reserved-memory { #address-cells = <2>; #size-cells = <2>; ranges; \
          off@48000000 { reg = <0x0 0x48000000 0x0>; status = \"disabled\"; }; \
          fw@50000000 { reg = <0x0 0x50000000 0x0 0x100000 0x7>; no-map; }; }; };\n",
     )?;
-    let broken_parent = tree_with(
+    let broken_parent = qemu_dtb_with(
         work,
         "virt-reserved-broken-parent",
         "\n/ { reserved-memory { #address-cells = <3>; #size-cells = <2>; ranges; \
          fw@50000000 { reg = <0x0 0x0 0x50000000 0x0 0x100000>; }; }; };\n",
     )?;
-    let zero_size = tree_with(
+    let zero_size = qemu_dtb_with(
         work,
         "virt-reserved-zero-size",
         "\n/ { reserved-memory { #address-cells = <2>; #size-cells = <2>; ranges; \
@@ -341,7 +301,7 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
     std::fs::write(&truncated, &qemu_tree[..qemu_tree.len() / 3])?;
     // QEMU loads this one happily; the kernel's check refuses it and halts before it has a
     // console, so without the check `xtask run` would never return.
-    let bad_cells = tree_with(
+    let bad_cells = qemu_dtb_with(
         work,
         "run-bad-cells",
         "\n/ { odd-bus { #address-cells = <0x0 0x2>; #size-cells = <0x1>; }; };\n",

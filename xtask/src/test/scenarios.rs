@@ -3,41 +3,12 @@
 
 use super::harness::{
     boot, check, check_commands, command_outputs, dump_qemu_dtb, memcheck_says, patch_bytes,
-    relocating_stub, stress_says, Expect, Says, Tally,
+    qemu_dtb_with, relocating_stub, stress_says, Expect, Says, Tally,
 };
 use crate::qemu::RunOptions;
-use crate::{bail, deps, workspace_root, Result};
-use std::path::{Path, PathBuf};
+use crate::{workspace_root, Result};
+use std::path::Path;
 use std::process::Command;
-
-/// A QEMU tree for `mem_mib` of RAM with a /reserved-memory node of every kind added
-/// (static no-map, static mapped, disabled, dynamic with alloc-ranges), built with dtc.
-fn reserved_memory_dtb(work: &Path) -> Result<PathBuf> {
-    deps::ensure_dtc()?;
-    let base = work.join("qemu-virt-default.dtb");
-    let dts = work.join("virt-reserved.dts");
-    let out = work.join("virt-reserved.dtb");
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
-        .arg(&dts)
-        .arg(&base)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not decompile QEMU's tree");
-    }
-    let mut text = std::fs::read_to_string(&dts)?;
-    text.push_str(RESERVED_MEMORY_OVERLAY);
-    std::fs::write(&dts, text)?;
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-        .arg(&out)
-        .arg(&dts)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not compile the reserved-memory test tree");
-    }
-    Ok(out)
-}
 
 /// Added to QEMU's tree (dtc merges a second root block into the first).
 const RESERVED_MEMORY_OVERLAY: &str = r#"
@@ -158,7 +129,7 @@ pub fn memory_scenarios(
         ),
     );
 
-    let dtb = reserved_memory_dtb(work)?;
+    let dtb = qemu_dtb_with(work, "virt-reserved", RESERVED_MEMORY_OVERLAY)?;
     let opts = RunOptions {
         dtb: Some(dtb),
         ..base.clone()

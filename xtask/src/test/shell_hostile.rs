@@ -1,11 +1,10 @@
 //! Hostile shell input: checked arithmetic in `dtb`, `pt` on both halves, `stress frames` bounds and accounting, `fault ADDR` reports.
 
-use super::harness::{boot, check, dump_qemu_dtb, tail, Expect, Outcome, Tally};
+use super::harness::{boot, check, compile_dts, qemu_dts, tail, Expect, Outcome, Tally};
 use crate::kernel::{self, Variant};
 use crate::qemu::RunOptions;
-use crate::{bail, deps, Result};
+use crate::{bail, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Runs this file's scenarios on the normal build `image` (and a release build for `fault`).
 pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
@@ -21,34 +20,16 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
 /// QEMU's own tree with /memreserve/ entries added in front (QEMU's `-dtb` passes the
 /// reservation block through as given), built with dtc.
 fn memreserve_dtb(work: &Path, entries: &str) -> Result<PathBuf> {
-    deps::ensure_dtc()?;
-    dump_qemu_dtb(work)?;
-    let base = work.join("qemu-virt-default.dtb");
-    let dts = work.join("virt-memreserve.dts");
-    let out = work.join("virt-memreserve.dtb");
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
-        .arg(&dts)
-        .arg(&base)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not decompile QEMU's tree");
-    }
-    let text = std::fs::read_to_string(&dts)?;
+    let text = qemu_dts(work)?;
     let Some(body) = text.strip_prefix("/dts-v1/;\n") else {
         bail!("dtc's output does not start with /dts-v1/;");
     };
     // The spec puts /memreserve/ lines between the version tag and the root node.
-    std::fs::write(&dts, format!("/dts-v1/;\n{entries}{body}"))?;
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-        .arg(&out)
-        .arg(&dts)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not compile the /memreserve/ test tree");
-    }
-    Ok(out)
+    compile_dts(
+        work,
+        "virt-memreserve",
+        &format!("/dts-v1/;\n{entries}{body}"),
+    )
 }
 
 fn dtb_past_the_top(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
