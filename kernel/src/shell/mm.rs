@@ -287,6 +287,8 @@ struct Held {
     addr: PhysAddr,
     frames: u64,
     order: Option<u8>,
+    /// The CPU that allocated it (a free elsewhere counts as cross-CPU).
+    cpu: usize,
 }
 
 /// Writes the pattern into every frame held (first and last word of each).
@@ -422,10 +424,12 @@ fn check_and_free(h: Held) -> u64 {
 /// Allocates something of a random kind: single frames (per-CPU caches), runs of 2..=121
 /// (bitmap layer), or buddy blocks up to 2 MiB.
 fn alloc_random(r: u64) -> Option<Held> {
+    let cpu = crate::smp::current().index;
     match r >> 8 & 15 {
         0..=7 => frames::alloc_frames(1, Owner::Test, false)
             .ok()
             .map(|run| Held {
+                cpu,
                 addr: run.addr,
                 frames: 1,
                 order: None,
@@ -435,6 +439,7 @@ fn alloc_random(r: u64) -> Option<Held> {
             frames::alloc_frames(n, Owner::Test, false)
                 .ok()
                 .map(|run| Held {
+                    cpu,
                     addr: run.addr,
                     frames: run.frames,
                     order: None,
@@ -445,6 +450,7 @@ fn alloc_random(r: u64) -> Option<Held> {
             frames::alloc(Request::new(order, Owner::Test))
                 .ok()
                 .map(|b| Held {
+                    cpu,
                     addr: b.addr,
                     frames: b.frames(),
                     order: Some(order),
@@ -453,6 +459,7 @@ fn alloc_random(r: u64) -> Option<Held> {
         _ => frames::alloc(Request::new(9, Owner::Test))
             .ok()
             .map(|b| Held {
+                cpu,
                 addr: b.addr,
                 frames: b.frames(),
                 order: Some(9),
@@ -504,8 +511,10 @@ fn stress_worker(n: usize) -> u64 {
             } else {
                 let popped = EXCHANGE.lock().pop();
                 if let Some(h) = popped {
+                    if h.cpu != me {
+                        counts.remote_frees.fetch_add(1, Ordering::Relaxed);
+                    }
                     errors += check_and_free(h);
-                    counts.remote_frees.fetch_add(1, Ordering::Relaxed);
                 }
             }
         } else if live.is_empty() || (!r.is_multiple_of(3) && live.len() < LIVE_CAPACITY) {
@@ -620,9 +629,12 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
     let mut errors: u64 = results.iter().flatten().sum();
     // Whatever is still in flight between CPUs.
     let leftovers: Vec<Held> = EXCHANGE.lock().drain(..).collect();
+    let me = crate::smp::current().index;
     for h in leftovers {
+        if h.cpu != me {
+            my_counts().remote_frees.fetch_add(1, Ordering::Relaxed);
+        }
         errors += check_and_free(h);
-        my_counts().remote_frees.fetch_add(1, Ordering::Relaxed);
     }
     if let Err(e) = frames::validate() {
         println!("stress frames: the frame allocator's checker failed: {e}");
