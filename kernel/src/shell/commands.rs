@@ -83,6 +83,18 @@ pub static COMMANDS: &[Command] = &[
         run: super::mm::cpus,
     },
     Command {
+        name: "irqs",
+        args: "",
+        help: "interrupt counts per interrupt and CPU, as /proc/interrupts",
+        run: super::interrupts::irqs,
+    },
+    Command {
+        name: "uptime",
+        args: "",
+        help: "time since boot and the timer ticks each CPU took",
+        run: super::interrupts::uptime,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free, growths",
