@@ -223,8 +223,6 @@ levitate_hal::ktest!(
 
 /// Where the interrupt controller was found, for the boot log.
 pub struct GicInfo {
-    /// 2 or 3.
-    pub version: u8,
     /// The node's path.
     pub path: alloc::string::String,
     /// Physical address of the distributor.
@@ -371,7 +369,6 @@ pub fn find_gic() -> Result<Option<(levitate_hal::drivers::gic::Gic, GicInfo)>, 
     Ok(Some((
         gic,
         GicInfo {
-            version,
             path,
             dist: dist_pa,
             phandle,
