@@ -92,7 +92,9 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(d.cpu_start_timeout_ms, 1000);
         levitate_hal::kassert_eq!(d.tick_hz, 100);
         let mut bad = 0;
-        let t = BootArgs::parse("tick=250 tick=0 tick=1001 tick=9 tick=x tick=", |_| bad += 1);
+        let t = BootArgs::parse("tick=250 tick=0 tick=1001 tick=9 tick=x tick=", |_| {
+            bad += 1
+        });
         levitate_hal::kassert_eq!(t.tick_hz, 250);
         levitate_hal::kassert_eq!(bad, 5);
         levitate_hal::kassert_eq!(BootArgs::parse("tick=10 tick=1000", |_| {}).tick_hz, 1000);

@@ -327,7 +327,10 @@ pub fn find_gic() -> Result<Option<(levitate_hal::drivers::gic::Gic, GicInfo)>, 
         what,
     };
     let mut regs = translated_regs(&node);
-    let (dist_pa, _) = regs.next().flatten().ok_or_else(|| missing("distributor"))?;
+    let (dist_pa, _) = regs
+        .next()
+        .flatten()
+        .ok_or_else(|| missing("distributor"))?;
     let phandle = interrupts::phandle(&node.node);
     let map = |pa, size| early::ioremap(pa, size).map_err(IrqTreeError::Map);
     let gic = if version == 2 {

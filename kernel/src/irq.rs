@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use levitate_hal::arch::aarch64::exception::{self, TrapFrame};
 use levitate_hal::arch::aarch64::{cpu, timer};
 use levitate_hal::drivers::gic::Gic;
-use levitate_hal::irq::{Dispatched, DispatchTable, Registration};
+use levitate_hal::irq::{DispatchTable, Dispatched, Registration};
 pub use levitate_hal::irq::{Handler, IntId, RegisterError, Trigger};
 use spin::Once;
 
@@ -102,6 +102,7 @@ pub fn unmask_this_cpu() {
 }
 
 /// Whether IRQs are unmasked on this CPU.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // used by the in-kernel tests
 pub fn unmasked_here() -> bool {
     let daif: u64;
     // SAFETY: reads DAIF, no side effects.
@@ -119,9 +120,7 @@ pub fn register(
     name: &'static str,
     handler: Handler,
 ) -> Result<(), RegisterError> {
-    let gic = GIC
-        .get()
-        .ok_or(RegisterError::OutOfRange(intid.as_u32()))?;
+    let gic = GIC.get().ok_or(RegisterError::OutOfRange(intid.as_u32()))?;
     if intid.as_u32() >= gic.lines() {
         return Err(RegisterError::OutOfRange(intid.as_u32()));
     }
@@ -225,7 +224,31 @@ pub fn report_panic(out: &mut impl Write) {
     );
 }
 
+/// For `irqs panic`: registers a handler that panics on the highest SPI the controller
+/// implements and makes it pending, to show the panic report of an interrupt handler.
+/// Returns only if that cannot be done.
+pub fn provoke_handler_panic() -> Result<(), RegisterError> {
+    fn panicking(id: IntId) {
+        panic!("irqs panic: the handler of interrupt {id} panicked on purpose");
+    }
+    let gic = GIC.get().ok_or(RegisterError::OutOfRange(0))?;
+    let id = gic
+        .lines()
+        .checked_sub(1)
+        .and_then(IntId::new)
+        .ok_or(RegisterError::OutOfRange(gic.lines()))?;
+    register(id, Trigger::Edge, "irqs_panic", panicking)?;
+    gic.set_pending(id, smp::current().index);
+    // The SPI is routed to the boot CPU; wait for it there (a second is plenty).
+    let start = timer::ticks();
+    while timer::ticks().wrapping_sub(start) < timer::frequency() {
+        core::hint::spin_loop();
+    }
+    Ok(())
+}
+
 /// How often `intid` arrived on CPU `cpu`.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // used by the in-kernel tests
 pub fn count(intid: IntId, cpu: usize) -> u64 {
     TABLE.count(intid, cpu)
 }
@@ -286,7 +309,10 @@ levitate_hal::ktest!(
         let tick = ktests::need(crate::tick::intid(), "no tick registered")?;
         match register(tick, Trigger::Level, "again", nothing) {
             Err(RegisterError::Taken { by, .. }) => kassert_eq!(by, "arch_timer"),
-            _ => kassert!(false, "registering the tick's PPI twice was not refused as taken"),
+            _ => kassert!(
+                false,
+                "registering the tick's PPI twice was not refused as taken"
+            ),
         }
         if let Some(past) = IntId::new(gic.lines()) {
             kassert_eq!(
@@ -306,6 +332,8 @@ pub(crate) mod ktests {
     use levitate_hal::{kassert, kassert_eq};
 
     /// `Some` value or a failed test saying `msg`.
+    // KtestFailure is inline by design (no heap needed to fail a test).
+    #[allow(clippy::result_large_err)]
     #[track_caller]
     pub fn need<T>(v: Option<T>, msg: &'static str) -> Result<T, KtestFailure> {
         v.ok_or(KtestFailure {
@@ -339,6 +367,7 @@ pub(crate) mod ktests {
             .filter(|id| !id.is_private() && TABLE.registration(*id).is_none())
     }
 
+    #[allow(clippy::result_large_err)] // as `need`
     fn check_unhandled(gic: &Gic, id: IntId) -> KtestResult {
         let me = smp::current().index;
         kassert!(unmasked_here(), "interrupts are masked on the test CPU");
@@ -349,7 +378,10 @@ pub(crate) mod ktests {
             wait_for(1000, || total(id) > before),
             "an unregistered pending interrupt never arrived"
         );
-        kassert!(!gic.is_enabled(id, me), "the unhandled interrupt stayed enabled");
+        kassert!(
+            !gic.is_enabled(id, me),
+            "the unhandled interrupt stayed enabled"
+        );
         kassert!(TABLE.was_unhandled(id));
         // Pending again while disabled: it must not be taken (never loops).
         let after = total(id);

@@ -42,6 +42,7 @@ pub const MAX_HOOKS: usize = 8;
 static HOOKS: [Once<fn()>; MAX_HOOKS] = [const { Once::new() }; MAX_HOOKS];
 
 /// Why `register_tick_hook` refused.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // API for the allocator stress and the watchdog
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookError {
     /// All `MAX_HOOKS` slots are used.
@@ -57,6 +58,7 @@ impl fmt::Display for HookError {
 /// Runs `hook` on every tick on every CPU (in interrupt context: interrupts masked, on the
 /// exception stack; it must be short and take no lock non-interrupt code may hold). Hooks
 /// cannot be removed. Works before the tick starts and when there is no tick (never called).
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // API for the allocator stress and the watchdog
 pub fn register_tick_hook(hook: fn()) -> Result<(), HookError> {
     for slot in &HOOKS {
         let mut ours = false;
@@ -142,6 +144,7 @@ fn on_tick(_: IntId) {
 }
 
 /// The timer's interrupt ID, once the tick is registered.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // used by the in-kernel tests
 pub fn intid() -> Option<IntId> {
     INTID.get().copied()
 }
@@ -157,6 +160,7 @@ pub fn ticks(cpu: usize) -> u64 {
 }
 
 /// Whether CPU `cpu`'s tick runs.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // used by the in-kernel tests
 pub fn running(cpu: usize) -> bool {
     RUNNING.get(cpu).is_some_and(|r| r.load(Ordering::Acquire))
 }
@@ -178,9 +182,9 @@ pub fn start_boot_cpu(hz: u32) {
             ),
             Err(e) => log::warn!("tick: {e}: running without a tick"),
         },
-        Ok(None) => log::warn!(
-            "tick: no arm,armv8-timer node in the device tree: running without a tick"
-        ),
+        Ok(None) => {
+            log::warn!("tick: no arm,armv8-timer node in the device tree: running without a tick")
+        }
         Err(e) => log::error!("tick: {e}: running without a tick"),
     }
     start_cpu_interrupts();
@@ -221,8 +225,14 @@ levitate_hal::ktest!(
             let got = ticks(c) - before[i];
             // Loose on purpose: the host is shared and TCG vCPUs get descheduled. At least a
             // fifth of the ticks, and no runaway (a re-arm bug fires far more).
-            kassert!(got * 5 >= expected, "a CPU took under 20% of the expected ticks");
-            kassert!(got <= expected * 3 + 10, "a CPU took over 3x the expected ticks");
+            kassert!(
+                got * 5 >= expected,
+                "a CPU took under 20% of the expected ticks"
+            );
+            kassert!(
+                got <= expected * 3 + 10,
+                "a CPU took over 3x the expected ticks"
+            );
         }
         Ok(())
     }

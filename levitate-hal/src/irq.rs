@@ -240,7 +240,10 @@ mod tests {
         // An out-of-table CPU number is clamped, never an index panic.
         assert_eq!(t.dispatch(1023, 99), Dispatched::Spurious);
         assert_eq!((t.spurious(0), t.spurious(1)), (0, 5));
-        assert_eq!(t.active().map(IntId::as_u32).collect::<std::vec::Vec<_>>(), [40]);
+        assert_eq!(
+            t.active().map(IntId::as_u32).collect::<std::vec::Vec<_>>(),
+            [40]
+        );
     }
 
     #[test]

@@ -84,8 +84,8 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "irqs",
-        args: "",
-        help: "interrupt counts per interrupt and CPU, as /proc/interrupts",
+        args: "[panic]",
+        help: "interrupt counts per interrupt and CPU, as /proc/interrupts (panic: in a handler)",
         run: super::interrupts::irqs,
     },
     Command {

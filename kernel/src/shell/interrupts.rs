@@ -13,8 +13,16 @@ fn no_args(args: &[&str]) -> Result<(), CmdError> {
     }
 }
 
-/// `irqs`: interrupt counts per ID and per CPU, in /proc/interrupts' layout.
+/// `irqs [panic]`: interrupt counts per ID and per CPU, in /proc/interrupts' layout; `panic`
+/// makes an interrupt whose handler panics (to see that report).
 pub fn irqs(args: &[&str]) -> Result<(), CmdError> {
+    if args == ["panic"] {
+        crate::irq::provoke_handler_panic()
+            .map_err(|e| CmdError::Failed(alloc::format!("cannot provoke it: {e}")))?;
+        return Err(CmdError::Failed(
+            "the interrupt did not arrive (interrupts masked on this CPU?)".into(),
+        ));
+    }
     no_args(args)?;
     // Built first, printed in one go: formatting takes no console lock per row.
     let mut text = alloc::string::String::new();

@@ -30,7 +30,10 @@ fn every_cpu_ticked(output: &str, cpus: usize) -> std::result::Result<(), String
     let last = runs.last().ok_or("`uptime` never ran")?;
     let counts = tick_counts(last).ok_or_else(|| format!("no tick counts in {last:?}"))?;
     if counts.len() != cpus {
-        return Err(format!("{} CPUs in {last:?}, expected {cpus}", counts.len()));
+        return Err(format!(
+            "{} CPUs in {last:?}, expected {cpus}",
+            counts.len()
+        ));
     }
     if counts.contains(&0) {
         return Err(format!("a CPU took no tick: {last:?}"));
@@ -113,6 +116,23 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
         );
     }
 
+    let out = boot(image, base, "irqs panic\n")?;
+    tally.record(
+        "a panicking handler: the usual report, naming the interrupt",
+        super::harness::check(
+            &out,
+            &Expect {
+                code: 3,
+                contains: &[
+                    "in the handler \"irqs_panic\" of interrupt 287 (SPI 255) on CPU 0",
+                    "KERNEL PANIC: irqs panic: the handler of interrupt 287 (SPI 255) panicked",
+                    "backtrace",
+                ],
+                absent: &["nested panic"],
+            },
+        ),
+    );
+
     let opts = RunOptions {
         bootargs: "tick=250".into(),
         ..base.clone()
@@ -193,9 +213,18 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
 
     // The virtual timer's entry <1 11 0x104> (PPI 11, CPU mask 1, level high) of the
     // one-CPU GICv2 tree, with its type cell made 7.
-    let entry: Vec<u8> = [1u32, 11, 0x104].iter().flat_map(|c| c.to_be_bytes()).collect();
-    let bad_entry: Vec<u8> = [7u32, 11, 0x104].iter().flat_map(|c| c.to_be_bytes()).collect();
-    let occurrences = qemu_dtb.windows(entry.len()).filter(|w| *w == entry).count();
+    let entry: Vec<u8> = [1u32, 11, 0x104]
+        .iter()
+        .flat_map(|c| c.to_be_bytes())
+        .collect();
+    let bad_entry: Vec<u8> = [7u32, 11, 0x104]
+        .iter()
+        .flat_map(|c| c.to_be_bytes())
+        .collect();
+    let occurrences = qemu_dtb
+        .windows(entry.len())
+        .filter(|w| *w == entry)
+        .count();
     if occurrences != 1 {
         tally.record(
             "malformed timer `interrupts`: an error naming the node",
@@ -234,10 +263,12 @@ mod tests {
             Some(vec![11, 10])
         );
         assert_eq!(tick_counts("tick: off (no ...)\n"), None);
-        assert!(every_cpu_ticked("levitate> uptime\ntick: 100 Hz; cpu0 3 cpu1 0 ticks\n", 2)
-            .is_err());
-        assert!(every_cpu_ticked("levitate> uptime\ntick: 100 Hz; cpu0 3 cpu1 1 ticks\n", 2)
-            .is_ok());
+        assert!(
+            every_cpu_ticked("levitate> uptime\ntick: 100 Hz; cpu0 3 cpu1 0 ticks\n", 2).is_err()
+        );
+        assert!(
+            every_cpu_ticked("levitate> uptime\ntick: 100 Hz; cpu0 3 cpu1 1 ticks\n", 2).is_ok()
+        );
     }
 
     #[test]

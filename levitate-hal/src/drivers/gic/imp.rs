@@ -62,6 +62,8 @@ pub struct RedistRegion {
     pub len: usize,
 }
 
+// One instance lives in a static for the kernel's lifetime: the size difference is moot.
+#[allow(clippy::large_enum_variant)]
 enum Hw {
     V2 {
         dist: MmioBlock<v2::Distributor>,
@@ -230,7 +232,10 @@ impl Gic {
                 gicc.ctlr.set(1);
             }
             Hw::V3 {
-                regions, layout, rd, ..
+                regions,
+                layout,
+                rd,
+                ..
             } => {
                 let affinity = mpidr_to_typer_affinity(mpidr);
                 let base = regions
@@ -287,12 +292,7 @@ impl Gic {
     fn redist(&self, base: usize) -> (MmioBlock<v3::RdBase>, MmioBlock<v3::SgiBase>) {
         // SAFETY: `base` is an RD_base `init_cpu` found inside a mapped region; its SGI_base
         // frame follows it (IHI 0069H 12.10) and `find_redistributor` checked both fit.
-        unsafe {
-            (
-                MmioBlock::new(base),
-                MmioBlock::new(base + v3::FRAME_SIZE),
-            )
-        }
+        unsafe { (MmioBlock::new(base), MmioBlock::new(base + v3::FRAME_SIZE)) }
     }
 
     /// This CPU's SGI_base frame on GICv3, if `init_cpu` ran on it.

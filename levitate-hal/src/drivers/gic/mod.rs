@@ -102,7 +102,10 @@ mod tests {
         let typers = [aff(0), aff(1), aff(2), aff(3) | 1 << 4];
         let len = 4 * 2 * v3::FRAME_SIZE;
         let l = RedistLayout { stride: 0 };
-        assert_eq!(find_redistributor(len, l, 2, fake(&typers, 2)), Some(0x40000));
+        assert_eq!(
+            find_redistributor(len, l, 2, fake(&typers, 2)),
+            Some(0x40000)
+        );
         assert_eq!(find_redistributor(len, l, 7, fake(&typers, 2)), None);
         // A short mapping stops the search before it reads past the end.
         assert_eq!(find_redistributor(0x30000, l, 3, fake(&typers, 2)), None);

@@ -141,14 +141,54 @@ pub mod icc {
         };
     }
 
-    sysreg!(sre, set_sre, "S3_0_C12_C12_5", "ICC_SRE_EL1 (12.2.15): bit 0 SRE enables the system-register interface.");
-    sysreg!(pmr, set_pmr, "S3_0_C4_C6_0", "ICC_PMR_EL1 (12.2.11): priority mask.");
-    sysreg!(bpr1, set_bpr1, "S3_0_C12_C12_3", "ICC_BPR1_EL1 (12.2.5): Group 1 binary point.");
-    sysreg!(igrpen1, set_igrpen1, "S3_0_C12_C12_7", "ICC_IGRPEN1_EL1 (12.2.13): bit 0 enables Group 1.");
-    sysreg!(iar1, _set_iar1, "S3_0_C12_C12_0", "ICC_IAR1_EL1 (12.2.10): acknowledge; bits 23:0 the ID.");
-    sysreg!(_eoir1, set_eoir1, "S3_0_C12_C12_1", "ICC_EOIR1_EL1 (12.2.8): end of interrupt.");
-    sysreg!(ctlr, set_ctlr, "S3_0_C12_C12_4", "ICC_CTLR_EL1 (12.2.6): bit 1 EOImode.");
-    sysreg!(_sgi1r, set_sgi1r, "S3_0_C12_C11_5", "ICC_SGI1R_EL1 (12.2.19): generate a Group 1 SGI.");
+    sysreg!(
+        sre,
+        set_sre,
+        "S3_0_C12_C12_5",
+        "ICC_SRE_EL1 (12.2.15): bit 0 SRE enables the system-register interface."
+    );
+    sysreg!(
+        pmr,
+        set_pmr,
+        "S3_0_C4_C6_0",
+        "ICC_PMR_EL1 (12.2.11): priority mask."
+    );
+    sysreg!(
+        bpr1,
+        set_bpr1,
+        "S3_0_C12_C12_3",
+        "ICC_BPR1_EL1 (12.2.5): Group 1 binary point."
+    );
+    sysreg!(
+        igrpen1,
+        set_igrpen1,
+        "S3_0_C12_C12_7",
+        "ICC_IGRPEN1_EL1 (12.2.13): bit 0 enables Group 1."
+    );
+    sysreg!(
+        iar1,
+        _set_iar1,
+        "S3_0_C12_C12_0",
+        "ICC_IAR1_EL1 (12.2.10): acknowledge; bits 23:0 the ID."
+    );
+    sysreg!(
+        _eoir1,
+        set_eoir1,
+        "S3_0_C12_C12_1",
+        "ICC_EOIR1_EL1 (12.2.8): end of interrupt."
+    );
+    sysreg!(
+        ctlr,
+        set_ctlr,
+        "S3_0_C12_C12_4",
+        "ICC_CTLR_EL1 (12.2.6): bit 1 EOImode."
+    );
+    sysreg!(
+        _sgi1r,
+        set_sgi1r,
+        "S3_0_C12_C11_5",
+        "ICC_SGI1R_EL1 (12.2.19): generate a Group 1 SGI."
+    );
 
     /// Sets ICC_CTLR_EL1.EOImode to 0: a write to EOIR both drops priority and deactivates.
     pub fn eoi_mode_drop_and_deactivate() {
