@@ -36,9 +36,10 @@ pub fn enable_event_stream() {
 
 /// The EL1 virtual timer (ARM ARM D11.2.4, CNTV_* registers), used for the kernel tick. The
 /// kernel runs at EL1, where the virtual timer is always accessible: CNTHCTL_EL2's EL1PCEN
-/// traps only the *physical* timer, and a hypervisor (or firmware at EL2) may keep that one
-/// for itself, so the virtual timer is the one an EL1 kernel can rely on at either entry EL
-/// (Linux prefers it at EL1 for the same reason). When we entered at EL2, boot.S set
+/// traps only the *physical* timer (FEAT_ECV adds optional virtual-timer traps, which no
+/// hypervisor we boot under sets), and a hypervisor (or firmware at EL2) may keep the
+/// physical timer for itself, so the virtual timer is the one an EL1 kernel can rely on at
+/// either entry EL (Linux prefers it at EL1 for the same reason). When we entered at EL2, boot.S set
 /// CNTVOFF_EL2 to 0, so virtual and physical counts agree.
 pub mod virt {
     use aarch64_cpu::asm::barrier;

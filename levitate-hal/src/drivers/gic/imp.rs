@@ -176,8 +176,12 @@ impl Gic {
         match &self.hw {
             Hw::V2 { dist, .. } => {
                 dist.ctlr.set(0);
-                // Words 0-7 of ITARGETSR are banked and read as this CPU's own bit.
-                let me = dist.itargetsr[0].get() & 0xff;
+                // Words 0-7 of ITARGETSR are banked and read as this CPU's own bit; a
+                // uniprocessor GIC may read them as zero (IHI 0048B 4.3.12): CPU interface 0.
+                let me = match dist.itargetsr[0].get() & 0xff {
+                    0 => 1,
+                    bit => bit,
+                };
                 let targets = me * 0x0101_0101;
                 for w in 1..words {
                     dist.icenabler[w].set(!0);
