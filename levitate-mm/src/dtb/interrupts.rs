@@ -458,6 +458,30 @@ mod tests {
     }
 
     #[test]
+    fn gic_blocks_found_under_a_bus_and_translated() {
+        // gs101's GICv3 sits under /soc@0 (4 interrupt cells, one redistributor region);
+        // QEMU's at the root. The kernel's find_gic reads `reg` the same way.
+        for (name, dist, redist) in [
+            ("gs101-oriole.dtb", 0x1040_0000u64, (0x1044_0000u64, 0x10_0000u64)),
+            ("qemu-virt-el2-gicv3-2g.dtb", 0x800_0000, (0x80a_0000, 0xf6_0000)),
+        ] {
+            let b = blob(name);
+            let fdt = Fdt::new(&b).unwrap();
+            let gic = tree::find_map(&fdt, |n| {
+                tree::is_compatible(&n.node, &["arm,gic-v3"]).then_some(*n)
+            })
+            .unwrap();
+            let regs: std::vec::Vec<_> = gic
+                .raw_reg()
+                .map(|(a, s)| (gic.translate(a).unwrap().as_u64(), s))
+                .collect();
+            assert_eq!(regs[0].0, dist, "{name}");
+            assert_eq!(regs[1], redist, "{name}");
+            assert!(phandle(&gic.node).is_some(), "{name}");
+        }
+    }
+
+    #[test]
     fn other_parent_is_refused() {
         let b = blob("qemu-virt-1g.dtb");
         let fdt = Fdt::new(&b).unwrap();
