@@ -462,8 +462,16 @@ mod tests {
         // gs101's GICv3 sits under /soc@0 (4 interrupt cells, one redistributor region);
         // QEMU's at the root. The kernel's find_gic reads `reg` the same way.
         for (name, dist, redist) in [
-            ("gs101-oriole.dtb", 0x1040_0000u64, (0x1044_0000u64, 0x10_0000u64)),
-            ("qemu-virt-el2-gicv3-2g.dtb", 0x800_0000, (0x80a_0000, 0xf6_0000)),
+            (
+                "gs101-oriole.dtb",
+                0x1040_0000u64,
+                (0x1044_0000u64, 0x10_0000u64),
+            ),
+            (
+                "qemu-virt-el2-gicv3-2g.dtb",
+                0x800_0000,
+                (0x80a_0000, 0xf6_0000),
+            ),
         ] {
             let b = blob(name);
             let fdt = Fdt::new(&b).unwrap();
