@@ -7,6 +7,7 @@
 //!   `poison` cargo feature).
 //! - `smp_timeout_ms=N`: how long a secondary CPU has to come online after PSCI CPU_ON
 //!   (default 1000); one that misses it is given up and its slot never reused.
+//! - `tick=HZ`: timer tick rate on every CPU, 10 to 1000 (default 100).
 
 use log::LevelFilter;
 
@@ -21,6 +22,8 @@ pub struct BootArgs {
     pub poison: bool,
     /// Milliseconds a secondary CPU has to come online after CPU_ON.
     pub cpu_start_timeout_ms: u64,
+    /// Timer ticks a second on each CPU.
+    pub tick_hz: u32,
 }
 
 /// An option the kernel did not understand, reported once the logger runs.
@@ -35,6 +38,7 @@ impl BootArgs {
             semihosting: false,
             poison: false,
             cpu_start_timeout_ms: 1000,
+            tick_hz: crate::tick::DEFAULT_HZ,
         };
         for word in cmdline.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -44,6 +48,10 @@ impl BootArgs {
                 },
                 Some(("smp_timeout_ms", ms)) => match ms.parse::<u64>() {
                     Ok(ms) if ms <= 60_000 => args.cpu_start_timeout_ms = ms,
+                    _ => unknown(Unknown(word)),
+                },
+                Some(("tick", hz)) => match hz.parse::<u32>() {
+                    Ok(hz) if crate::tick::HZ_RANGE.contains(&hz) => args.tick_hz = hz,
                     _ => unknown(Unknown(word)),
                 },
                 None if word == "semihosting" => args.semihosting = true,
@@ -82,6 +90,14 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(d.log_level, LevelFilter::Info);
         levitate_hal::kassert!(!d.semihosting);
         levitate_hal::kassert_eq!(d.cpu_start_timeout_ms, 1000);
+        levitate_hal::kassert_eq!(d.tick_hz, 100);
+        let mut bad = 0;
+        let t = BootArgs::parse("tick=250 tick=0 tick=1001 tick=9 tick=x tick=", |_| {
+            bad += 1
+        });
+        levitate_hal::kassert_eq!(t.tick_hz, 250);
+        levitate_hal::kassert_eq!(bad, 5);
+        levitate_hal::kassert_eq!(BootArgs::parse("tick=10 tick=1000", |_| {}).tick_hz, 1000);
         Ok(())
     }
 );

@@ -243,6 +243,26 @@ pub fn write_fmt_panic(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Writes formatted text if the console is free right now; false (nothing written) if anyone
+/// holds it. For interrupt context, where waiting could deadlock against the interrupted
+/// code on this CPU.
+pub fn try_write_fmt(args: fmt::Arguments<'_>) -> bool {
+    let Some(guard) = CONSOLE.try_lock() else {
+        return false;
+    };
+    let mut held = Held::new(guard);
+    if let Some(dev) = held.0.as_mut() {
+        let _ = fmt::write(
+            &mut Writer {
+                console: dev.as_console(),
+                panic: false,
+            },
+            args,
+        );
+    }
+    true
+}
+
 /// Prints to the console.
 #[macro_export]
 macro_rules! print {

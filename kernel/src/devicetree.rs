@@ -220,3 +220,186 @@ levitate_hal::ktest!(
         Ok(())
     }
 );
+
+/// Where the interrupt controller was found, for the boot log.
+pub struct GicInfo {
+    /// The node's path.
+    pub path: alloc::string::String,
+    /// Physical address of the distributor.
+    pub dist: PhysAddr,
+    /// The controller's phandle, which `interrupts` properties resolve to.
+    pub phandle: Option<u32>,
+}
+
+/// Why the interrupt controller or an interrupt of the tree is unusable.
+#[derive(Debug)]
+pub enum IrqTreeError {
+    /// A GIC node lacks a `reg` entry the binding requires (or it does not translate).
+    MissingReg {
+        /// The node's path.
+        node: alloc::string::String,
+        /// Which block.
+        what: &'static str,
+    },
+    /// Mapping a register block failed.
+    Map(MapError),
+    /// A node's `interrupts` cannot be used.
+    Interrupts {
+        /// The node's path.
+        node: alloc::string::String,
+        /// Why.
+        why: levitate_mm::dtb::interrupts::InterruptError,
+    },
+}
+
+impl fmt::Display for IrqTreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingReg { node, what } => {
+                write!(f, "{node}: no usable `reg` entry for the {what}")
+            }
+            Self::Map(e) => write!(f, "cannot map the interrupt controller: {e}"),
+            Self::Interrupts { node, why } => write!(f, "{node}: bad `interrupts`: {why}"),
+        }
+    }
+}
+
+/// A located node's full path, for messages.
+pub fn path_of(n: &Located<'_, '_>) -> alloc::string::String {
+    let mut path = alloc::string::String::new();
+    for a in n.ancestors().skip(1) {
+        path.push('/');
+        path.push_str(a.name);
+    }
+    path.push('/');
+    if n.parent().is_some() {
+        path.push_str(n.node.name);
+    }
+    path
+}
+
+/// The `reg` entries of a node, translated to CPU physical addresses.
+fn translated_regs<'n>(
+    n: &'n Located<'_, '_>,
+) -> impl Iterator<Item = Option<(PhysAddr, u64)>> + 'n {
+    n.raw_reg().map(|(a, s)| n.translate(a).map(|pa| (pa, s)))
+}
+
+/// A u32 or u64 (one or two cells) property.
+fn cells_u64(node: &fdt::node::FdtNode<'_, '_>, name: &str) -> Option<u64> {
+    let v = node.property(name)?.value;
+    match v.len() {
+        4 => Some(u64::from(u32::from_be_bytes(v.try_into().ok()?))),
+        8 => Some(u64::from_be_bytes(v.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Finds the first enabled GICv2 or GICv3 node (under the root or any bus), translates its
+/// `reg` through `ranges` and maps the blocks the driver uses through `early::ioremap` (the
+/// final page tables map these windows again). `Ok(None)`: the tree has no GIC.
+///
+/// GICv3 binding (arm,gic-v3.yaml): `reg` = distributor, then `#redistributor-regions`
+/// (default 1) redistributor regions, then optional CPU/hypervisor/virtual interfaces;
+/// `redistributor-stride` optional. GICv2 (arm,gic.yaml): distributor, CPU interface, ...
+pub fn find_gic() -> Result<Option<(levitate_hal::drivers::gic::Gic, GicInfo)>, IrqTreeError> {
+    use levitate_hal::drivers::gic::{self, v2, v3, Gic, RedistRegion, MAX_REDIST_REGIONS};
+    use levitate_mm::dtb::interrupts;
+    let fdt = fdt();
+    let found = tree::find_map(&fdt, |n| {
+        if !n.is_enabled() {
+            return None;
+        }
+        if tree::is_compatible(&n.node, gic::COMPATIBLE_V3) {
+            Some((3u8, *n))
+        } else if tree::is_compatible(&n.node, gic::COMPATIBLE_V2) {
+            Some((2u8, *n))
+        } else {
+            None
+        }
+    });
+    let Some((version, node)) = found else {
+        return Ok(None);
+    };
+    let path = path_of(&node);
+    let missing = |what| IrqTreeError::MissingReg {
+        node: path.clone(),
+        what,
+    };
+    let mut regs = translated_regs(&node);
+    let (dist_pa, _) = regs
+        .next()
+        .flatten()
+        .ok_or_else(|| missing("distributor"))?;
+    let phandle = interrupts::phandle(&node.node);
+    let map = |pa, size| early::ioremap(pa, size).map_err(IrqTreeError::Map);
+    let gic = if version == 2 {
+        let (cpu_pa, _) = regs
+            .next()
+            .flatten()
+            .ok_or_else(|| missing("CPU interface"))?;
+        let dist = map(dist_pa, v2::DIST_SIZE)?;
+        let cpu = map(cpu_pa, v2::CPU_SIZE)?;
+        // SAFETY: both blocks were just mapped as Device memory by ioremap for this driver
+        // alone and are never unmapped.
+        unsafe { Gic::new_v2(dist.as_usize(), cpu.as_usize()) }
+    } else {
+        let count = cells_u64(&node.node, "#redistributor-regions").unwrap_or(1) as usize;
+        let stride = cells_u64(&node.node, "redistributor-stride").unwrap_or(0) as usize;
+        // Map at most what 16 CPUs' GICv4 redistributors (4 frames each) need per region:
+        // QEMU describes room for 123 CPUs in 15 MiB.
+        let cap = (gic::MAX_CPUS * 4 * v3::FRAME_SIZE) as u64;
+        let mut regions = [RedistRegion { va: 0, len: 0 }; MAX_REDIST_REGIONS];
+        let mut used = 0;
+        for _ in 0..count.clamp(1, MAX_REDIST_REGIONS) {
+            let (pa, size) = regs
+                .next()
+                .flatten()
+                .ok_or_else(|| missing("redistributors"))?;
+            let len = size.min(cap);
+            let va = map(pa, len)?;
+            regions[used] = RedistRegion {
+                va: va.as_usize(),
+                len: len as usize,
+            };
+            used += 1;
+        }
+        let dist = map(dist_pa, v3::DIST_SIZE)?;
+        // SAFETY: the distributor and every region were just mapped as Device memory by
+        // ioremap for this driver alone, with the lengths given, and are never unmapped.
+        unsafe { Gic::new_v3(dist.as_usize(), &regions[..used], stride) }
+    };
+    Ok(Some((
+        gic,
+        GicInfo {
+            path,
+            dist: dist_pa,
+            phandle,
+        },
+    )))
+}
+
+/// The generic timer's virtual-timer interrupt (`interrupts` entry 2 of the first enabled
+/// `arm,armv8-timer`: secure physical, non-secure physical, virtual, hypervisor; Linux binding
+/// arm,arch_timer.yaml). `Ok(None)`: no timer node.
+pub fn find_timer_irq(
+    gic_phandle: Option<u32>,
+) -> Result<Option<levitate_mm::dtb::interrupts::Specifier>, IrqTreeError> {
+    use levitate_mm::dtb::interrupts::{self, InterruptError};
+    let fdt = fdt();
+    let Some(node) = tree::find_map(&fdt, |n| {
+        (n.is_enabled() && tree::is_compatible(&n.node, &["arm,armv8-timer", "arm,armv7-timer"]))
+            .then_some(*n)
+    }) else {
+        return Ok(None);
+    };
+    let err = |why| IrqTreeError::Interrupts {
+        node: path_of(&node),
+        why,
+    };
+    // A controller without a phandle cannot be anyone's interrupt parent.
+    let gic = gic_phandle.ok_or_else(|| err(InterruptError::NoParent))?;
+    interrupts::node_interrupt(&fdt, &node, gic, 2)
+        .map(Some)
+        .map_err(err)
+}

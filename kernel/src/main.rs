@@ -15,6 +15,7 @@ mod devicetree;
 mod frames;
 mod heap;
 mod initramfs;
+mod irq;
 mod ktest_runner;
 mod logger;
 mod memory;
@@ -27,6 +28,7 @@ mod smp;
 mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
+mod tick;
 
 use bootargs::BootArgs;
 use levitate_hal::arch::aarch64::mmu::early;
@@ -181,6 +183,8 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
         Some(c) => log::info!("PSCI via {c:?}"),
         None => log::warn!("no PSCI in the device tree: poweroff and reboot will fail"),
     }
+    // Before memory::init: the final page tables re-map the MMIO windows ioremap made.
+    irq::probe();
 
     let image = Region::new(image_phys, early::image_size());
     let poison = cfg!(feature = "poison") || args.poison;
@@ -202,6 +206,9 @@ const BOOT_STACK_SIZE: u64 = 64 << 10;
 /// The rest of boot, on the frame-backed boot stack.
 extern "C" fn continue_boot() -> ! {
     initramfs::init();
+    // Interrupts on for this CPU (controller interface, tick, DAIF.I); each secondary does
+    // the same for itself in smp::secondary_main.
+    tick::start_boot_cpu(boot_info().args.tick_hz);
     smp::start_secondaries();
 
     // The test build runs the suites and powers off; both builds compile both paths.

@@ -58,6 +58,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         power::exit_failure(power::EXIT_PANIC);
     }
     crate::ktest_runner::report_panic(&mut out);
+    crate::irq::report_panic(&mut out);
     let _ = writeln!(out, "\nKERNEL PANIC: {}", info.message());
     if let Some(loc) = info.location() {
         let _ = writeln!(out, "  at {}:{}:{}", loc.file(), loc.line(), loc.column());

@@ -414,6 +414,8 @@ extern "C" fn secondary_main(percpu: &'static PerCpu) -> ! {
         leave_abandoned_slot();
     }
     timer::enable_event_stream();
+    // This CPU's interrupt controller interface and tick, then IRQs unmasked.
+    crate::tick::start_cpu_interrupts();
     percpu.set_state(State::Idle);
     percpu.online.store(true, Ordering::Release);
     loop {

@@ -11,6 +11,7 @@ pub mod arch;
 pub mod backtrace;
 pub mod console;
 pub mod drivers;
+pub mod irq;
 pub mod ksyms;
 pub mod ktest;
 pub mod layout;

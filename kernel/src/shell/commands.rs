@@ -83,6 +83,18 @@ pub static COMMANDS: &[Command] = &[
         run: super::mm::cpus,
     },
     Command {
+        name: "irqs",
+        args: "[panic]",
+        help: "interrupt counts per interrupt and CPU, as /proc/interrupts (panic: in a handler)",
+        run: super::interrupts::irqs,
+    },
+    Command {
+        name: "uptime",
+        args: "",
+        help: "time since boot and the timer ticks each CPU took",
+        run: super::interrupts::uptime,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free, growths",

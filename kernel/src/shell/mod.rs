@@ -2,6 +2,7 @@
 //! one is adding a row.
 
 mod commands;
+mod interrupts;
 pub mod line;
 mod mm;
 

@@ -1,5 +1,6 @@
 //! MMIO device drivers. Each register block is a tock-registers `register_structs!`
 //! transcription of its data sheet; `mmio::MmioBlock` is the one audited way to reach one.
 
+pub mod gic;
 pub mod mmio;
 pub mod pl011;

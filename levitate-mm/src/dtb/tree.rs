@@ -83,6 +83,11 @@ impl<'b, 'a> Located<'b, 'a> {
         self.depth.checked_sub(1).and_then(|d| self.ancestors[d])
     }
 
+    /// The node's ancestors, root first.
+    pub fn ancestors(&self) -> impl DoubleEndedIterator<Item = FdtNode<'b, 'a>> + '_ {
+        self.ancestors[..self.depth].iter().flatten().copied()
+    }
+
     fn child(&self, node: FdtNode<'b, 'a>) -> Option<Self> {
         if self.depth == MAX_DEPTH {
             return None;

@@ -5,6 +5,7 @@
 mod hardware;
 mod harness;
 mod initramfs_hostile;
+mod interrupts;
 mod memmap_hostile;
 mod scenarios;
 mod shell_hostile;
@@ -249,11 +250,14 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     })?;
     let mut matrix: Vec<(&str, RunOptions)> = vec![("default", base.clone())];
     if !quick {
+        // Four CPUs here too, so ticks and the redistributor search are checked on every CPU
+        // of a GICv3 (`--smp 4` below covers GICv2), at no extra boot.
         matrix.push((
-            "--el2 --gic 3",
+            "--el2 --gic 3 --smp 4",
             RunOptions {
                 el2: true,
                 gic: Some(3),
+                smp: 4,
                 ..base.clone()
             },
         ));
@@ -304,6 +308,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     memmap_hostile::run(&mut tally, &normal.image, &work, &base)?;
     shell_hostile::run(&mut tally, &normal.image, &work, &base)?;
     initramfs_hostile::run(&mut tally, &normal.image, &work, &base)?;
+    interrupts::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {

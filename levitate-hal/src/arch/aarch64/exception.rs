@@ -147,7 +147,7 @@ impl CaughtFault {
 }
 
 #[cfg(target_os = "none")]
-pub use imp::catch_fault;
+pub use imp::{catch_fault, set_irq_handler};
 
 #[cfg(target_os = "none")]
 mod imp {
@@ -214,6 +214,33 @@ mod imp {
                 out("v30") _, out("v31") _,
                 options(nostack, nomem)
             );
+        }
+    }
+
+    /// The kernel's interrupt dispatcher, installed once its interrupt controller is up.
+    static IRQ_HANDLER: spin::Once<fn(&mut TrapFrame)> = spin::Once::new();
+
+    /// Installs the function the IRQ vectors call (the kernel's `irq` module: acknowledge,
+    /// dispatch, end of interrupt). It runs on the exception stack with interrupts masked
+    /// (PSTATE.I is set on exception entry, ARM ARM D1.3.4) and must return: vectors.S then
+    /// restores the interrupted context from the frame. Later calls are ignored.
+    pub fn set_irq_handler(handler: fn(&mut TrapFrame)) {
+        IRQ_HANDLER.call_once(|| handler);
+    }
+
+    /// Called by vectors.S for an IRQ taken from EL1 (vectors 1 and 5). With no dispatcher
+    /// installed an IRQ is as unexpected as any other exception: a fault report and a panic.
+    #[no_mangle]
+    extern "C" fn levitate_irq(kind: u64, frame: &mut TrapFrame) {
+        match IRQ_HANDLER.get() {
+            Some(handler) => handler(frame),
+            None => panic!(
+                "{}",
+                FaultReport {
+                    kind: TrapKind(kind),
+                    frame
+                }
+            ),
         }
     }
 

@@ -33,3 +33,35 @@ pub fn enable_event_stream() {
     CNTKCTL_EL1.modify(CNTKCTL_EL1::EVNTEN::SET + CNTKCTL_EL1::EVNTI.val(15));
     barrier::isb(barrier::SY);
 }
+
+/// The EL1 virtual timer (ARM ARM D11.2.4, CNTV_* registers), used for the kernel tick. The
+/// kernel runs at EL1, where the virtual timer is always accessible: CNTHCTL_EL2's EL1PCEN
+/// traps only the *physical* timer (FEAT_ECV adds optional virtual-timer traps, which no
+/// hypervisor we boot under sets), and a hypervisor (or firmware at EL2) may keep the
+/// physical timer for itself, so the virtual timer is the one an EL1 kernel can rely on at
+/// either entry EL (Linux prefers it at EL1 for the same reason). When we entered at EL2, boot.S set
+/// CNTVOFF_EL2 to 0, so virtual and physical counts agree.
+pub mod virt {
+    use aarch64_cpu::asm::barrier;
+    use aarch64_cpu::registers::{Readable, Writeable, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
+
+    /// The virtual count (CNTVCT_EL0), which the virtual timer compares against.
+    pub fn count() -> u64 {
+        barrier::isb(barrier::SY);
+        CNTVCT_EL0.get()
+    }
+
+    /// Fires the timer interrupt once the virtual count reaches `deadline` (CNTV_CVAL_EL0),
+    /// enabled and unmasked. Writing the compare value also clears a condition already met.
+    pub fn fire_at(deadline: u64) {
+        CNTV_CVAL_EL0.set(deadline);
+        CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+        barrier::isb(barrier::SY);
+    }
+
+    /// Stops the timer.
+    pub fn stop() {
+        CNTV_CTL_EL0.set(0);
+        barrier::isb(barrier::SY);
+    }
+}

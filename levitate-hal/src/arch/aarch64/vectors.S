@@ -1,6 +1,7 @@
 // EL1 exception vector table (ARM ARM D1.10.2: 16 entries of 0x80 bytes, 2 KiB aligned).
 // Every entry saves the whole context into a `TrapFrame` on the current stack and calls
-// `levitate_trap(kind, frame)`; if that returns, the (possibly edited) frame is restored.
+// `levitate_trap(kind, frame)` (IRQs from EL1: `levitate_irq(kind, frame)`); if that returns,
+// the (possibly edited) frame is restored.
 //
 // TrapFrame layout, mirrored by exception::TrapFrame:
 //   0   x0..x30      31 * 8
@@ -99,7 +100,18 @@ trap_entry:
 
     add     x29, sp, #304               // frame record -> interrupted code
     mov     x1, sp
+    // IRQs taken from EL1 (vector 1: kernel on SP_EL0; vector 5: inside a handler) go to the
+    // interrupt path, which acknowledges, dispatches and ends the interrupt, then returns
+    // here so the same restore resumes the interrupted code untouched. Everything else is a
+    // trap. x0 still holds the vector index.
+    cmp     x0, #1
+    b.eq    2f
+    cmp     x0, #5
+    b.eq    2f
     bl      levitate_trap
+    b       3f
+2:  bl      levitate_irq
+3:
 
     add     x9, sp, #320
     ldp     q0, q1, [x9, #0]
