@@ -366,10 +366,6 @@ impl ImageOptions {
 
 /// What `image` wrote.
 pub struct Written {
-    /// The arm64 Image the boot image holds.
-    pub kernel_image: PathBuf,
-    /// The initramfs CPIO.
-    pub initrd: PathBuf,
     /// boot.img (pixel6 only).
     pub boot: Option<PathBuf>,
     /// vendor_boot.img (with `--vendor-boot`).
@@ -401,8 +397,6 @@ pub fn make(o: &ImageOptions) -> Result<Written> {
     levitate_mm::cpio::Archive::open(&cpio, levitate_mm::cpio::Checksums::Verify)
         .map_err(|e| format!("{}: {e}", initrd.display()))?;
     let mut written = Written {
-        kernel_image: kernel_image.clone(),
-        initrd: initrd.clone(),
         boot: None,
         vendor_boot: None,
     };
