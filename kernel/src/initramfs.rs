@@ -3,11 +3,17 @@
 //! reserved by the memory map, and read in place. At boot it is validated once and indexed on
 //! the kernel heap ([`levitate_mm::cpio::Index`]: one slot per entry, sorted by path), so that
 //! lookups are binary searches and listings linear in what they list.
+//!
+//! An initrd that starts with the LZ4 legacy magic (as Android's LZ4-compressed ramdisks do,
+//! and the bootloader's concatenation of vendor and boot ramdisks) is decompressed onto the
+//! heap first, as Linux's `init/initramfs.c` does through `lib/decompress_unlz4.c`; any
+//! other compressor is refused by the CPIO reader with its name.
 
 use crate::memory;
 use alloc::vec::Vec;
 use core::fmt;
 use levitate_mm::cpio::{Archive, ArchiveError, Checksums, Index, Slot};
+use levitate_mm::lz4::{self, Lz4Error};
 use levitate_mm::memmap::Source;
 use levitate_mm::region::Region;
 use spin::Once;
@@ -21,6 +27,13 @@ pub enum InitramfsError {
     NotMapped(Region),
     /// The bytes are not a valid newc archive (or one of the concatenated ones is not).
     Corrupt(ArchiveError),
+    /// The initrd is an LZ4 legacy stream that does not decode.
+    Lz4(Lz4Error),
+    /// The heap could not hold the decompressed archive.
+    NoMemoryToDecompress {
+        /// Bytes the archive decompresses to.
+        bytes: usize,
+    },
     /// The heap could not hold the index.
     NoMemory {
         /// Entries to index.
@@ -37,6 +50,11 @@ impl fmt::Display for InitramfsError {
             Self::NotMapped(r) => write!(f, "initramfs at {r:?} is not in mapped RAM"),
             // A corrupt later archive fails the whole initrd closed (the error says so).
             Self::Corrupt(e) => write!(f, "corrupt initramfs: {e}"),
+            Self::Lz4(e) => write!(f, "corrupt initramfs: {e}; the initrd is not used"),
+            Self::NoMemoryToDecompress { bytes } => write!(
+                f,
+                "initramfs: no memory to decompress the LZ4 initrd ({bytes} bytes)"
+            ),
             Self::NoMemory { entries, bytes } => write!(
                 f,
                 "initramfs: no memory for the index of {entries} entries ({bytes} bytes)"
@@ -78,6 +96,7 @@ fn find() -> Result<Index<'static, 'static>, InitramfsError> {
             initrd.size as usize,
         )
     };
+    let bytes = decompress(bytes)?;
     let archive = Archive::open(bytes, Checksums::Verify).map_err(InitramfsError::Corrupt)?;
     // The index lives as long as the kernel, like the archive it points into.
     let entries = archive.len();
@@ -91,6 +110,26 @@ fn find() -> Result<Index<'static, 'static>, InitramfsError> {
     let slots: &'static mut [Slot<'static>] = slots.leak();
     // Cannot fail: the storage has `len()` slots.
     archive.index(slots).ok_or(no_memory)
+}
+
+/// The archive itself: `initrd` when it is not LZ4-compressed, else its decompression, on the
+/// heap for the rest of the kernel's life (the index points into it).
+fn decompress(initrd: &'static [u8]) -> Result<&'static [u8], InitramfsError> {
+    if !lz4::is_legacy(initrd) {
+        return Ok(initrd);
+    }
+    // The first pass checks the whole stream, so the second cannot fail on the input.
+    let len = lz4::legacy_decoded_len(initrd).map_err(InitramfsError::Lz4)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| InitramfsError::NoMemoryToDecompress { bytes: len })?;
+    out.resize(len, 0u8);
+    lz4::decode_legacy(initrd, &mut out).map_err(InitramfsError::Lz4)?;
+    log::info!(
+        "initramfs: LZ4 legacy, {} bytes decompressed to {len}",
+        initrd.len()
+    );
+    Ok(out.leak())
 }
 
 /// Finds and checks the archive; logs what it found. Called once at boot.

@@ -4,12 +4,17 @@
 //! cargo xtask run   [--mem SIZE] [--smp N] [--cpu NAME] [--el2] [--gic 2|3] [--dtb FILE]
 //!                   [--initrd FILE] [--bootargs "..."] [--release] [--gdb] [-- QEMU_ARGS]
 //! cargo xtask test  [--quick]
-//! cargo xtask build [--release] [--ktest]
+//! cargo xtask build [--board qemu|pixel6] [--release] [--ktest]
+//! cargo xtask image [--board qemu|pixel6] [--kernel-format lz4|gz|raw] [--vendor-boot]
+//!                   [--dtb FILE] [--cmdline ARGS] [--release] [--kernel IMAGE] [--initrd CPIO]
+//!                   [--out DIR]
+//! cargo xtask boot  [--board qemu|pixel6] [--vendor-boot] [image options]
 //! cargo xtask gdb   [--release]
 //! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 //!                   [--pa-bits N]
 //! ```
 
+mod bootimg;
 mod deps;
 mod gdb;
 mod image;
@@ -48,6 +53,8 @@ commands:
   run     build the kernel and boot it in QEMU (console on this terminal)
   test    host unit tests, then in-kernel tests and shell checks in a QEMU matrix
   build   build the kernel Image without running it
+  image   build the images a board boots (pixel6: boot.img, vendor_boot.img)
+  boot    boot on a board (qemu: as run; pixel6: fastboot boot, phone over USB)
   gdb     attach gdb-multiarch to a kernel started with `cargo xtask run --gdb`
   memmap  print the physical memory map a device tree describes (the kernel's own code)
   help    this text
@@ -66,7 +73,21 @@ run options:
   --gdb             start halted, waiting for `cargo xtask gdb` on :1234
   -- ARGS           pass the remaining arguments to QEMU
 
-build options:   --release, --ktest (the in-kernel test build)
+build options:   --release, --ktest (the in-kernel test build), --board qemu|pixel6 (the same
+                 kernel binary serves both boards; the device tree tells it which it is on)
+image options:
+  --board qemu|pixel6   qemu (default): target/levitate/qemu/{Image,initramfs.cpio};
+                        pixel6: target/levitate/pixel6/boot.img (Android boot image v4)
+  --kernel-format F     lz4 (default, LZ4 legacy frame as the stock Image.lz4), gz or raw
+  --vendor-boot         also vendor_boot.img (v4) holding the device tree
+  --dtb FILE            the tree for vendor_boot.img (default ../shared/dtbs/gs101-oriole.dtb)
+  --cmdline ARGS        the boot.img kernel command line
+  --kernel IMAGE        pack this arm64 Image instead of building one
+  --initrd CPIO         pack this CPIO archive instead of initramfs/
+  --out DIR             write there instead of target/levitate/BOARD
+boot options:    as image; pixel6 runs `fastboot boot boot.img` (after `fastboot flash
+                 vendor_boot vendor_boot.img` with --vendor-boot), exits 1 if no phone is in
+                 fastboot mode; set ANDROID_SERIAL when several are
 memmap:          cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
                  [--pa-bits N]  (the CPU's physical address bits: 32, 36, 40, 42, 44, 48, 52
                  or 56; default 48; RAM beyond, or beyond the 128 TiB linear map, is ignored)
@@ -99,7 +120,27 @@ fn run_cli() -> Result<ExitCode> {
             qemu::run(&opts)
         }
         "test" => test::run(&mut parser),
-        "build" => kernel::build_cli(&mut parser),
+        "build" => {
+            // --board changes nothing in the kernel (one binary for every board); it is
+            // checked here so that a misspelt board is an error.
+            let mut rest = Vec::new();
+            let mut args = parser.raw_args()?.peekable();
+            while let Some(arg) = args.next() {
+                if arg == "--board" {
+                    let board = args
+                        .next()
+                        .ok_or("--board needs a value (qemu or pixel6)")?;
+                    bootimg::Board::parse(&board.string()?)?;
+                } else if let Some(b) = arg.to_str().and_then(|a| a.strip_prefix("--board=")) {
+                    bootimg::Board::parse(b)?;
+                } else {
+                    rest.push(arg);
+                }
+            }
+            kernel::build_cli(&mut lexopt::Parser::from_args(rest))
+        }
+        "image" => bootimg::image_cli(&mut parser),
+        "boot" => bootimg::boot::run(&mut parser),
         "gdb" => gdb::run(&mut parser),
         "memmap" => memmap::run(&mut parser),
         "help" => {

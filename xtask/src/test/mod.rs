@@ -2,6 +2,7 @@
 //! suites, then shell and bad-input scenarios on the normal build. Ends with one line,
 //! `N passed, N failed`, counting host tests, kernel tests and scenarios together.
 
+mod bootimg;
 mod hardware;
 mod harness;
 mod initramfs_hostile;
@@ -309,6 +310,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     shell_hostile::run(&mut tally, &normal.image, &work, &base)?;
     initramfs_hostile::run(&mut tally, &normal.image, &work, &base)?;
     interrupts::run(&mut tally, &normal.image, &work, &base)?;
+    bootimg::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
