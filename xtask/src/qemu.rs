@@ -7,6 +7,7 @@ use crate::kernel::{self, Variant};
 use crate::{bail, deps, Result};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::cpio::{Archive, Checksums};
+use levitate_mm::lz4;
 use levitate_mm::memmap::{BuildOptions, KnownRegions};
 use levitate_mm::region::Region;
 use lexopt::ValueExt;
@@ -246,7 +247,26 @@ fn check_initrd(path: &Path) -> Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    // The kernel's own reader and message (kernel/src/initramfs.rs: `corrupt initramfs: ...`).
+    // As the kernel does (kernel/src/initramfs.rs): an LZ4-legacy initrd is decompressed
+    // first, then read with the same CPIO reader and reported with the same message.
+    let bytes = if lz4::is_legacy(&bytes) {
+        let len = lz4::legacy_decoded_len(&bytes).map_err(|e| {
+            format!(
+                "{}: corrupt initramfs: {e}; the initrd is not used",
+                path.display()
+            )
+        })?;
+        let mut out = vec![0; len];
+        lz4::decode_legacy(&bytes, &mut out).map_err(|e| {
+            format!(
+                "{}: corrupt initramfs: {e}; the initrd is not used",
+                path.display()
+            )
+        })?;
+        out
+    } else {
+        bytes
+    };
     Archive::open(&bytes, Checksums::Verify)
         .map_err(|e| format!("{}: corrupt initramfs: {e}", path.display()))?;
     Ok(())
@@ -401,6 +421,22 @@ mod tests {
             e.starts_with(&format!("{}: corrupt initramfs: ", junk.display())),
             "{e}"
         );
+        // An LZ4-legacy initrd is checked as the kernel reads it: decompressed, then parsed.
+        let packed = crate::bootimg::lz4_legacy(&trailer);
+        assert!(check(None, Some(temp("preflight-trailer.cpio.lz4", &packed))).is_ok());
+        let cut = temp("preflight-cut.cpio.lz4", &packed[..packed.len() - 3]);
+        let e = check(None, Some(cut.clone())).unwrap_err().0;
+        assert!(
+            e.starts_with(&format!("{}: corrupt initramfs: ", cut.display()))
+                && e.ends_with("; the initrd is not used"),
+            "{e}"
+        );
+        let junk_inside = temp(
+            "preflight-junk.cpio.lz4",
+            &crate::bootimg::lz4_legacy(&[b'x'; 200]),
+        );
+        let e = check(None, Some(junk_inside)).unwrap_err().0;
+        assert!(e.contains("corrupt initramfs: bad magic"), "{e}");
     }
 
     #[test]
