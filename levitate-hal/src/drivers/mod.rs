@@ -1,5 +1,7 @@
 //! MMIO device drivers. Each register block is a tock-registers `register_structs!`
 //! transcription of its data sheet; `mmio::MmioBlock` is the one audited way to reach one.
 
+pub mod bus;
+pub mod exynos_uart;
 pub mod mmio;
 pub mod pl011;
