@@ -27,6 +27,7 @@ mod smp;
 mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
+mod watchdog;
 
 use bootargs::BootArgs;
 use levitate_hal::arch::aarch64::mmu::early;
@@ -157,15 +158,24 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
         dt.phys,
         dt.blob.len()
     );
-    log::info!(
-        "console: PL011 at {} (from {})",
-        console_info.phys,
-        if console_info.from_stdout_path {
-            "stdout-path"
-        } else {
-            "first arm,pl011 node"
-        }
-    );
+    if console_info.from_stdout_path {
+        log::info!(
+            "console: {} at {} (from stdout-path, {})",
+            console::driver_name().unwrap_or("?"),
+            console_info.phys,
+            console_info.compatible
+        );
+    } else {
+        log::info!(
+            "console: {} at {} (from first {} node)",
+            console::driver_name().unwrap_or("?"),
+            console_info.phys,
+            console_info.compatible
+        );
+    }
+    if let Some(line) = watchdog::init() {
+        log::info!("{line}");
+    }
     if let Some(model) = fdt
         .find_node("/")
         .and_then(|r| r.property("model"))

@@ -83,7 +83,7 @@ impl MmioBus {
         let width = core::mem::size_of::<T>();
         // A driver bug (a register table outside the window or misaligned), never input.
         assert!(
-            offset % width == 0 && offset + width <= self.size,
+            offset.is_multiple_of(width) && offset + width <= self.size,
             "register map invariant: offset {offset:#x} width {width} outside a {:#x}-byte window",
             self.size
         );

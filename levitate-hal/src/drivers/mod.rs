@@ -5,3 +5,4 @@ pub mod bus;
 pub mod exynos_uart;
 pub mod mmio;
 pub mod pl011;
+pub mod samsung_wdt;
