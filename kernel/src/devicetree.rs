@@ -7,8 +7,8 @@ use levitate_hal::arch::aarch64::mmu::{early, MapError};
 use levitate_hal::arch::aarch64::psci::Conduit;
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::dtb::check::{self, FdtError};
-use levitate_mm::dtb::pack;
 use levitate_mm::dtb::devices::{self, ConsoleSource};
+use levitate_mm::dtb::pack;
 use levitate_mm::dtb::tree;
 use spin::Once;
 
@@ -122,7 +122,9 @@ struct Supported;
 
 impl fmt::Display for Supported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all = crate::console::DRIVER_COMPATIBLES.iter().flat_map(|l| l.iter());
+        let all = crate::console::DRIVER_COMPATIBLES
+            .iter()
+            .flat_map(|l| l.iter());
         for (i, c) in all.enumerate() {
             write!(f, "{}{c}", if i == 0 { "" } else { ", " })?;
         }

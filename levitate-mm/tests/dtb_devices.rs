@@ -5,7 +5,8 @@
 use fdt::Fdt;
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::devices::{
-    cpu_nodes, find_enabled, fixed_clock_rate, select_console, u32_property, ConsoleSource, CpuNode, NoConsole,
+    cpu_nodes, find_enabled, fixed_clock_rate, select_console, u32_property, ConsoleSource,
+    CpuNode, NoConsole,
 };
 
 const QEMU_1G: &[u8] = include_bytes!("dtbs/qemu-virt-1g.dtb");
@@ -36,7 +37,10 @@ fn pixel6_console_is_the_gs101_uart_from_stdout_path() {
         // (ranges = <0 0 0 0x40000000>).
         assert_eq!(found.phys, PhysAddr::new(0x10a0_0000));
         assert_eq!(found.size, 0xc0);
-        assert_eq!(u32_property(&found.node, "samsung,uart-fifosize"), Some(256));
+        assert_eq!(
+            u32_property(&found.node, "samsung,uart-fifosize"),
+            Some(256)
+        );
     });
 }
 

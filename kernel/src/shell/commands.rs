@@ -381,8 +381,7 @@ fn cat(args: &[&str]) -> Result<(), CmdError> {
 
 fn console_cmd(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    let (Some(info), Some(status)) = (devicetree::console_info(), crate::console::status())
-    else {
+    let (Some(info), Some(status)) = (devicetree::console_info(), crate::console::status()) else {
         return Err(CmdError::Failed("no console installed".to_string()));
     };
     println!(

@@ -241,8 +241,7 @@ impl<B: RegisterBus> ExynosUart<B> {
             if status.is_set(UFSTAT::TX_FULL) {
                 0
             } else {
-                self.fifo_size
-                    .saturating_sub(status.read(UFSTAT::TX_COUNT))
+                self.fifo_size.saturating_sub(status.read(UFSTAT::TX_COUNT))
             }
         } else {
             u32::from(self.utrstat().is_set(UTRSTAT::TX_BUFFER_EMPTY))
@@ -493,7 +492,10 @@ mod tests {
         assert_eq!(m.overruns, 0);
         assert_eq!(m.sent, text);
         assert_eq!(u.dropped(), 0);
-        assert_eq!(m.line_writes, 0, "framing and baud rate must stay as ABL set them");
+        assert_eq!(
+            m.line_writes, 0,
+            "framing and baud rate must stay as ABL set them"
+        );
         assert_eq!(m.uintm, 0xf, "polled driver masks its interrupts");
     }
 

@@ -25,10 +25,7 @@ pub struct Found<'b, 'a> {
 /// Which driver accepts `node`: the node's `compatible` list is read most specific first
 /// (spec 2.3.1) and the first string any driver lists decides; disabled nodes and nodes
 /// without translatable `reg` are accepted by none.
-pub fn match_driver<'b, 'a>(
-    node: &Located<'b, 'a>,
-    drivers: &[&[&str]],
-) -> Option<Found<'b, 'a>> {
+pub fn match_driver<'b, 'a>(node: &Located<'b, 'a>, drivers: &[&[&str]]) -> Option<Found<'b, 'a>> {
     if !node.is_enabled() {
         return None;
     }
@@ -155,7 +152,9 @@ pub fn fixed_clock_rate(fdt: &Fdt<'_>, node: &Located<'_, '_>, clock_name: &str)
         .position(|n| n == clock_name.as_bytes())?;
     let cells = node.node.property("clocks")?.value;
     let cell = |i: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(cells.get(i * 4..i * 4 + 4)?.try_into().ok()?))
+        Some(u32::from_be_bytes(
+            cells.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+        ))
     };
     let mut at = 0;
     for entry in 0..=index {

@@ -2,6 +2,7 @@
 //! suites, then shell and bad-input scenarios on the normal build. Ends with one line,
 //! `N passed, N failed`, counting host tests, kernel tests and scenarios together.
 
+mod console_drivers;
 mod hardware;
 mod harness;
 mod initramfs_hostile;
@@ -304,6 +305,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     memmap_hostile::run(&mut tally, &normal.image, &work, &base)?;
     shell_hostile::run(&mut tally, &normal.image, &work, &base)?;
     initramfs_hostile::run(&mut tally, &normal.image, &work, &base)?;
+    console_drivers::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
