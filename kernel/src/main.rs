@@ -173,9 +173,7 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
             console_info.compatible
         );
     }
-    if let Some(line) = watchdog::init() {
-        log::info!("{line}");
-    }
+    watchdog::init();
     if let Some(model) = fdt
         .find_node("/")
         .and_then(|r| r.property("model"))

@@ -1,7 +1,8 @@
-//! The SoC watchdog the bootloader may have left running (gs101: `google,gs101-wdt`, 30 s in
-//! the mainline tree): found through the device tree, stopped at boot the way Linux's
-//! s3c2410_wdt probe does (levitate-hal's `samsung_wdt` says why that is safe without the
-//! PMU), and serviced while it still runs.
+//! The SoC watchdogs the bootloader may have left running (gs101: `google,gs101-wdt`, 30 s in
+//! the mainline tree; the downstream trees name one per cluster and may run both): found
+//! through the device tree, stopped at boot the way Linux's s3c2410_wdt probe does
+//! (levitate-hal's `samsung_wdt` says why that is safe without the PMU), and serviced while
+//! one still runs.
 //!
 //! Servicing: [`service`] is the hook the timer tick calls on every tick once interrupts
 //! exist; it takes no lock it could wait on, so it is safe from interrupt context on any CPU.
@@ -37,10 +38,13 @@ struct Watchdog {
     stopped: bool,
 }
 
-/// The watchdog, if the tree has one. Protects its registers. Lock order: a leaf. The shell
-/// takes it briefly; `service` (the tick hook, interrupt context) only ever `try_lock`s it, so
-/// an interrupt on a CPU that holds it skips one service instead of deadlocking.
-static WATCHDOG: Mutex<Option<Watchdog>> = Mutex::new(None);
+/// Most watchdogs handled (gs101 has one per CPU cluster that can reset: two).
+const MAX_WATCHDOGS: usize = 2;
+
+/// The watchdogs the tree has. Protects their registers. Lock order: a leaf. The shell takes
+/// it briefly; `service` (the tick hook, interrupt context) only ever `try_lock`s it, so an
+/// interrupt on a CPU that holds it skips one service instead of deadlocking.
+static WATCHDOGS: Mutex<[Option<Watchdog>; MAX_WATCHDOGS]> = Mutex::new([None, None]);
 
 /// The watchdog still runs after boot tried to stop it: `service` has work to do. Lets the
 /// hook return without touching the lock or the device in the common case.
@@ -54,43 +58,59 @@ const SERVICE_INTERVAL_MS: u64 = 10;
 /// Services done.
 static SERVICES: AtomicU64 = AtomicU64::new(0);
 
-/// Looks for the watchdog in the tree, maps it and stops it (or, if it will not stop, starts
-/// servicing it). Returns one line for the boot log.
-pub fn init() -> Option<impl fmt::Display> {
+/// Looks for the watchdogs in the tree, maps each and stops it (or, if it will not stop,
+/// starts servicing it), logging one line per watchdog.
+pub fn init() {
     let fdt = devicetree::fdt();
-    let found = devices::find_enabled(&fdt, samsung_wdt::COMPATIBLE)?;
-    let va = match early::ioremap(found.phys, samsung_wdt::MMIO_SIZE) {
-        Ok(va) => va,
-        Err(e) => {
-            log::warn!("watchdog at {}: cannot map it: {e}", found.phys);
-            return None;
+    let mut slots = WATCHDOGS.lock();
+    let mut used = 0;
+    let mut running = false;
+    devices::each_enabled(&fdt, samsung_wdt::COMPATIBLE, |found| {
+        if used == MAX_WATCHDOGS {
+            log::warn!(
+                "watchdog at {}: more than {MAX_WATCHDOGS} watchdogs; this one is left alone",
+                found.phys
+            );
+            return true;
         }
-    };
-    // SAFETY: `va` maps the watchdog's register page as Device memory, just mapped for this
-    // driver alone and never unmapped.
-    let bus = unsafe { MmioBus::new(va.as_usize(), samsung_wdt::MMIO_SIZE as usize) };
-    let mut wdt = SamsungWdt::new(bus);
-    let state = wdt.state();
-    let stopped = !state.enabled || wdt.stop();
-    let watchdog = Watchdog {
-        wdt,
-        phys: found.phys,
-        compatible: found.compatible,
-        node: found.node.node.name,
-        source_hz: devices::fixed_clock_rate(&fdt, &found.node, "watchdog_src"),
-        tree_timeout_s: devices::u32_property(&found.node, "timeout-sec"),
-        found: state,
-        stopped,
-    };
-    let line = BootLine {
-        phys: found.phys,
-        was_enabled: state.enabled,
-        stopped,
-    };
-    *WATCHDOG.lock() = Some(watchdog);
-    RUNNING.store(!stopped, Ordering::Release);
+        let va = match early::ioremap(found.phys, samsung_wdt::MMIO_SIZE) {
+            Ok(va) => va,
+            Err(e) => {
+                log::warn!("watchdog at {}: cannot map it: {e}", found.phys);
+                return true;
+            }
+        };
+        // SAFETY: `va` maps the watchdog's register page as Device memory, just mapped for
+        // this driver alone and never unmapped.
+        let bus = unsafe { MmioBus::new(va.as_usize(), samsung_wdt::MMIO_SIZE as usize) };
+        let mut wdt = SamsungWdt::new(bus);
+        let state = wdt.state();
+        let stopped = !state.enabled || wdt.stop();
+        running |= !stopped;
+        log::info!(
+            "{}",
+            BootLine {
+                phys: found.phys,
+                was_enabled: state.enabled,
+                stopped,
+            }
+        );
+        slots[used] = Some(Watchdog {
+            wdt,
+            phys: found.phys,
+            compatible: found.compatible,
+            node: found.node.node.name,
+            source_hz: devices::fixed_clock_rate(&fdt, &found.node, "watchdog_src"),
+            tree_timeout_s: devices::u32_property(&found.node, "timeout-sec"),
+            found: state,
+            stopped,
+        });
+        used += 1;
+        true
+    });
+    drop(slots);
+    RUNNING.store(running, Ordering::Release);
     service();
-    Some(line)
 }
 
 /// The boot log's watchdog line.
@@ -127,15 +147,17 @@ pub fn service() {
     if last != 0 && timer::ticks().wrapping_sub(last) < interval {
         return;
     }
-    let Some(mut held) = WATCHDOG.try_lock() else {
-        return; // the shell is reading it; the next tick services it
+    let Some(mut held) = WATCHDOGS.try_lock() else {
+        return; // the shell is reading them; the next tick services them
     };
-    if let Some(w) = held.as_mut() {
-        if w.wdt.service() {
-            // 0 means "never": a service at tick 0 is recorded as 1.
-            LAST_SERVICE.store(timer::ticks().max(1), Ordering::Relaxed);
-            SERVICES.fetch_add(1, Ordering::Relaxed);
-        }
+    let mut serviced = false;
+    for w in held.iter_mut().flatten() {
+        serviced |= w.wdt.service();
+    }
+    if serviced {
+        // 0 means "never": a service at tick 0 is recorded as 1.
+        LAST_SERVICE.store(timer::ticks().max(1), Ordering::Relaxed);
+        SERVICES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -148,16 +170,34 @@ impl fmt::Display for Seconds {
     }
 }
 
-/// The `watchdog` command's report.
+/// The `watchdog` command's report: every watchdog found, then the servicing record.
 pub fn report(out: &mut dyn fmt::Write) -> fmt::Result {
-    let mut held = WATCHDOG.lock();
-    let Some(w) = held.as_mut() else {
+    let mut held = WATCHDOGS.lock();
+    if held.iter().all(Option::is_none) {
         let names = samsung_wdt::COMPATIBLE.join(", ");
         return writeln!(
             out,
             "watchdog: not found (no enabled node compatible with {names})"
         );
-    };
+    }
+    for w in held.iter_mut().flatten() {
+        report_one(w, out)?;
+    }
+    let last = LAST_SERVICE.load(Ordering::Relaxed);
+    let count = SERVICES.load(Ordering::Relaxed);
+    if last == 0 {
+        writeln!(out, "  last service: never (serviced 0 times)")
+    } else {
+        let ago_ms = timer::ticks().saturating_sub(last) * 1000 / timer::frequency().max(1);
+        writeln!(
+            out,
+            "  last service: {} ago (serviced {count} times; by the shell's idle poll until the timer tick calls watchdog::service)",
+            Seconds(ago_ms)
+        )
+    }
+}
+
+fn report_one(w: &mut Watchdog, out: &mut dyn fmt::Write) -> fmt::Result {
     let now = w.wdt.state();
     writeln!(
         out,
@@ -203,19 +243,7 @@ pub fn report(out: &mut dyn fmt::Write) -> fmt::Result {
         )?,
     }
     match w.tree_timeout_s {
-        Some(s) => writeln!(out, "; the tree's timeout-sec is {s} s")?,
-        None => writeln!(out)?,
-    }
-    let last = LAST_SERVICE.load(Ordering::Relaxed);
-    let count = SERVICES.load(Ordering::Relaxed);
-    if last == 0 {
-        writeln!(out, "  last service: never (serviced 0 times)")
-    } else {
-        let ago_ms = timer::ticks().saturating_sub(last) * 1000 / timer::frequency().max(1);
-        writeln!(
-            out,
-            "  last service: {} ago (serviced {count} times; by the shell's idle poll until the timer tick calls watchdog::service)",
-            Seconds(ago_ms)
-        )
+        Some(s) => writeln!(out, "; the tree's timeout-sec is {s} s"),
+        None => writeln!(out),
     }
 }

@@ -5,8 +5,8 @@
 use fdt::Fdt;
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::devices::{
-    cpu_nodes, find_enabled, fixed_clock_rate, select_console, u32_property, ConsoleSource,
-    CpuNode, NoConsole,
+    cpu_nodes, each_enabled, find_enabled, fixed_clock_rate, select_console, u32_property,
+    ConsoleSource, CpuNode, NoConsole,
 };
 
 const QEMU_1G: &[u8] = include_bytes!("dtbs/qemu-virt-1g.dtb");
@@ -18,7 +18,11 @@ const RPI3: &[u8] = include_bytes!("dtbs/bcm2837-rpi-3-b.dtb");
 /// The kernel's driver table (levitate-hal: pl011::COMPATIBLE, exynos_uart::COMPATIBLE).
 const DRIVERS: &[&[&str]] = &[
     &["arm,pl011"],
-    &["google,gs101-uart", "samsung,exynos850-uart"],
+    &[
+        "google,gs101-uart",
+        "samsung,exynos850-uart",
+        "samsung,exynos-uart",
+    ],
 ];
 
 fn with(blob: &[u8], f: impl FnOnce(&Fdt<'_>)) {
@@ -56,12 +60,20 @@ fn pixel6_without_stdout_path_takes_the_first_enabled_uart() {
 }
 
 #[test]
-fn exynos850_compatible_alone_is_accepted() {
+fn exynos850_and_downstream_compatibles_alone_are_accepted() {
     let patched = patch(PIXEL6, b"google,gs101-uart\0", b"samsung,exynos850-uart\0");
     with(&patched, |fdt| {
         let (found, _) = select_console(fdt, DRIVERS).unwrap();
         assert_eq!(found.driver, 1);
         assert_eq!(found.compatible, "samsung,exynos850-uart");
+    });
+    // The downstream (stock Pixel kernel) compatible.
+    let patched = patch(PIXEL6, b"google,gs101-uart\0", b"samsung,exynos-uart\0");
+    with(&patched, |fdt| {
+        let (found, source) = select_console(fdt, DRIVERS).unwrap();
+        assert_eq!((found.driver, source), (1, ConsoleSource::StdoutPath));
+        assert_eq!(found.compatible, "samsung,exynos-uart");
+        assert_eq!(found.phys, PhysAddr::new(0x10a0_0000));
     });
 }
 
@@ -115,6 +127,26 @@ fn pixel6_watchdog_cluster0_is_found_and_cluster1_is_disabled() {
     });
     with(QEMU_1G, |fdt| {
         assert!(find_enabled(fdt, &["google,gs101-wdt"]).is_none())
+    });
+    // Both instances once cluster 1 is enabled too (downstream trees run both).
+    let patched = patch(
+        PIXEL6,
+        b"status = \"disabled\";\n\t\t};\n\n\t\tinterrupt-controller@10400000",
+        b"status = \"okay\";\n\t\t};\n\n\t\tinterrupt-controller@10400000",
+    );
+    with(&patched, |fdt| {
+        let mut all = Vec::new();
+        each_enabled(fdt, &["google,gs101-wdt"], |f| {
+            all.push(f.phys.as_u64());
+            true
+        });
+        assert_eq!(all, [0x1006_0000, 0x1007_0000]);
+        let mut first = Vec::new();
+        each_enabled(fdt, &["google,gs101-wdt"], |f| {
+            first.push(f.phys.as_u64());
+            false
+        });
+        assert_eq!(first, [0x1006_0000]);
     });
 }
 

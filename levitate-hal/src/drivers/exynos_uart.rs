@@ -116,8 +116,15 @@ register_structs! {
 /// Size of the register window to map (the tree says 0xc0; mapping is page-granular).
 pub const MMIO_SIZE: u64 = 0x1000;
 
-/// `compatible` strings this driver binds to.
-pub const COMPATIBLE: &[&str] = &["google,gs101-uart", "samsung,exynos850-uart"];
+/// `compatible` strings this driver binds to: the mainline gs101 and Exynos850 ports, and
+/// `samsung,exynos-uart`, which the Google Tensor downstream kernels' exynos_tty.c binds with
+/// the same S5PV210 UFSTAT layout and the FIFO depth left to the tree (read in the gs201
+/// downstream tree; that the stock Pixel 6 tree's console node uses it is unverified).
+pub const COMPATIBLE: &[&str] = &[
+    "google,gs101-uart",
+    "samsung,exynos850-uart",
+    "samsung,exynos-uart",
+];
 
 /// The FIFO depth assumed when the tree has no `samsung,uart-fifosize`: the smallest Samsung
 /// port's. Too small only costs extra UFSTAT reads (room is re-read sooner); too large could

@@ -16,6 +16,11 @@
 //! by clearing WTCON's enable and reset bits alone, before it ever writes the PMU. So
 //! stopping through WTCON is what Linux does on every gs101 boot, and this driver does the
 //! same; servicing (reloading WTCNT) is there for a watchdog that stays enabled.
+//!
+//! The downstream kernels also know a windowed mode (WTCON bit 20, minimum count register
+//! WTMINCNT at 0x10) and set WTMINCNT to twice the reload value, so a reload is never early;
+//! a bootloader that set a tighter window (unverified either way) could see an early service
+//! as a fault. Stopping, the normal path here, does not depend on it.
 
 use super::bus::{BusRegister, RegisterBus};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -55,8 +60,15 @@ register_structs! {
     }
 }
 
-/// `compatible` strings this driver binds to.
-pub const COMPATIBLE: &[&str] = &["google,gs101-wdt", "samsung,exynos850-wdt"];
+/// `compatible` strings this driver binds to: mainline gs101 and Exynos850, and the Google
+/// Tensor downstream kernels' per-cluster names (their s3c2410_wdt.c, read in the gs201
+/// downstream tree, binds `google,gs101-cl0-wdt` and `-cl1-wdt` with the same WTCON layout).
+pub const COMPATIBLE: &[&str] = &[
+    "google,gs101-wdt",
+    "samsung,exynos850-wdt",
+    "google,gs101-cl0-wdt",
+    "google,gs101-cl1-wdt",
+];
 
 /// Size of the register window to map.
 pub const MMIO_SIZE: u64 = 0x1000;

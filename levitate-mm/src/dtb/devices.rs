@@ -90,6 +90,19 @@ pub fn find_enabled<'b, 'a>(fdt: &'b Fdt<'a>, compatible: &[&str]) -> Option<Fou
     tree::find_map(fdt, |n| match_driver(n, &[compatible]))
 }
 
+/// Calls `f` on every enabled node compatible with one of `compatible`, depth first, until
+/// it returns `false`.
+pub fn each_enabled<'b, 'a>(
+    fdt: &'b Fdt<'a>,
+    compatible: &[&str],
+    mut f: impl FnMut(Found<'b, 'a>) -> bool,
+) {
+    tree::find_map(fdt, |n| {
+        let found = match_driver(n, &[compatible])?;
+        (!f(found)).then_some(())
+    });
+}
+
 /// A u32 property of a node (one cell).
 pub fn u32_property(node: &Located<'_, '_>, name: &str) -> Option<u32> {
     let v = node.node.property(name)?.value;

@@ -2,7 +2,7 @@
 //! commands on virt, a stdout-path naming a disabled gs101 UART (the kernel must fall back
 //! to the first node a driver accepts), and a gs101 watchdog node backed by reserved RAM
 //! preloaded as a bootloader would leave the watchdog (running, reset on, 30 s), which the
-//! kernel must find, decode and stop.
+//! kernel must find, decode and stop, next to a second (downstream-named, stopped) instance.
 
 use super::harness::{boot, check, check_commands, dump_qemu_dtb, Expect, Says, Tally};
 use crate::qemu::RunOptions;
@@ -144,13 +144,15 @@ fn bootloader_watchdog_is_stopped(
         add_to_root(
             text,
             "\treserved-memory {\n\t\t#address-cells = <0x02>;\n\t\t#size-cells = <0x02>;\n\
-             \t\tranges;\n\t\tfake-watchdog@7fe00000 {\n\t\t\treg = <0x00 0x7fe00000 0x00 0x1000>;\n\
+             \t\tranges;\n\t\tfake-watchdog@7fe00000 {\n\t\t\treg = <0x00 0x7fe00000 0x00 0x2000>;\n\
              \t\t\tno-map;\n\t\t};\n\t};\n\
              \toscclk: clock-oscclk {\n\t\tcompatible = \"fixed-clock\";\n\t\t#clock-cells = <0x00>;\n\
              \t\tclock-frequency = <24576000>;\n\t};\n\
              \twatchdog@7fe00000 {\n\t\tcompatible = \"google,gs101-wdt\";\n\
              \t\treg = <0x00 0x7fe00000 0x00 0x100>;\n\t\tclocks = <&oscclk>, <&oscclk>;\n\
-             \t\tclock-names = \"watchdog\", \"watchdog_src\";\n\t\ttimeout-sec = <30>;\n\t};\n",
+             \t\tclock-names = \"watchdog\", \"watchdog_src\";\n\t\ttimeout-sec = <30>;\n\t};\n\
+             \twatchdog@7fe01000 {\n\t\tcompatible = \"google,gs101-cl1-wdt\";\n\
+             \t\treg = <0x00 0x7fe01000 0x00 0x100>;\n\t};\n",
         )
     })?;
     let regs = work.join("gs101-watchdog-running.bin");
@@ -174,7 +176,10 @@ fn bootloader_watchdog_is_stopped(
             &out,
             &Expect {
                 code: 0,
-                contains: &["watchdog at 0x7fe00000: was running, stopped"],
+                contains: &[
+                    "watchdog at 0x7fe00000: was running, stopped",
+                    "watchdog at 0x7fe01000: found stopped",
+                ],
                 absent: &["PANIC"],
             },
             &[Says {
@@ -185,6 +190,8 @@ fn bootloader_watchdog_is_stopped(
                     "now: stopped, reset off (stopped at boot through WTCON)",
                     "timeout: 30.0 s (reload 22500 ticks of 32768 cycles at 24576000 Hz)",
                     "the tree's timeout-sec is 30 s",
+                    "watchdog: google,gs101-cl1-wdt at 0x7fe01000 (node watchdog@7fe01000)",
+                    "timeout: unknown (reload 0 ticks of 16 cycles; no fixed source clock)",
                     "last service: never",
                 ],
                 absent: &["would not stop"],
