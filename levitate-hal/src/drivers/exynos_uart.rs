@@ -488,6 +488,25 @@ mod tests {
     }
 
     #[test]
+    fn the_pixel6_tree_selects_this_driver_with_its_fifo_size() {
+        // The kernel's table order: PL011, then this driver (kernel/src/console.rs).
+        let blob = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../levitate-mm/tests/dtbs/gs101-oriole.dtb"
+        ))
+        .unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let drivers = [crate::drivers::pl011::COMPATIBLE, COMPATIBLE];
+        let (found, _) = levitate_mm::dtb::devices::select_console(&fdt, &drivers).unwrap();
+        assert_eq!(found.driver, 1);
+        assert_eq!(found.phys.as_u64(), 0x10a0_0000);
+        assert_eq!(
+            levitate_mm::dtb::devices::u32_property(&found.node, "samsung,uart-fifosize"),
+            Some(256)
+        );
+    }
+
+    #[test]
     fn long_text_arrives_whole_without_overrunning_the_fifo() {
         let mut u = uart(Model::new(256), 256);
         let text: Vec<u8> = (0..2000u32).map(|i| b'a' + (i % 26) as u8).collect();
