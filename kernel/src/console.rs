@@ -83,42 +83,52 @@ impl Device {
         }
     }
 
-    /// What the `console` command shows beyond the name: FIFO and error counts.
-    fn detail(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+    /// FIFO mode, FIFO depth and receive errors, for drivers that track them.
+    fn fifo(&self) -> Option<FifoStatus> {
         match self {
-            Device::Pl011(_) => Ok(()),
-            Device::Exynos(u) => write!(
-                out,
-                ", FIFO {} ({} bytes), receive errors {}",
-                if u.fifo_mode() { "on" } else { "off" },
-                u.fifo_size(),
-                u.rx_errors()
-            ),
+            Device::Pl011(_) => None,
+            Device::Exynos(u) => Some(FifoStatus {
+                enabled: u.fifo_mode(),
+                size: u.fifo_size(),
+                rx_errors: u.rx_errors(),
+            }),
         }
     }
 }
 
+/// FIFO state of a driver that reports it.
+#[derive(Clone, Copy)]
+pub struct FifoStatus {
+    /// FIFO mode is on.
+    pub enabled: bool,
+    /// Depth in bytes.
+    pub size: u32,
+    /// Characters received with an error.
+    pub rx_errors: u64,
+}
+
 /// What the installed console's driver reports.
+#[derive(Clone, Copy)]
 pub struct Status {
     /// Driver name.
     pub name: &'static str,
     /// Bytes dropped after a bounded wait for transmit room.
     pub dropped: u64,
-    /// Driver-specific details (", FIFO on (256 bytes), receive errors 0"), or empty.
-    pub detail: alloc::string::String,
+    /// FIFO details, for drivers that report them.
+    pub fifo: Option<FifoStatus>,
 }
 
-/// The installed console's status, read under the console lock.
+/// The installed console's status, read under the console lock (nothing is allocated or
+/// locked while it is held).
 pub fn status() -> Option<Status> {
     let mut held = lock();
     let dev = held.0.as_mut()?;
-    let mut detail = alloc::string::String::new();
-    let _ = dev.detail(&mut detail);
+    let fifo = dev.fifo();
     let console = dev.as_console();
     Some(Status {
         name: console.name(),
         dropped: console.dropped(),
-        detail,
+        fifo,
     })
 }
 

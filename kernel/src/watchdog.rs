@@ -41,9 +41,12 @@ struct Watchdog {
 /// Most watchdogs handled (gs101 has one per CPU cluster that can reset: two).
 const MAX_WATCHDOGS: usize = 2;
 
-/// The watchdogs the tree has. Protects their registers. Lock order: a leaf. The shell takes
-/// it briefly; `service` (the tick hook, interrupt context) only ever `try_lock`s it, so an
-/// interrupt on a CPU that holds it skips one service instead of deadlocking.
+/// The watchdogs the tree has. Protects their registers. Lock order: this, then the heap's
+/// (`report` formats into a `String` while holding it); nothing else is taken under it
+/// (`init` maps and logs before it takes the lock).
+/// `service` (the tick hook, interrupt context) takes only this one and only with
+/// `try_lock`, so an interrupt on a CPU that holds it skips one service instead of
+/// deadlocking.
 static WATCHDOGS: Mutex<[Option<Watchdog>; MAX_WATCHDOGS]> = Mutex::new([None, None]);
 
 /// The watchdog still runs after boot tried to stop it: `service` has work to do. Lets the
@@ -62,7 +65,8 @@ static SERVICES: AtomicU64 = AtomicU64::new(0);
 /// starts servicing it), logging one line per watchdog.
 pub fn init() {
     let fdt = devicetree::fdt();
-    let mut slots = WATCHDOGS.lock();
+    // Built without the lock held: mapping and logging take other locks.
+    let mut slots: [Option<Watchdog>; MAX_WATCHDOGS] = [None, None];
     let mut used = 0;
     let mut running = false;
     devices::each_enabled(&fdt, samsung_wdt::COMPATIBLE, |found| {
@@ -108,7 +112,7 @@ pub fn init() {
         used += 1;
         true
     });
-    drop(slots);
+    *WATCHDOGS.lock() = slots;
     RUNNING.store(running, Ordering::Release);
     service();
 }

@@ -396,7 +396,16 @@ fn console_cmd(args: &[&str]) -> Result<(), CmdError> {
             "the first node a driver accepts"
         }
     );
-    println!("  dropped bytes {}{}", status.dropped, status.detail);
+    match status.fifo {
+        None => println!("  dropped bytes {}", status.dropped),
+        Some(f) => println!(
+            "  dropped bytes {}, FIFO {} ({} bytes), receive errors {}",
+            status.dropped,
+            if f.enabled { "on" } else { "off" },
+            f.size,
+            f.rx_errors
+        ),
+    }
     Ok(())
 }
 
