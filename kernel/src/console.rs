@@ -5,21 +5,136 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use levitate_hal::arch::aarch64::{cpu, timer};
 use levitate_hal::console::Console;
-use levitate_hal::drivers::pl011::Pl011;
+use levitate_hal::drivers::bus::MmioBus;
+use levitate_hal::drivers::exynos_uart::{self, ExynosUart};
+use levitate_hal::drivers::pl011::{self, Pl011};
 use spin::Mutex;
 
 /// The console devices the kernel can drive.
 pub enum Device {
     /// Arm PL011 (QEMU virt, Juno, FVP, many boards).
     Pl011(Pl011),
+    /// Samsung/Exynos UART (gs101: Pixel 6; Exynos850).
+    Exynos(ExynosUart<MmioBus>),
+}
+
+/// One console driver: what it binds to and how it comes up.
+pub struct Driver {
+    /// `compatible` strings it accepts.
+    pub compatible: &'static [&'static str],
+    /// Bytes of registers to map.
+    pub mmio_size: u64,
+    /// Brings the device up on registers mapped at virtual address `va`; `fifo_size` is the
+    /// node's `samsung,uart-fifosize` if it has one.
+    ///
+    /// # Safety
+    /// `va` must map `mmio_size` bytes of this device's registers as Device memory for the
+    /// kernel's lifetime, used by no other driver.
+    pub probe: unsafe fn(va: usize, fifo_size: Option<u32>) -> Device,
+}
+
+/// Every console driver, in the order ties are broken (a node's own `compatible` order
+/// decides first). `devicetree::find_console` picks from this table and nothing else names a
+/// UART.
+pub const DRIVERS: [Driver; 2] = [
+    Driver {
+        compatible: pl011::COMPATIBLE,
+        mmio_size: pl011::MMIO_SIZE,
+        probe: probe_pl011,
+    },
+    Driver {
+        compatible: exynos_uart::COMPATIBLE,
+        mmio_size: exynos_uart::MMIO_SIZE,
+        probe: probe_exynos,
+    },
+];
+
+/// The `compatible` lists of `DRIVERS` (same order), for the pure selection in levitate-mm.
+pub const DRIVER_COMPATIBLES: [&[&str]; DRIVERS.len()] = {
+    let mut lists: [&[&str]; DRIVERS.len()] = [&[]; DRIVERS.len()];
+    let mut i = 0;
+    while i < DRIVERS.len() {
+        lists[i] = DRIVERS[i].compatible;
+        i += 1;
+    }
+    lists
+};
+
+unsafe fn probe_pl011(va: usize, _: Option<u32>) -> Device {
+    // SAFETY: forwarded from `Driver::probe`'s contract.
+    let mut uart = unsafe { Pl011::new(va) };
+    uart.init();
+    Device::Pl011(uart)
+}
+
+unsafe fn probe_exynos(va: usize, fifo_size: Option<u32>) -> Device {
+    // SAFETY: forwarded from `Driver::probe`'s contract (`mmio_size` bytes mapped at `va`).
+    let bus = unsafe { MmioBus::new(va, exynos_uart::MMIO_SIZE as usize) };
+    let mut uart = ExynosUart::new(bus, fifo_size.unwrap_or(exynos_uart::DEFAULT_FIFO_SIZE));
+    uart.init();
+    Device::Exynos(uart)
 }
 
 impl Device {
     fn as_console(&mut self) -> &mut dyn Console {
         match self {
             Device::Pl011(u) => u,
+            Device::Exynos(u) => u,
         }
     }
+
+    /// FIFO mode, FIFO depth and receive errors, for drivers that track them.
+    fn fifo(&self) -> Option<FifoStatus> {
+        match self {
+            Device::Pl011(_) => None,
+            Device::Exynos(u) => Some(FifoStatus {
+                enabled: u.fifo_mode(),
+                size: u.fifo_size(),
+                rx_errors: u.rx_errors(),
+            }),
+        }
+    }
+}
+
+/// FIFO state of a driver that reports it.
+#[derive(Clone, Copy)]
+pub struct FifoStatus {
+    /// FIFO mode is on.
+    pub enabled: bool,
+    /// Depth in bytes.
+    pub size: u32,
+    /// Characters received with an error.
+    pub rx_errors: u64,
+}
+
+/// What the installed console's driver reports.
+#[derive(Clone, Copy)]
+pub struct Status {
+    /// Driver name.
+    pub name: &'static str,
+    /// Bytes dropped after a bounded wait for transmit room.
+    pub dropped: u64,
+    /// FIFO details, for drivers that report them.
+    pub fifo: Option<FifoStatus>,
+}
+
+/// The installed console's status, read under the console lock (nothing is allocated or
+/// locked while it is held).
+pub fn status() -> Option<Status> {
+    let mut held = lock();
+    let dev = held.0.as_mut()?;
+    let fifo = dev.fifo();
+    let console = dev.as_console();
+    Some(Status {
+        name: console.name(),
+        dropped: console.dropped(),
+        fifo,
+    })
+}
+
+/// The installed console's driver name (for the boot log).
+pub fn driver_name() -> Option<&'static str> {
+    Some(lock().0.as_mut()?.as_console().name())
 }
 
 /// The console device. Protects the UART's registers and the order of what is written.

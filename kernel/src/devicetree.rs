@@ -5,9 +5,9 @@ use core::fmt;
 use fdt::Fdt;
 use levitate_hal::arch::aarch64::mmu::{early, MapError};
 use levitate_hal::arch::aarch64::psci::Conduit;
-use levitate_hal::drivers::pl011::{self, Pl011};
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::dtb::check::{self, FdtError};
+use levitate_mm::dtb::devices::{self, ConsoleSource};
 use levitate_mm::dtb::pack;
 use levitate_mm::dtb::tree::{self, Located};
 use spin::Once;
@@ -108,13 +108,28 @@ pub fn fdt() -> Fdt<'static> {
 /// Why no console could be set up.
 #[derive(Debug)]
 pub enum ConsoleError {
-    /// Neither `stdout-path` nor any node names a UART this kernel drives.
+    /// Neither `stdout-path` nor any node names a UART a console driver accepts.
     NoConsole {
         /// What `/chosen/stdout-path` named, if anything.
         stdout_path: Option<&'static str>,
     },
     /// The UART's registers could not be mapped.
     Map(MapError),
+}
+
+/// Every `compatible` the console drivers accept, for messages: "arm,pl011, google,...".
+struct Supported;
+
+impl fmt::Display for Supported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = crate::console::DRIVER_COMPATIBLES
+            .iter()
+            .flat_map(|l| l.iter());
+        for (i, c) in all.enumerate() {
+            write!(f, "{}{c}", if i == 0 { "" } else { ", " })?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for ConsoleError {
@@ -124,59 +139,61 @@ impl fmt::Display for ConsoleError {
                 stdout_path: Some(p),
             } => write!(
                 f,
-                "no console: stdout-path {p} is not a supported UART and no arm,pl011 node exists"
+                "no console: stdout-path {p} is not a supported UART and no enabled node is \
+                 compatible with a console driver ({Supported})"
             ),
-            Self::NoConsole { stdout_path: None } => {
-                write!(
-                    f,
-                    "no console: no stdout-path and no arm,pl011 node in the device tree"
-                )
-            }
+            Self::NoConsole { stdout_path: None } => write!(
+                f,
+                "no console: no stdout-path and no enabled node is compatible with a console \
+                 driver ({Supported})"
+            ),
             Self::Map(e) => write!(f, "cannot map the console: {e}"),
         }
     }
 }
 
-/// Where the console was found, for the boot log.
+/// Where the console was found, for the boot log and the `console` command.
 pub struct ConsoleInfo {
     /// Physical address of the registers.
     pub phys: PhysAddr,
-    /// Whether it came from stdout-path (else from the first compatible node).
+    /// Whether it came from stdout-path (else from the first node a driver accepts).
     pub from_stdout_path: bool,
+    /// The `compatible` string the driver matched.
+    pub compatible: &'static str,
+    /// The node's path name (its name, e.g. `serial@10a00000`).
+    pub node: &'static str,
 }
 
-fn pl011_at(n: &Located<'_, '_>) -> Option<PhysAddr> {
-    (n.is_enabled() && tree::is_compatible(&n.node, pl011::COMPATIBLE))
-        .then(|| n.mmio().map(|m| m.0))
-        .flatten()
+static CONSOLE_INFO: Once<ConsoleInfo> = Once::new();
+
+/// Where the console is, once `find_console` succeeded.
+pub fn console_info() -> Option<&'static ConsoleInfo> {
+    CONSOLE_INFO.get()
 }
 
-/// Finds the console: the node `/chosen/stdout-path` names, else the first enabled
-/// `arm,pl011`. Maps and initialises it.
-pub fn find_console() -> Result<(crate::console::Device, ConsoleInfo), ConsoleError> {
+/// Finds the console (`levitate_mm::dtb::devices::select_console` over the console drivers'
+/// `compatible` lists: the node `/chosen/stdout-path` names if a driver accepts it, else the
+/// first enabled node one does), maps its registers and brings its driver up. Runs before the
+/// memory map exists: it needs only the early mapper and the boot heap.
+pub fn find_console() -> Result<(crate::console::Device, &'static ConsoleInfo), ConsoleError> {
     let fdt = fdt();
-    let stdout_path = tree::stdout_path(&fdt);
-    let mut from_stdout_path = true;
-    let phys = stdout_path
-        .and_then(|p| tree::find_path(&fdt, p))
-        .and_then(|n| pl011_at(&n))
-        .or_else(|| {
-            from_stdout_path = false;
-            tree::find_map(&fdt, pl011_at)
-        })
-        .ok_or(ConsoleError::NoConsole { stdout_path })?;
-    let va = early::ioremap(phys, pl011::MMIO_SIZE).map_err(ConsoleError::Map)?;
-    // SAFETY: `va` maps the PL011's register page as Device memory, just mapped by ioremap for
-    // this driver alone and never unmapped.
-    let mut uart = unsafe { Pl011::new(va.as_usize()) };
-    uart.init();
-    Ok((
-        crate::console::Device::Pl011(uart),
-        ConsoleInfo {
-            phys,
-            from_stdout_path,
-        },
-    ))
+    let (found, source) = devices::select_console(&fdt, &crate::console::DRIVER_COMPATIBLES)
+        .map_err(|e| ConsoleError::NoConsole {
+            stdout_path: e.stdout_path,
+        })?;
+    let driver = &crate::console::DRIVERS[found.driver];
+    let va = early::ioremap(found.phys, driver.mmio_size).map_err(ConsoleError::Map)?;
+    let fifo_size = devices::u32_property(&found.node, "samsung,uart-fifosize");
+    // SAFETY: `va` maps the device's `mmio_size` bytes of registers as Device memory, just
+    // mapped by ioremap for this driver alone and never unmapped.
+    let device = unsafe { (driver.probe)(va.as_usize(), fifo_size) };
+    let info = CONSOLE_INFO.call_once(|| ConsoleInfo {
+        phys: found.phys,
+        from_stdout_path: source == ConsoleSource::StdoutPath,
+        compatible: found.compatible,
+        node: found.node.node.name,
+    });
+    Ok((device, info))
 }
 
 /// The PSCI conduit from `/psci`'s `method`, if the tree describes PSCI.

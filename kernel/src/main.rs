@@ -29,6 +29,7 @@ mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
 mod tick;
+mod watchdog;
 
 use bootargs::BootArgs;
 use levitate_hal::arch::aarch64::mmu::early;
@@ -159,15 +160,27 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
         dt.phys,
         dt.blob.len()
     );
-    log::info!(
-        "console: PL011 at {} (from {})",
-        console_info.phys,
-        if console_info.from_stdout_path {
-            "stdout-path"
-        } else {
-            "first arm,pl011 node"
-        }
-    );
+    if console_info.from_stdout_path {
+        log::info!(
+            "console: {} at {} (from stdout-path, {})",
+            console::driver_name().unwrap_or("?"),
+            console_info.phys,
+            console_info.compatible
+        );
+    } else {
+        log::info!(
+            "console: {} at {} (from first {} node)",
+            console::driver_name().unwrap_or("?"),
+            console_info.phys,
+            console_info.compatible
+        );
+    }
+    watchdog::init();
+    // The tick services a watchdog that refused to stop, on every CPU (watchdog::service
+    // takes no lock it could wait on). Slots only run out if hooks were added twice.
+    if tick::register_tick_hook(watchdog::service).is_err() {
+        log::warn!("watchdog: no tick hook slot left: a running watchdog is not serviced");
+    }
     if let Some(model) = fdt
         .find_node("/")
         .and_then(|r| r.property("model"))

@@ -7,7 +7,7 @@ use crate::{devicetree, paging, power, stacks};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use levitate_hal::arch::aarch64::{cpu, psci, timer};
 use levitate_hal::layout::KIMAGE_VBASE;
-use levitate_mm::dtb::tree;
+use levitate_mm::dtb::devices;
 use spin::Mutex;
 
 /// Most CPUs Levitate drives (the Pixel 6 has 8).
@@ -197,31 +197,21 @@ pub fn start_secondaries() {
         return;
     };
     let fdt = devicetree::fdt();
-    let Some(cpus_node) = tree::find_path(&fdt, "/cpus") else {
-        return;
-    };
-    let (address_cells, _) = tree::child_cell_sizes(&cpus_node.node);
-    let me = cpu::mpidr();
+    let me = cpu::mpidr() & devices::MPIDR_AFFINITY_MASK;
     let image_phys = levitate_hal::arch::aarch64::mmu::early::image_phys()
         .expect("boot order invariant: early mapper set up")
         .as_u64();
     let entry_pa = secondary_entry as *const () as u64 - KIMAGE_VBASE + image_phys;
     let timeout_ms = crate::boot_info().args.cpu_start_timeout_ms;
     let mut next = 1;
-    for node in cpus_node.node.children() {
-        if node.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+    // `devices::cpu_nodes` (host-tested on the Pixel 6, Juno and QEMU trees) reads each
+    // `cpu` node's `reg` with `/cpus`'s #address-cells, 1 or 2.
+    for node in devices::cpu_nodes(&fdt) {
+        let mpidr = node.mpidr;
+        if mpidr == me {
             continue;
         }
-        let Some(reg) = node.property("reg") else {
-            continue;
-        };
-        let Some((mpidr, _)) = tree::reg_entries(reg.value, address_cells, 0).next() else {
-            continue;
-        };
-        if mpidr & 0xff_00ff_ffff == me {
-            continue;
-        }
-        let method = node.property("enable-method").and_then(|p| p.as_str());
+        let method = node.enable_method;
         if method != Some("psci") {
             log::warn!(
                 "smp: {} has enable-method {:?}, not psci: not started",

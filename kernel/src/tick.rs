@@ -42,7 +42,6 @@ pub const MAX_HOOKS: usize = 8;
 static HOOKS: [Once<fn()>; MAX_HOOKS] = [const { Once::new() }; MAX_HOOKS];
 
 /// Why `register_tick_hook` refused.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // API for the allocator stress and the watchdog
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookError {
     /// All `MAX_HOOKS` slots are used.

@@ -95,6 +95,18 @@ pub static COMMANDS: &[Command] = &[
         run: super::interrupts::uptime,
     },
     Command {
+        name: "console",
+        args: "",
+        help: "the console driver, where it is, bytes dropped on a stuck transmitter",
+        run: console_cmd,
+    },
+    Command {
+        name: "watchdog",
+        args: "",
+        help: "the SoC watchdog: where, as found at boot, now, timeout, last service",
+        run: watchdog,
+    },
+    Command {
         name: "heap",
         args: "",
         help: "kernel heap: size, used, free, growths",
@@ -376,6 +388,44 @@ fn cat(args: &[&str]) -> Result<(), CmdError> {
     if !entry.data.is_empty() && !entry.data.ends_with(b"\n") {
         println!();
     }
+    Ok(())
+}
+
+fn console_cmd(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let (Some(info), Some(status)) = (devicetree::console_info(), crate::console::status()) else {
+        return Err(CmdError::Failed("no console installed".to_string()));
+    };
+    println!(
+        "console: {} at {} ({}, node {}, from {})",
+        status.name,
+        info.phys,
+        info.compatible,
+        info.node,
+        if info.from_stdout_path {
+            "stdout-path"
+        } else {
+            "the first node a driver accepts"
+        }
+    );
+    match status.fifo {
+        None => println!("  dropped bytes {}", status.dropped),
+        Some(f) => println!(
+            "  dropped bytes {}, FIFO {} ({} bytes), receive errors {}",
+            status.dropped,
+            if f.enabled { "on" } else { "off" },
+            f.size,
+            f.rx_errors
+        ),
+    }
+    Ok(())
+}
+
+fn watchdog(args: &[&str]) -> Result<(), CmdError> {
+    no_args(args)?;
+    let mut text = alloc::string::String::new();
+    let _ = crate::watchdog::report(&mut text);
+    crate::print!("{text}");
     Ok(())
 }
 

@@ -148,6 +148,10 @@ impl Pl011 {
 }
 
 impl Console for Pl011 {
+    fn name(&self) -> &'static str {
+        "PL011"
+    }
+
     fn write_byte(&mut self, byte: u8) {
         while self.regs.FR.is_set(FR::TXFF) {
             core::hint::spin_loop();

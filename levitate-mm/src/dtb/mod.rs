@@ -2,6 +2,7 @@
 //! else (in particular the `fdt` crate) is allowed to parse it.
 
 pub mod check;
+pub mod devices;
 pub mod interrupts;
 pub mod pack;
 pub mod tree;

@@ -3,6 +3,7 @@
 //! `N passed, N failed`, counting host tests, kernel tests and scenarios together.
 
 mod bootimg;
+mod console_drivers;
 mod hardware;
 mod harness;
 mod initramfs_hostile;
@@ -311,6 +312,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     initramfs_hostile::run(&mut tally, &normal.image, &work, &base)?;
     interrupts::run(&mut tally, &normal.image, &work, &base)?;
     bootimg::run(&mut tally, &normal.image, &work, &base)?;
+    console_drivers::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
