@@ -1,0 +1,132 @@
+//! The heaps under test, behind one trait, each over its own arena of host memory: talc,
+//! linked_list_allocator alone, buddy_system_allocator's `Heap`, and rlsf (TLSF). The unsafe
+//! here is the allocator contract itself (raw memory handed out and taken back); it stays in
+//! this bench crate, outside the `forbid(unsafe_code)` of levitate-mm.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::mem::MaybeUninit;
+
+/// Bytes of arena each heap gets.
+pub const ARENA: usize = 64 << 20;
+
+/// A heap as the workloads see it.
+pub trait Heap {
+    /// The name in the table and the JSON.
+    fn name(&self) -> &'static str;
+    /// A block for `layout`, or `None`.
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>>;
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc` of this heap with the same `layout` and is not freed yet.
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout);
+}
+
+/// A fresh arena, leaked (one per heap per run).
+fn arena() -> &'static mut [MaybeUninit<u8>] {
+    Box::leak(Box::new_uninit_slice(ARENA))
+}
+
+/// talc with its default (error on out of memory) handler.
+pub struct Talc(talc::Talc<talc::ErrOnOom>);
+
+impl Talc {
+    /// Over a fresh arena.
+    pub fn new() -> Self {
+        let mut t = talc::Talc::new(talc::ErrOnOom);
+        let mem = arena();
+        // SAFETY: the arena is leaked, so it lives for the program, and nobody else uses it.
+        unsafe { t.claim(talc::Span::from_base_size(mem.as_mut_ptr().cast(), ARENA)) }
+            .expect("talc takes the arena");
+        Self(t)
+    }
+}
+
+impl Heap for Talc {
+    fn name(&self) -> &'static str {
+        "talc"
+    }
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: talc's `malloc` requires a non-zero size; the workloads never ask for zero.
+        unsafe { self.0.malloc(layout) }.ok()
+    }
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract is talc's.
+        unsafe { self.0.free(ptr, layout) }
+    }
+}
+
+/// linked_list_allocator alone over the whole arena.
+pub struct LinkedList(linked_list_allocator::Heap);
+
+impl LinkedList {
+    /// Over a fresh arena.
+    pub fn new() -> Self {
+        Self(linked_list_allocator::Heap::from_slice(arena()))
+    }
+}
+
+impl Heap for LinkedList {
+    fn name(&self) -> &'static str {
+        "linked_list_allocator"
+    }
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate_first_fit(layout).ok()
+    }
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract is the crate's.
+        unsafe { self.0.deallocate(ptr, layout) }
+    }
+}
+
+/// buddy_system_allocator's heap (orders up to 2^32 bytes).
+pub struct BuddyHeap(buddy_system_allocator::Heap<33>);
+
+impl BuddyHeap {
+    /// Over a fresh arena.
+    pub fn new() -> Self {
+        let mut h = buddy_system_allocator::Heap::empty();
+        let mem = arena();
+        // SAFETY: the arena is leaked and used by nobody else.
+        unsafe { h.init(mem.as_mut_ptr() as usize, ARENA) };
+        Self(h)
+    }
+}
+
+impl Heap for BuddyHeap {
+    fn name(&self) -> &'static str {
+        "buddy_system_allocator"
+    }
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.alloc(layout).ok()
+    }
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        self.0.dealloc(ptr, layout)
+    }
+}
+
+/// rlsf's TLSF (two-level segregated fit, O(1)).
+pub struct Tlsf(rlsf::Tlsf<'static, u32, u32, 28, 32>);
+
+impl Tlsf {
+    /// Over a fresh arena.
+    pub fn new() -> Self {
+        let mut t = rlsf::Tlsf::new();
+        t.insert_free_block(arena());
+        Self(t)
+    }
+}
+
+impl Heap for Tlsf {
+    fn name(&self) -> &'static str {
+        "rlsf"
+    }
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate(layout)
+    }
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract is rlsf's.
+        unsafe { self.0.deallocate(ptr, layout.align()) }
+    }
+}
