@@ -113,8 +113,7 @@ impl BuddyAccess for LockedBuddy<'_> {
             let mut guard = self.0.buddy.lock();
             let buddy = guard.as_mut().expect("built");
             let r = f(buddy);
-            let s = buddy.stats();
-            (r, s.free_frames, s.managed_frames)
+            (r, buddy.free_frames(), buddy.managed_frames())
         };
         let used = managed.saturating_sub(free);
         self.0
