@@ -21,6 +21,10 @@ pub trait Heap {
     /// # Safety
     /// `ptr` came from `alloc` of this heap with the same `layout` and is not freed yet.
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout);
+    /// Levitate's heap, for the figures only it has (rounding, reclaim).
+    fn as_levitate(&mut self) -> Option<&mut LevitateHeap> {
+        None
+    }
 }
 
 /// A fresh arena, leaked (one per heap per run).
@@ -102,7 +106,8 @@ impl Heap for BuddyHeap {
         self.0.alloc(layout).ok()
     }
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        self.0.dealloc(ptr, layout)
+        // SAFETY: the caller's contract is the crate's.
+        unsafe { self.0.dealloc(ptr, layout) }
     }
 }
 
@@ -128,5 +133,104 @@ impl Heap for Tlsf {
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: the caller's contract is rlsf's.
         unsafe { self.0.deallocate(ptr, layout.align()) }
+    }
+}
+
+/// Slab pages come from the arena: "mapping" one only counts it (the kernel maps a frame
+/// there; that cost, once per 8 to 256 objects, is not in these numbers).
+#[derive(Default)]
+struct ArenaPages {
+    mapped: usize,
+    peak: usize,
+}
+
+impl levitate_mm::slab::PageSource for ArenaPages {
+    fn map(&mut self, _addr: usize) -> bool {
+        self.mapped += 1;
+        self.peak = self.peak.max(self.mapped);
+        true
+    }
+    fn unmap(&mut self, _addr: usize) {
+        self.mapped -= 1;
+    }
+}
+
+/// Levitate's heap design: the size-class bookkeeping of levitate_mm::slab for 16-512 bytes
+/// over half the arena, linked_list_allocator for larger objects over the other half (the
+/// kernel's large-object path). The adapter is the only unsafe part.
+pub struct LevitateHeap {
+    slab: levitate_mm::slab::SlabHeap<'static>,
+    pages: ArenaPages,
+    /// The arena's first byte: slab addresses become pointers derived from it.
+    base: *mut u8,
+    large: linked_list_allocator::Heap,
+}
+
+impl LevitateHeap {
+    /// Over a fresh arena.
+    pub fn new() -> Self {
+        use levitate_mm::slab::{SlabHeap, SlabPage, PAGE};
+        let mem = arena();
+        let (small, large) = mem.split_at_mut(ARENA / 2);
+        let base: *mut u8 = small.as_mut_ptr().cast();
+        // The arena comes from the global allocator with byte alignment: start slabs at the
+        // first page boundary.
+        let skip = base.align_offset(PAGE);
+        let records = vec![SlabPage::UNMAPPED; (ARENA / 2 - skip) / PAGE].leak();
+        let base = base.wrapping_add(skip);
+        let slab = SlabHeap::new(base as usize, records).expect("page-aligned range");
+        Self {
+            slab,
+            pages: ArenaPages::default(),
+            base,
+            large: linked_list_allocator::Heap::from_slice(large),
+        }
+    }
+
+    /// Bytes lost to class rounding over bytes asked for, of the live small objects.
+    pub fn rounding_waste(&self) -> Option<f64> {
+        let s = self.slab.stats();
+        (s.requested_bytes > 0)
+            .then(|| (s.class_bytes - s.requested_bytes) as f64 / s.requested_bytes as f64)
+    }
+
+    /// Unmaps every empty slab page: the share of the peak mapped pages given back.
+    pub fn reclaim(&mut self) -> f64 {
+        let peak = self.pages.peak.max(1);
+        let released = self.slab.release_empty(0, &mut self.pages);
+        self.pages.peak = self.pages.mapped;
+        released as f64 / peak as f64
+    }
+}
+
+impl Heap for LevitateHeap {
+    fn name(&self) -> &'static str {
+        "levitate"
+    }
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        match self
+            .slab
+            .alloc(layout.size(), layout.align(), &mut self.pages)
+        {
+            Ok(addr) => NonNull::new(self.base.wrapping_add(addr - self.base as usize)),
+            Err(levitate_mm::slab::SlabError::NotSmall) => {
+                self.large.allocate_first_fit(layout).ok()
+            }
+            Err(levitate_mm::slab::SlabError::OutOfPages) => None,
+        }
+    }
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        let addr = ptr.as_ptr() as usize;
+        if self.slab.contains(addr) {
+            if let Err(e) = self.slab.free(addr, layout.size(), layout.align()) {
+                panic!("bench bug: {e}");
+            }
+        } else {
+            // SAFETY: not in the slab range, so it came from `large` (the caller's contract).
+            unsafe { self.large.deallocate(ptr, layout) }
+        }
+    }
+    fn as_levitate(&mut self) -> Option<&mut LevitateHeap> {
+        Some(self)
     }
 }

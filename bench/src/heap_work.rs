@@ -24,15 +24,16 @@ fn alloc(h: &mut dyn Heap, layout: Layout) -> NonNull<u8> {
 }
 
 /// `live` blocks of `lo..=hi` bytes, then `ops` replacements (free a random block, allocate
-/// a new random size): ns per single alloc or free, clock cost subtracted.
+/// a new random size): ns per single alloc or free, clock cost subtracted. For Levitate's
+/// heap, `waste` gets the bytes lost to class rounding of the live blocks at the end.
 pub fn steady(
     h: &mut dyn Heap,
     live: usize,
-    lo: usize,
-    hi: usize,
+    (lo, hi): (usize, usize),
     ops: usize,
     seed: u64,
     clock: f64,
+    waste: &mut Option<f64>,
 ) -> Vec<f64> {
     let mut rng = Rng::new(seed);
     let size = |rng: &mut Rng| lo + rng.below((hi - lo + 1) as u64) as usize;
@@ -57,6 +58,9 @@ pub fn steady(
         let p = p.expect("the arena is large enough");
         touch(p, layout.size());
         blocks[i] = (p, layout);
+    }
+    if let Some(l) = h.as_levitate() {
+        *waste = l.rounding_waste();
     }
     for (p, layout) in blocks {
         // SAFETY: live blocks of this heap, each freed once.
@@ -116,15 +120,16 @@ pub fn mix(h: &mut dyn Heap, rounds: usize, seed: u64) -> Vec<f64> {
     samples
 }
 
-/// Grows to 16 MiB of live blocks (16 B-4 KiB) and frees everything: ns per operation,
-/// one sample per round.
-pub fn grow_and_free(h: &mut dyn Heap, seed: u64) -> Vec<f64> {
+/// Grows to 16 MiB of live small blocks (16-512 B) and frees everything: ns per operation,
+/// one sample per round. For Levitate's heap, `reclaimed` gets the share of its slab pages
+/// a reclaim then gives back.
+pub fn grow_and_free(h: &mut dyn Heap, seed: u64, reclaimed: &mut Option<f64>) -> Vec<f64> {
     let mut rng = Rng::new(seed);
     let mut blocks = Vec::new();
     let mut bytes = 0;
     let t = Instant::now();
     while bytes < 16 << 20 {
-        let size = 16 + rng.below(4081) as usize;
+        let size = 16 + rng.below(497) as usize;
         let layout = Layout::from_size_align(size, 8).expect("layout");
         blocks.push((alloc(h, layout), layout));
         bytes += size;
@@ -134,5 +139,9 @@ pub fn grow_and_free(h: &mut dyn Heap, seed: u64) -> Vec<f64> {
         // SAFETY: live blocks, each freed once.
         unsafe { h.free(p, layout) };
     }
-    vec![since(t) / ops as f64]
+    let sample = since(t) / ops as f64;
+    if let Some(l) = h.as_levitate() {
+        *reclaimed = Some(l.reclaim());
+    }
+    vec![sample]
 }

@@ -137,11 +137,13 @@ fn run(mode: Mode) -> Report {
     let chunk_churn = (levitate.chunks_taken() - before) as f64 / boundary as f64;
 
     let mut heaps: Vec<Box<dyn Heap>> = vec![
+        Box::new(heap::LevitateHeap::new()),
         Box::new(heap::Talc::new()),
         Box::new(heap::LinkedList::new()),
         Box::new(heap::BuddyHeap::new()),
         Box::new(heap::Tlsf::new()),
     ];
+    let (mut heap_waste, mut waste_1k, mut reclaimed) = (None, None, None);
     for rep in 0..reps {
         let seed = 0x4ea9 + rep as u64;
         for h in heaps.iter_mut() {
@@ -151,7 +153,7 @@ fn run(mode: Mode) -> Report {
                 |w: &'static str, s: Vec<f64>| samples.entry((w, name)).or_default().extend(s);
             add(
                 "heap-small-1k",
-                heap_work::steady(h, 1_000, 16, 512, heap_ops, seed, clock),
+                heap_work::steady(h, 1_000, (16, 512), heap_ops, seed, clock, &mut waste_1k),
             );
             // linked_list_allocator's first-fit walk over 10k blocks is slow: fewer ops.
             let ops_10k = if name == "linked_list_allocator" {
@@ -161,14 +163,26 @@ fn run(mode: Mode) -> Report {
             };
             add(
                 "heap-small-10k",
-                heap_work::steady(h, 10_000, 16, 512, ops_10k, seed, clock),
+                heap_work::steady(h, 10_000, (16, 512), ops_10k, seed, clock, &mut heap_waste),
             );
             add(
                 "heap-large",
-                heap_work::steady(h, 64, 4 << 10, 64 << 10, heap_ops, seed, clock),
+                heap_work::steady(
+                    h,
+                    64,
+                    4 << 10,
+                    64 << 10,
+                    heap_ops,
+                    seed,
+                    clock,
+                    &mut waste_1k,
+                ),
             );
             add("heap-mix", heap_work::mix(h, heap_ops / 50 + 1, seed));
-            add("heap-grow-16M", heap_work::grow_and_free(h, seed));
+            add(
+                "heap-grow-16M",
+                heap_work::grow_and_free(h, seed, &mut reclaimed),
+            );
         }
     }
 
@@ -189,6 +203,8 @@ fn run(mode: Mode) -> Report {
         scaling,
         waste,
         chunk_churn,
+        heap_waste,
+        heap_reclaimed: reclaimed,
         clock,
         reps,
         quick: mode != Mode::Full,

@@ -23,6 +23,11 @@ pub struct Report {
     pub waste: BTreeMap<&'static str, f64>,
     /// Chunks Levitate's bitmap layer took per 2-frame alloc/free pair at a chunk boundary.
     pub chunk_churn: f64,
+    /// Levitate's heap: bytes lost to class rounding over bytes asked for (10k live).
+    pub heap_waste: Option<f64>,
+    /// Levitate's heap: share of its slab pages given back after growing to 16 MiB and
+    /// freeing all.
+    pub heap_reclaimed: Option<f64>,
     /// The clock cost subtracted from single-operation samples.
     pub clock: f64,
     pub reps: usize,
@@ -118,6 +123,20 @@ impl Report {
             metadata_per_frame(1 << 21),
             metadata_percent(8 << 30)
         );
+        if let Some(w) = self.heap_waste {
+            println!(
+                "levitate heap: {:.1} % of the bytes asked for lost to size-class rounding (10k \
+                 live, 16-512 B)",
+                w * 100.0
+            );
+        }
+        if let Some(r) = self.heap_reclaimed {
+            println!(
+                "levitate heap: {:.1} % of its slab pages given back after growing to 16 MiB \
+                 and freeing all",
+                r * 100.0
+            );
+        }
         println!("\ntargets (issue 12) this run can judge:");
         for (ok, what) in self.targets() {
             println!("  [{}] {what}", if ok { "pass" } else { "FAIL" });
@@ -185,6 +204,41 @@ impl Report {
                 format!(
                     "two threads: {l:.2}x one (at least 1.7x, and not below the reference's \
                      {r:.2}x less 5 % noise)"
+                ),
+            ));
+        }
+        for w in ["heap-small-1k", "heap-small-10k"] {
+            if let Some(r) = ratio(w, "talc", |s| s.mean) {
+                t.push((
+                    r <= 1.25,
+                    format!("{w}: mean {r:.2}x talc's (at most 1.25x)"),
+                ));
+            }
+            if let Some(r) = ratio(w, "talc", |s| s.p99) {
+                t.push((r <= 2.0, format!("{w}: p99 {r:.2}x talc's (at most 2x)")));
+            }
+        }
+        if let Some(r) = ratio("heap-small-10k", "linked_list_allocator", |s| s.mean) {
+            t.push((
+                1.0 / r >= 20.0,
+                format!(
+                    "heap-small-10k: {:.1}x faster than linked_list_allocator alone (at least 20x)",
+                    1.0 / r
+                ),
+            ));
+        }
+        if let Some(r) = ratio("heap-large", "talc", |s| s.mean) {
+            t.push((
+                r <= 2.0,
+                format!("heap-large: mean {r:.2}x talc's (at most 2x)"),
+            ));
+        }
+        if let Some(r) = self.heap_reclaimed {
+            t.push((
+                r >= 0.9,
+                format!(
+                    "heap: {:.1} % of slab pages back after free-all (at least 90 %)",
+                    r * 100.0
                 ),
             ));
         }
