@@ -170,8 +170,7 @@ fn run(mode: Mode) -> Report {
                 heap_work::steady(
                     h,
                     64,
-                    4 << 10,
-                    64 << 10,
+                    (4 << 10, 64 << 10),
                     heap_ops,
                     seed,
                     clock,
