@@ -209,3 +209,54 @@ fn run(mode: Mode) -> Report {
         quick: mode != Mode::Full,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A run of a second or so: every workload measured on every implementation, the
+    /// figures that are not timings right. Timings themselves are never checked.
+    #[test]
+    fn smoke_run_covers_every_workload_and_implementation() {
+        let report = super::run(super::Mode::Smoke);
+        let json = report.json();
+        let frames = ["levitate", "reference", "buddy_system_allocator"];
+        let heaps = [
+            "levitate",
+            "talc",
+            "linked_list_allocator",
+            "buddy_system_allocator",
+            "rlsf",
+        ];
+        for (workloads, impls) in [
+            (
+                &["order0-empty", "order0-fragmented", "mixed", "runs"][..],
+                &frames[..],
+            ),
+            (
+                &[
+                    "heap-small-1k",
+                    "heap-small-10k",
+                    "heap-large",
+                    "heap-mix",
+                    "heap-grow-16M",
+                ][..],
+                &heaps[..],
+            ),
+        ] {
+            for w in workloads {
+                for i in impls {
+                    let key = format!("\"name\":\"{w}\",\"impl\":\"{i}\"");
+                    assert!(json.contains(&key), "no {key} in\n{json}");
+                }
+            }
+        }
+        // Levitate's runs cost exactly their frames; a buddy's are rounded up (about a third
+        // more for lengths uniform in 1..=511).
+        assert_eq!(report.waste["levitate"], 0.0);
+        assert!(report.waste["reference"] > 0.2);
+        assert!(report.waste["buddy_system_allocator"] > 0.2);
+        assert_eq!(report.heap_reclaimed, Some(1.0));
+        assert!(report.heap_waste.is_some_and(|w| w > 0.0 && w < 0.5));
+        assert!(json.contains("\"scaling_2_threads\""));
+        assert!(json.contains("\"metadata_percent_of_ram\""));
+    }
+}
