@@ -105,8 +105,7 @@ impl BuddyAccess for KernelBuddy {
                 .as_mut()
                 .expect("boot order invariant: frames::init runs before any frame allocation");
             let r = f(buddy);
-            let s = buddy.stats();
-            (r, s.free_frames, s.managed_frames)
+            (r, buddy.free_frames(), buddy.managed_frames())
         };
         crate::pressure::update(free, managed);
         r

@@ -27,18 +27,22 @@ macro_rules! address_ops {
     ($t:ident, $prefix:literal) => {
         impl $t {
             /// Wraps a raw address.
+            #[inline]
             pub const fn new(raw: u64) -> Self {
                 Self(raw)
             }
             /// The raw address.
+            #[inline]
             pub const fn as_u64(self) -> u64 {
                 self.0
             }
             /// The raw address as a `usize` (addresses fit a `usize` on every target we build).
+            #[inline]
             pub const fn as_usize(self) -> usize {
                 self.0 as usize
             }
             /// Rounds down to a multiple of `align` (a power of two).
+            #[inline]
             pub const fn align_down(self, align: u64) -> Self {
                 debug_assert!(align.is_power_of_two());
                 Self(self.0 & !(align - 1))
@@ -52,10 +56,12 @@ macro_rules! address_ops {
                 }
             }
             /// Whether the address is a multiple of `align` (a power of two).
+            #[inline]
             pub const fn is_aligned(self, align: u64) -> bool {
                 self.0 & (align - 1) == 0
             }
             /// Adds a byte offset; `None` on overflow.
+            #[inline]
             pub const fn checked_add(self, bytes: u64) -> Option<Self> {
                 match self.0.checked_add(bytes) {
                     Some(v) => Some(Self(v)),
@@ -63,6 +69,7 @@ macro_rules! address_ops {
                 }
             }
             /// The offset of this address within its page.
+            #[inline]
             pub const fn page_offset(self) -> u64 {
                 self.0 & (PAGE_SIZE - 1)
             }
@@ -107,6 +114,7 @@ address_ops!(VirtAddr, "VirtAddr");
 
 impl PhysAddr {
     /// The frame that contains this address.
+    #[inline]
     pub const fn pfn(self) -> Pfn {
         Pfn(self.0 >> PAGE_SHIFT)
     }
@@ -121,14 +129,17 @@ impl VirtAddr {
 
 impl Pfn {
     /// Wraps a raw frame number.
+    #[inline]
     pub const fn new(raw: u64) -> Self {
         Self(raw)
     }
     /// The raw frame number.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
     /// The physical address of the first byte of the frame.
+    #[inline]
     pub const fn addr(self) -> PhysAddr {
         PhysAddr(self.0 << PAGE_SHIFT)
     }

@@ -19,5 +19,6 @@ pub mod memmap;
 pub mod pcp;
 pub mod region;
 pub mod report;
+pub mod slab;
 #[cfg(test)]
 mod test_support;

@@ -144,6 +144,7 @@ impl Layout {
     }
 
     /// The sections, in address (and index) order.
+    #[inline]
     pub fn sections(&self) -> &[Section] {
         &self.sections[..self.len]
     }
@@ -159,6 +160,7 @@ impl Layout {
     }
 
     /// The array index of a frame, if it is a usable frame.
+    #[inline]
     pub fn index_of(&self, pfn: Pfn) -> Option<u64> {
         let pfn = pfn.as_u64();
         let i = self.sections().partition_point(|s| s.start <= pfn);
@@ -167,6 +169,7 @@ impl Layout {
     }
 
     /// The frame an array index describes.
+    #[inline]
     pub fn pfn_of(&self, index: u64) -> Option<Pfn> {
         if index >= self.frames {
             return None;

@@ -10,10 +10,12 @@
 //!                   [--out DIR]
 //! cargo xtask boot  [--board qemu|pixel6] [--vendor-boot] [image options]
 //! cargo xtask gdb   [--release]
+//! cargo xtask bench [--quick | --smoke] [--json FILE]
 //! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 //!                   [--pa-bits N]
 //! ```
 
+mod bench;
 mod bootimg;
 mod deps;
 mod gdb;
@@ -57,6 +59,7 @@ commands:
   boot    boot on a board (qemu: as run; pixel6: fastboot boot, phone over USB)
   gdb     attach gdb-multiarch to a kernel started with `cargo xtask run --gdb`
   memmap  print the physical memory map a device tree describes (the kernel's own code)
+  bench   host benchmark of the frame allocator and heaps against peer crates (release)
   help    this text
 
 run options:
@@ -92,6 +95,7 @@ memmap:          cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZ
                  [--pa-bits N]  (the CPU's physical address bits: 32, 36, 40, 42, 44, 48, 52
                  or 56; default 48; RAM beyond, or beyond the 128 TiB linear map, is ignored)
 test options:    --quick (skip the QEMU matrix except the default configuration)
+bench options:   --quick (a shorter run), --smoke (a second, to check it works), --json FILE
 ";
 
 fn main() -> ExitCode {
@@ -143,6 +147,7 @@ fn run_cli() -> Result<ExitCode> {
         "boot" => bootimg::boot::run(&mut parser),
         "gdb" => gdb::run(&mut parser),
         "memmap" => memmap::run(&mut parser),
+        "bench" => bench::run(&mut parser),
         "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -59,6 +59,7 @@ impl Owner {
     }
 
     /// The owner stored as `value` in a `Page`, if it is one.
+    #[inline]
     pub const fn from_u8(value: u8) -> Option<Owner> {
         if (value as usize) < Owner::COUNT {
             Some(Owner::ALL[value as usize])

@@ -20,7 +20,8 @@
 //! Transitions, and who may make them:
 //! * buddy -> parked: a refill, under the buddy lock.
 //! * parked -> buddy: a drain, under the buddy lock.
-//! * parked -> handed out: a pop, by the cache that holds the frame.
+//! * parked -> handed out: a pop, by the cache that holds the frame (a plain store: nobody
+//!   else writes a parked frame's byte).
 //! * handed out -> parked: a free, by any cache, with compare-and-swap, so of two racing
 //!   frees of one frame exactly one wins and the other sees "parked": a double free.
 //!
@@ -48,6 +49,7 @@ const KIND_PARKED_POISONED: u8 = 3;
 pub(super) const BUDDY: u8 = KIND_BUDDY;
 
 /// The byte of a frame parked in cache `cache`.
+#[inline]
 pub(super) const fn parked(cache: u8, poisoned: bool) -> u8 {
     let kind = if poisoned {
         KIND_PARKED_POISONED
@@ -58,6 +60,7 @@ pub(super) const fn parked(cache: u8, poisoned: bool) -> u8 {
 }
 
 /// The byte of a frame handed out to `owner`.
+#[inline]
 pub(super) const fn handed_out(owner: Owner) -> u8 {
     (owner as u8) << PAYLOAD_SHIFT | KIND_HANDED_OUT
 }
@@ -85,6 +88,7 @@ pub enum FrameState {
 
 impl FrameState {
     /// Decodes a state byte.
+    #[inline]
     pub const fn decode(raw: u8) -> Self {
         let payload = raw >> PAYLOAD_SHIFT;
         match raw & KIND_MASK {
@@ -147,6 +151,7 @@ impl<'a> FrameStates<'a> {
     }
 
     /// The layout the states are indexed by.
+    #[inline]
     pub fn layout(&self) -> &'a Layout {
         self.layout
     }
@@ -158,25 +163,36 @@ impl<'a> FrameStates<'a> {
     }
 
     /// Whether frames freed into a cache are poisoned (the buddy's switch, as last seen).
+    #[inline]
     pub fn poisoning(&self) -> bool {
         self.poisoning.load(Ordering::Relaxed)
     }
 
     /// Follows the buddy's poisoning switch; `pcp::set_poisoning` calls it, and every refill
     /// and drain refreshes it from the buddy.
+    #[inline]
     pub fn set_poisoning(&self, on: bool) {
         self.poisoning.store(on, Ordering::Relaxed);
     }
 
     /// The byte of the frame at mem_map `index` (always one of ours: the caller found it
     /// through the same layout).
+    #[inline]
     pub(super) fn load(&self, index: u32) -> u8 {
         self.states[index as usize].load(Ordering::Acquire)
+    }
+
+    /// Sets the byte of a frame only the caller may move (a parked frame of the caller's own
+    /// cache). Release: whoever sees the new state also sees the caller's writes before it.
+    #[inline]
+    pub(super) fn publish(&self, index: u32, to: u8) {
+        self.states[index as usize].store(to, Ordering::Release);
     }
 
     /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns
     /// the byte found. Acquire-release: the holder's writes to the frame happen before
     /// whoever sees the new state takes it.
+    #[inline]
     pub(super) fn transition(&self, index: u32, from: u8, to: u8) -> Result<(), u8> {
         self.states[index as usize]
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)

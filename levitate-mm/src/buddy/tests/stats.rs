@@ -17,6 +17,8 @@ fn per_owner_frames() {
     assert_eq!(s.allocated_to(Owner::Stack), 4);
     assert_eq!(s.allocated_frames(), 21);
     assert_eq!(s.free_frames + 21, s.managed_frames);
+    assert_eq!(b.free_frames(), s.free_frames);
+    assert_eq!(b.managed_frames(), s.managed_frames);
     assert_eq!(b.free(heap.0, heap.1, &mut mem), Ok(Owner::Heap));
     assert_eq!(b.free(pt.0, pt.1, &mut mem), Ok(Owner::PageTable));
     assert_eq!(b.stats().allocated_frames(), 4);

@@ -1,0 +1,285 @@
+//! The frame allocators under test, behind one trait: Levitate's front wired as
+//! kernel/src/frames.rs wires it, the reference buddy, and buddy_system_allocator. Frame
+//! contents are never touched (no zeroing, no poisoning): the bench measures bookkeeping.
+
+use crate::reference::Reference;
+use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
+use levitate_mm::bitmap::{self, FrameError, SmallRuns};
+use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, Owner, Request};
+use levitate_mm::mem_map::{Layout, Page};
+use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
+use levitate_mm::region::Region;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+/// Where the simulated RAM starts (1 GiB aligned, as on QEMU virt).
+pub const BASE: u64 = 0x4000_0000;
+
+/// A frame allocator as the workloads see it. Addresses are frame numbers from 0; `cpu` is
+/// the calling "CPU" (a thread index).
+pub trait Frames: Sync {
+    /// The name in the table and the JSON.
+    fn name(&self) -> &'static str;
+    /// 2^`order` frames.
+    fn alloc(&self, cpu: usize, order: u8) -> Option<u64>;
+    /// Frees what `alloc` gave.
+    fn free(&self, cpu: usize, frame: u64, order: u8);
+    /// `n` contiguous frames at the allocator's best (Levitate: exact; buddies: rounded up).
+    fn alloc_run(&self, cpu: usize, n: u64) -> Option<u64> {
+        self.alloc(cpu, order_for(n))
+    }
+    /// Frees what `alloc_run` gave.
+    fn free_run(&self, cpu: usize, frame: u64, n: u64) {
+        self.free(cpu, frame, order_for(n))
+    }
+    /// Frames a run of `n` really takes.
+    fn run_cost(&self, n: u64) -> u64 {
+        1 << order_for(n)
+    }
+}
+
+/// The smallest order that holds `n` frames.
+pub fn order_for(n: u64) -> u8 {
+    n.next_power_of_two().trailing_zeros() as u8
+}
+
+/// Frame contents are not simulated.
+struct NoMemory;
+
+impl FrameMemory for NoMemory {
+    fn fill(&mut self, _first: Pfn, _frames: u64, _byte: u8) {}
+    fn find_not(&self, _first: Pfn, _frames: u64, _byte: u8) -> Option<PhysAddr> {
+        None
+    }
+}
+
+/// Levitate's three layers with the kernel's locks (spin mutexes), the kernel's layout of
+/// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
+/// around each buddy use (statistics read, pressure level stored) and after each call (the
+/// reclaim check). Mirrors kernel/src/frames.rs; keep the two in step.
+pub struct Levitate {
+    buddy: spin::Mutex<Option<Buddy<'static>>>,
+    runs: Box<spin::Mutex<SmallRuns>>,
+    caches: Box<[spin::Mutex<CpuCache>]>,
+    states: FrameStates<'static>,
+    /// Stand-ins for kernel/src/pressure.rs: the level stored after each buddy use, and the
+    /// flag `reclaim_if_due` loads after each call.
+    pressure: AtomicU64,
+    due: AtomicBool,
+}
+
+impl Levitate {
+    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map and state bytes
+    /// (built once per run).
+    pub fn new(frames: u64, cpus: usize) -> Self {
+        let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
+        let layout: &'static Layout = Box::leak(Box::new(Layout::new(&[ram]).expect("layout")));
+        let pages: &'static mut [Page] = vec![Page::EMPTY; frames as usize].leak();
+        let bytes: &'static [AtomicU8] = (0..frames)
+            .map(|_| AtomicU8::new(0))
+            .collect::<Vec<_>>()
+            .leak();
+        let buddy = Buddy::new(pages, layout, &[ram]).expect("buddy");
+        let caches = (0..cpus)
+            .map(|i| spin::Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).expect("limits")))
+            .collect();
+        Self {
+            buddy: spin::Mutex::new(Some(buddy)),
+            runs: Box::new(spin::Mutex::new(SmallRuns::new())),
+            caches,
+            states: FrameStates::new(layout, bytes).expect("states"),
+            pressure: AtomicU64::new(0),
+            due: AtomicBool::new(false),
+        }
+    }
+
+    fn reclaim_if_due(&self) {
+        if self.due.load(Ordering::Relaxed) {
+            self.due.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The bitmap layer's counters (chunk churn).
+    pub fn chunks_taken(&self) -> u64 {
+        self.runs.lock().stats().chunks_taken
+    }
+}
+
+/// The kernel's `KernelBuddy`: the lock, then statistics and the pressure update.
+struct LockedBuddy<'a>(&'a Levitate);
+
+impl BuddyAccess for LockedBuddy<'_> {
+    fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
+        let (r, free, managed) = {
+            let mut guard = self.0.buddy.lock();
+            let buddy = guard.as_mut().expect("built");
+            let r = f(buddy);
+            (r, buddy.free_frames(), buddy.managed_frames())
+        };
+        let used = managed.saturating_sub(free);
+        self.0
+            .pressure
+            .store(used * 100 / managed.max(1), Ordering::Relaxed);
+        r
+    }
+}
+
+/// The kernel's `KernelCaches`.
+struct LocalCaches<'a> {
+    caches: &'a [spin::Mutex<CpuCache>],
+    cpu: usize,
+}
+
+impl CacheAccess for LocalCaches<'_> {
+    fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
+        f(&mut self.caches[self.cpu].lock())
+    }
+
+    fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
+        for c in self.caches {
+            f(&mut c.lock());
+        }
+    }
+}
+
+fn addr_of(frame: u64) -> PhysAddr {
+    PhysAddr::new(BASE + frame * PAGE_SIZE)
+}
+
+fn frame_of(addr: PhysAddr) -> u64 {
+    (addr.as_u64() - BASE) / PAGE_SIZE
+}
+
+impl Frames for Levitate {
+    fn name(&self) -> &'static str {
+        "levitate"
+    }
+
+    fn alloc(&self, cpu: usize, order: u8) -> Option<u64> {
+        let mut caches = LocalCaches {
+            caches: &self.caches,
+            cpu,
+        };
+        let r = pcp::alloc(
+            &mut caches,
+            &self.states,
+            &mut LockedBuddy(self),
+            Request::new(order, Owner::Test),
+            &mut NoMemory,
+        );
+        self.reclaim_if_due();
+        r.ok().map(|b| frame_of(b.addr))
+    }
+
+    fn free(&self, cpu: usize, frame: u64, order: u8) {
+        let mut caches = LocalCaches {
+            caches: &self.caches,
+            cpu,
+        };
+        let r = pcp::free(
+            &mut caches,
+            &self.states,
+            &mut LockedBuddy(self),
+            addr_of(frame),
+            order,
+            &mut NoMemory,
+        );
+        self.reclaim_if_due();
+        r.expect("the bench frees only what it holds");
+    }
+
+    /// The kernel's `alloc_frames`: one frame through the cache, 2..=511 from the bitmap
+    /// layer, more from the buddy; the caches drained before OutOfMemory.
+    fn alloc_run(&self, cpu: usize, n: u64) -> Option<u64> {
+        if n == 1 {
+            return self.alloc(cpu, 0);
+        }
+        let attempt = || {
+            let mut runs = self.runs.lock();
+            LockedBuddy(self).with_buddy(|b| {
+                bitmap::alloc_frames(&mut runs, b, n, Owner::Test, false, &mut NoMemory)
+            })
+        };
+        let mut result = attempt();
+        if matches!(
+            result,
+            Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
+        ) {
+            let mut caches = LocalCaches {
+                caches: &self.caches,
+                cpu,
+            };
+            let drained = pcp::drain_all(
+                &mut caches,
+                &self.states,
+                &mut LockedBuddy(self),
+                &mut NoMemory,
+            );
+            if drained.frames > 0 {
+                result = attempt();
+            }
+        }
+        self.reclaim_if_due();
+        result.ok().map(|r| frame_of(r.addr))
+    }
+
+    fn free_run(&self, cpu: usize, frame: u64, n: u64) {
+        if n == 1 {
+            return self.free(cpu, frame, 0);
+        }
+        let r = {
+            let mut runs = self.runs.lock();
+            LockedBuddy(self)
+                .with_buddy(|b| bitmap::free_frames(&mut runs, b, addr_of(frame), n, &mut NoMemory))
+        };
+        self.reclaim_if_due();
+        r.expect("the bench frees only what it holds");
+    }
+
+    fn run_cost(&self, n: u64) -> u64 {
+        if n < bitmap::CHUNK_FRAMES {
+            n
+        } else {
+            1 << order_for(n)
+        }
+    }
+}
+
+impl Frames for Reference {
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+
+    fn alloc(&self, cpu: usize, order: u8) -> Option<u64> {
+        Reference::alloc(self, cpu, order).map(u64::from)
+    }
+
+    fn free(&self, cpu: usize, frame: u64, order: u8) {
+        Reference::free(self, cpu, frame as u32, order)
+    }
+}
+
+/// buddy_system_allocator's `FrameAllocator` behind one lock (it has no per-CPU front).
+pub struct Bsa(spin::Mutex<buddy_system_allocator::FrameAllocator<33>>);
+
+impl Bsa {
+    /// `frames` frames from 0.
+    pub fn new(frames: u64) -> Self {
+        let mut a = buddy_system_allocator::FrameAllocator::new();
+        a.add_frame(0, frames as usize);
+        Self(spin::Mutex::new(a))
+    }
+}
+
+impl Frames for Bsa {
+    fn name(&self) -> &'static str {
+        "buddy_system_allocator"
+    }
+
+    fn alloc(&self, _cpu: usize, order: u8) -> Option<u64> {
+        self.0.lock().alloc(1 << order).map(|f| f as u64)
+    }
+
+    fn free(&self, _cpu: usize, frame: u64, order: u8) {
+        self.0.lock().dealloc(frame as usize, 1 << order)
+    }
+}
