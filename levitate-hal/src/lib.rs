@@ -15,5 +15,6 @@ pub mod ksyms;
 pub mod ktest;
 pub mod layout;
 pub mod stacks;
+pub mod sync;
 
 pub use levitate_mm::addr::{PhysAddr, VirtAddr};

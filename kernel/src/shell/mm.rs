@@ -488,6 +488,11 @@ fn stress_worker(n: usize) -> u64 {
             );
         }
         done += 1;
+        if done.is_multiple_of(TICK_STRESS_EVERY) {
+            // What a tick would do here, with interrupts masked as in a handler.
+            let _irq = levitate_hal::sync::IrqGuard::new();
+            frames::tick_stress();
+        }
         let r = rng.next();
         if r.is_multiple_of(8) {
             // Cross-CPU traffic: hand something over, or free what another CPU allocated.
@@ -610,10 +615,15 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
     }
     STOP.store(false, Ordering::Relaxed);
     SHELL_CPU.store(crate::smp::current().index, Ordering::Relaxed);
-    // Compare like with like: what the caches hold counts as free memory here.
+    let tick_errors_before = tick_stress_errors();
+    let tick_allocations_before = tick_stress_allocations();
+    // Compare like with like: what the caches hold counts as free memory here, and the tick's
+    // stress (which frees all it takes before it returns) is paused for the snapshot.
+    let pause = frames::pause_tick_stress();
     frames::drain_caches();
     let heap_before = heap::stats();
     let before = Usage::now()?;
+    drop(pause);
 
     let results = crate::smp::run_on_all(stress_worker, n as usize);
     let cpus = results.iter().flatten().count();
@@ -628,9 +638,19 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
         println!("stress frames: the frame allocator's checker failed: {e}");
         errors += 1;
     }
+    let pause = frames::pause_tick_stress();
     frames::drain_caches();
     let after = Usage::now()?;
     let heap_after = heap::stats();
+    drop(pause);
+    if frames::tick_stress_enabled() {
+        let tick_errors = tick_stress_errors() - tick_errors_before;
+        println!(
+            "tick stress: {} allocations in interrupt context (masked), {tick_errors} errors",
+            tick_stress_allocations() - tick_allocations_before
+        );
+        errors += tick_errors;
+    }
 
     let stopped = STOP.load(Ordering::Relaxed);
     let ops = sum(|w| &w.ops);
@@ -757,6 +777,8 @@ pub fn cpus(args: &[&str]) -> Result<(), CmdError> {
 
 fn stress_heap(total: u64) -> Result<(), CmdError> {
     let before = heap::stats();
+    let tick_errors_before = tick_stress_errors();
+    let tick_allocations_before = tick_stress_allocations();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ levitate_hal::arch::aarch64::timer::ticks());
     let mut live: Vec<Vec<u8>> = Vec::new();
     let (mut bytes, mut errors, mut allocations) = (0u64, 0u64, 0u64);
@@ -778,6 +800,10 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
         bytes = bytes.saturating_add(size as u64);
         allocations += 1;
         live.push(v);
+        if allocations.is_multiple_of(TICK_STRESS_EVERY) {
+            let _irq = levitate_hal::sync::IrqGuard::new();
+            frames::tick_stress();
+        }
     }
     // Check and free in a shuffled order.
     while !live.is_empty() {
@@ -796,12 +822,91 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
         after.size / 1024,
         after.limit / 1024
     );
+    if frames::tick_stress_enabled() {
+        let tick_errors = tick_stress_errors() - tick_errors_before;
+        println!(
+            "tick stress: {} allocations in interrupt context (masked), {tick_errors} errors",
+            tick_stress_allocations() - tick_allocations_before
+        );
+        errors += tick_errors;
+    }
     println!("errors: {errors}");
     if errors > 0 {
         return Err(CmdError::Failed("heap memory was corrupted".into()));
     }
     Ok(())
 }
+
+/// `irqstat`: per CPU, the longest interval interrupts were masked (by an `IrqGuard` that
+/// found them open) since boot or the last `irqstat reset`, and where it began; then the
+/// tick's allocation stress (`frames::tick_stress`) per CPU. `irqstat stress on|off` turns
+/// that stress on or off.
+pub fn irqstat(args: &[&str]) -> Result<(), CmdError> {
+    use levitate_hal::sync;
+    match args {
+        [] => {}
+        ["reset"] => {
+            sync::reset_masked();
+            frames::reset_tick_stress();
+            println!("irqstat: reset");
+            return Ok(());
+        }
+        ["stress", "on"] => {
+            frames::set_tick_stress(true);
+            println!("irqstat: tick stress on (each tick, and every stress worker between operations, allocates and frees frames and a heap object)");
+            return Ok(());
+        }
+        ["stress", "off"] => {
+            frames::set_tick_stress(false);
+            println!("irqstat: tick stress off");
+            return Ok(());
+        }
+        _ => return Err(CmdError::Usage),
+    }
+    let hz = levitate_hal::arch::aarch64::timer::frequency();
+    println!("CPU     longest masked  sections  where");
+    for c in crate::smp::cpus() {
+        let r = sync::masked_record(c.index);
+        let place = match r.place {
+            Some(p) => format!("{}:{}:{}", p.file(), p.line(), p.column()),
+            None => "-".into(),
+        };
+        println!(
+            "cpu{:<3} {:>12} us  {:>8}  {place}",
+            c.index,
+            r.micros(hz),
+            r.sections
+        );
+    }
+    let on = frames::tick_stress_enabled();
+    println!("tick stress: {}", if on { "on" } else { "off" });
+    for c in crate::smp::cpus() {
+        let t = frames::tick_stress_counts(c.index);
+        println!(
+            "cpu{:<3} tick stress: {} runs, {} allocations, {} refused, {} errors",
+            c.index, t.runs, t.allocations, t.refused, t.errors
+        );
+    }
+    Ok(())
+}
+
+/// The tick stress's errors so far, all CPUs.
+fn tick_stress_errors() -> u64 {
+    (0..MAX_CPUS)
+        .map(|i| frames::tick_stress_counts(i).errors)
+        .sum()
+}
+
+/// The tick stress's successful allocations so far, all CPUs.
+fn tick_stress_allocations() -> u64 {
+    (0..MAX_CPUS)
+        .map(|i| frames::tick_stress_counts(i).allocations)
+        .sum()
+}
+
+/// How often a stress worker calls the tick stress itself (standing in for a tick until the
+/// timer interrupt exists).
+const TICK_STRESS_EVERY: u64 = 8;
 
 /// `stress frames N` / `stress heap BYTES`.
 pub fn stress(args: &[&str]) -> Result<(), CmdError> {
