@@ -8,6 +8,7 @@ use crate::memory;
 use crate::smp::{self, MAX_CPUS};
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{self, BitmapStats, FrameError, Run, SmallRuns};
 use levitate_mm::buddy::{
@@ -18,7 +19,6 @@ use levitate_mm::pcp::{
     self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits, PcpError,
 };
 use levitate_mm::region::Region;
-use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use spin::Once;
 
 // Every lock of this module is an `IrqSafeMutex`: taken with IRQ+FIQ masked on the CPU that
@@ -137,8 +137,14 @@ impl CacheAccess for KernelCaches {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
         // Mask first, then pick the cache: nothing can run on this CPU between choosing it
         // and locking it (local_lock_irqsave).
-        let _irq = IrqGuard::new();
-        f(&mut CACHES[smp::current().index].lock())
+        let irq = IrqGuard::new();
+        let mut cache = CACHES[smp::current().index].lock();
+        let r = f(&mut cache);
+        // Lock guard first, then the outer guard: reverse order of creation (a temporary in
+        // the tail expression would outlive `irq` and restore a masked state last).
+        drop(cache);
+        drop(irq);
+        r
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
@@ -375,6 +381,64 @@ pub fn validate() -> Result<(), alloc::string::String> {
         Failure::Caches(e) => format!("per-CPU caches: {e}"),
         Failure::Runs(e) => format!("bitmap layer: {e}"),
     })
+}
+
+/// Frames the poison scan reads per hold of the buddy's lock: 8 MiB, a few milliseconds with
+/// interrupts masked on QEMU (docs/interrupts.md), instead of about a second per GiB for one
+/// scan of everything.
+const POISON_SCAN_CHUNK: u64 = 2048;
+
+/// With poisoning on, checks that every frame the buddy keeps free still holds the poison (a
+/// write into a free frame is a use after free); `None` when poisoning is off, else the frames
+/// scanned or the first write found. The scan goes through physical memory in chunks of
+/// `POISON_SCAN_CHUNK` frames, taking the buddy's lock once per chunk and reading, of every
+/// free block, the part inside the chunk: a frame that stays free during the whole scan is
+/// read exactly once (blocks may merge, split or move between chunks; whatever is free while
+/// a chunk is held is free for all of that chunk's reads).
+pub fn scan_poison() -> Option<Result<u64, AllocError>> {
+    if !with(|b| b.poisoning()) {
+        return None;
+    }
+    let ram: alloc::vec::Vec<Region> = memory::map().memory().to_vec();
+    let chunk = POISON_SCAN_CHUNK * PAGE_SIZE;
+    let mut scanned = 0;
+    for r in ram {
+        let end = r.base.as_u64().saturating_add(r.size);
+        let mut lo = r.base.as_u64() & !(chunk - 1);
+        while lo < end {
+            let hi = lo.saturating_add(chunk).min(end);
+            let found = with(|b| {
+                let mut n = 0;
+                for blk in b.free_blocks() {
+                    let start = blk.addr.as_u64();
+                    let stop = start + (PAGE_SIZE << blk.order);
+                    let (from, to) = (start.max(lo), stop.min(hi));
+                    if from >= to {
+                        continue;
+                    }
+                    let frames = (to - from) / PAGE_SIZE;
+                    n += frames;
+                    let first = PhysAddr::new(from).pfn();
+                    if let Some(addr) =
+                        LinearMemory.find_not(first, frames, levitate_mm::buddy::POISON)
+                    {
+                        return Err(AllocError::UseAfterFree {
+                            addr,
+                            block: blk.addr,
+                            order: blk.order,
+                        });
+                    }
+                }
+                Ok(n)
+            });
+            match found {
+                Ok(n) => scanned += n,
+                Err(e) => return Some(Err(e)),
+            }
+            lo = hi;
+        }
+    }
+    Some(Ok(scanned))
 }
 
 /// Which layer's checker failed.
@@ -669,12 +733,14 @@ pub fn tick_stress_enabled() -> bool {
 
 /// CPU `cpu`'s tick-stress figures.
 pub fn tick_stress_counts(cpu: usize) -> TickStress {
-    TICK_COUNTS.get(cpu).map_or_else(TickStress::default, |c| TickStress {
-        runs: c.runs.load(Ordering::Relaxed),
-        allocations: c.allocations.load(Ordering::Relaxed),
-        refused: c.refused.load(Ordering::Relaxed),
-        errors: c.errors.load(Ordering::Relaxed),
-    })
+    TICK_COUNTS
+        .get(cpu)
+        .map_or_else(TickStress::default, |c| TickStress {
+            runs: c.runs.load(Ordering::Relaxed),
+            allocations: c.allocations.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        })
 }
 
 /// Zeroes every CPU's tick-stress figures.
@@ -760,7 +826,12 @@ fn tick_stress_once() {
     if object.try_reserve_exact(len).is_ok() {
         ok += 1;
         object.extend((0..len as u64).map(|i| mark ^ i));
-        errors += u64::from(!object.iter().enumerate().all(|(i, &v)| v == mark ^ i as u64));
+        errors += u64::from(
+            !object
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == mark ^ i as u64),
+        );
     } else {
         refused += 1;
     }
@@ -782,13 +853,17 @@ levitate_hal::ktest!(
                 let _g = RUNS.lock();
                 irqs_masked()
             }),
-            ("per-CPU cache", || KernelCaches.with_local(|_| irqs_masked())),
+            ("per-CPU cache", || {
+                KernelCaches.with_local(|_| irqs_masked())
+            }),
             ("every cache", || {
                 let mut all = true;
                 KernelCaches.for_each_cache(|_| all &= irqs_masked());
                 all
             }),
-            ("page tables", || crate::paging::with_tables(|_, _| irqs_masked())),
+            ("page tables", || {
+                crate::paging::with_tables(|_, _| irqs_masked())
+            }),
             ("console", || crate::console::with_lock_held(irqs_masked)),
             ("memory map", || {
                 let _g = memory::map();

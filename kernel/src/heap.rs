@@ -11,8 +11,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use linked_list_allocator::Heap;
 use levitate_hal::sync::IrqSafeMutex;
+use linked_list_allocator::Heap;
 
 const BOOT_ARENA_SIZE: usize = 512 << 10;
 /// Smallest growth step.

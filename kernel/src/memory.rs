@@ -8,6 +8,7 @@ use levitate_hal::arch::aarch64::mmu::table;
 use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
 use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
 use levitate_hal::layout;
+use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::addr::PAGE_SIZE;
@@ -18,7 +19,6 @@ use levitate_mm::memmap::{
 };
 use levitate_mm::region::{Region, RegionSet};
 use levitate_mm::report::Span;
-use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 use spin::Once;
 
 /// Why memory could not be set up.

@@ -15,11 +15,11 @@ use levitate_hal::arch::aarch64::mmu::tlb::{self, KernelTlb};
 use levitate_hal::arch::aarch64::mmu::walk::{self, Walk};
 use levitate_hal::arch::aarch64::mmu::{early, Attributes};
 use levitate_hal::layout::{self, KIMAGE_VBASE};
+use levitate_hal::sync::IrqSafeMutex;
 use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use levitate_mm::buddy::{Block, Owner, Request};
 use levitate_mm::memmap::MemoryMap;
 use levitate_mm::region::{Region, RegionSet};
-use levitate_hal::sync::IrqSafeMutex;
 
 /// Tables whose frames come from the buddy and are reached through the linear map.
 pub struct BuddyTables;

@@ -2,8 +2,8 @@
 //! a guard page is reported as "stack overflow on <name>" and backtraces know which memory may
 //! hold frame records.
 
-use core::ops::Range;
 use crate::sync::IrqSafeMutex;
+use core::ops::Range;
 
 /// Most stacks the registry holds (boot, exception, per-CPU and thread stacks).
 pub const MAX_STACKS: usize = 64;
@@ -221,7 +221,10 @@ crate::ktest!(
             (inside, irqs_masked())
         });
         crate::kassert!(inside, "IRQs open while the stack registry is held");
-        crate::kassert!(!outside, "IRQs still masked after the stack registry was released");
+        crate::kassert!(
+            !outside,
+            "IRQs still masked after the stack registry was released"
+        );
         Ok(())
     }
 );

@@ -41,7 +41,9 @@ mod daif {
     pub fn read() -> u64 {
         let v: u64;
         // SAFETY: reads PSTATE.DAIF; no memory access.
-        unsafe { core::arch::asm!("mrs {}, daif", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("mrs {}, daif", out(reg) v, options(nomem, nostack, preserves_flags))
+        };
         v
     }
 
@@ -137,7 +139,11 @@ impl IrqGuard {
     pub fn at(place: &'static Location<'static>) -> Self {
         let saved = daif::read();
         daif::mask_irq_fiq();
-        let start = if saved & DAIF_I == 0 { daif::ticks() } else { 0 };
+        let start = if saved & DAIF_I == 0 {
+            daif::ticks()
+        } else {
+            0
+        };
         Self {
             saved,
             start,
@@ -230,8 +236,10 @@ pub fn record_masked(start: u64, end: u64, place: &'static Location<'static>) {
     slot.sections.fetch_add(1, Ordering::Relaxed);
     if took > slot.longest.load(Ordering::Relaxed) {
         // Place first, so a reader that sees the new length sees (at worst) a newer place.
-        slot.place
-            .store(place as *const Location<'static> as *mut _, Ordering::Relaxed);
+        slot.place.store(
+            place as *const Location<'static> as *mut _,
+            Ordering::Relaxed,
+        );
         slot.longest.store(took, Ordering::Release);
     }
 }
@@ -395,7 +403,15 @@ crate::ktest!(
             let after_inner = daif();
             let outer_outermost = outer.is_outermost();
             drop(outer);
-            (open, in_outer, in_inner, after_inner, daif(), inner_outermost, outer_outermost)
+            (
+                open,
+                in_outer,
+                in_inner,
+                after_inner,
+                daif(),
+                inner_outermost,
+                outer_outermost,
+            )
         });
         let (open, in_outer, in_inner, after_inner, closed, inner_outermost, outer_outermost) =
             nested;
@@ -478,7 +494,11 @@ mod tests {
         assert_eq!(daif(), DAIF_A);
         set_daif(DAIF_D | DAIF_I);
         drop(IrqGuard::new());
-        assert_eq!(daif(), DAIF_D | DAIF_I, "an already-masked state stays masked");
+        assert_eq!(
+            daif(),
+            DAIF_D | DAIF_I,
+            "an already-masked state stays masked"
+        );
         set_daif(0);
     }
 
@@ -492,7 +512,10 @@ mod tests {
             assert!(irqs_masked());
             assert!(g.irq_guard().is_outermost());
             assert!(m.try_lock().is_none());
-            assert!(irqs_masked(), "a failed try_lock unmasked inside the held lock");
+            assert!(
+                irqs_masked(),
+                "a failed try_lock unmasked inside the held lock"
+            );
         }
         assert_eq!(daif(), 0);
         assert!(m.try_lock().is_some_and(|g| *g == 6));
@@ -518,7 +541,9 @@ mod tests {
         let r = masked_record(CPU);
         assert_eq!(r.ticks, 5700);
         assert_eq!(r.sections, 1);
-        assert!(r.place.is_some_and(|p| p.file().ends_with("sync.rs") && p.line() < line));
+        assert!(r
+            .place
+            .is_some_and(|p| p.file().ends_with("sync.rs") && p.line() < line));
         // A shorter section does not replace it.
         let g = IrqGuard::new();
         advance(10);

@@ -490,7 +490,11 @@ fn serror(pa: u64) -> Result<(), CmdError> {
     use levitate_hal::VirtAddr;
     use levitate_mm::addr::PAGE_SIZE;
     let page = pa & !(PAGE_SIZE - 1);
-    if crate::memory::map().memory().iter().any(|r| r.contains(page)) {
+    if crate::memory::map()
+        .memory()
+        .iter()
+        .any(|r| r.contains(page))
+    {
         return Err(CmdError::Failed(format!(
             "{pa:#x} is RAM: give a device or unassigned physical address"
         )));

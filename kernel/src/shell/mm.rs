@@ -106,25 +106,17 @@ pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
         .validate()
         .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
     frames::validate().map_err(|e| CmdError::Failed(format!("frame allocator: {e}")))?;
-    // The scan holds the buddy's lock, so no block leaves or joins the free lists meanwhile;
-    // it reads every free frame once (about a second per GiB on QEMU).
-    let poison = frames::with(|b| {
-        b.poisoning().then(|| {
-            (
-                b.find_use_after_free(&frames::LinearMemory),
-                b.stats().free_frames,
-            )
-        })
-    });
-    let scanned = match poison {
+    // The scan reads every free frame once (about a second per GiB on QEMU), in chunks of
+    // 8 MiB, each under the buddy's lock (so interrupts are masked only a few ms at a time).
+    let scanned = match frames::scan_poison() {
         None => None,
-        Some((None, free)) => Some(free),
-        Some((Some(AllocError::UseAfterFree { addr, block, order }), _)) => {
+        Some(Ok(free)) => Some(free),
+        Some(Err(AllocError::UseAfterFree { addr, block, order })) => {
             return Err(CmdError::Failed(format!(
                 "poison: {addr} was written while free (order-{order} block at {block})"
             )))
         }
-        Some((Some(e), _)) => return Err(CmdError::Failed(format!("poison: {e}"))),
+        Some(Err(e)) => return Err(CmdError::Failed(format!("poison: {e}"))),
     };
     let s = stats()?;
     let blocks: u64 = s.free_blocks().iter().sum();
