@@ -383,10 +383,10 @@ pub fn validate() -> Result<(), alloc::string::String> {
     })
 }
 
-/// Frames the poison scan reads per hold of the buddy's lock: 8 MiB, a few milliseconds with
+/// Frames the poison scan reads per hold of the buddy's lock: 1 MiB, a few milliseconds with
 /// interrupts masked on QEMU (docs/interrupts.md), instead of about a second per GiB for one
 /// scan of everything.
-const POISON_SCAN_CHUNK: u64 = 2048;
+const POISON_SCAN_CHUNK: u64 = 256;
 
 /// With poisoning on, checks that every frame the buddy keeps free still holds the poison (a
 /// write into a free frame is a use after free); `None` when poisoning is off, else the frames

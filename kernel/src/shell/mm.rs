@@ -107,7 +107,7 @@ pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
         .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
     frames::validate().map_err(|e| CmdError::Failed(format!("frame allocator: {e}")))?;
     // The scan reads every free frame once (about a second per GiB on QEMU), in chunks of
-    // 8 MiB, each under the buddy's lock (so interrupts are masked only a few ms at a time).
+    // 1 MiB, each under the buddy's lock (so interrupts are masked only a few ms at a time).
     let scanned = match frames::scan_poison() {
         None => None,
         Some(Ok(free)) => Some(free),

@@ -5,6 +5,7 @@
 mod hardware;
 mod harness;
 mod initramfs_hostile;
+mod irq_safety;
 mod memmap_hostile;
 mod scenarios;
 mod shell_hostile;
@@ -304,6 +305,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     memmap_hostile::run(&mut tally, &normal.image, &work, &base)?;
     shell_hostile::run(&mut tally, &normal.image, &work, &base)?;
     initramfs_hostile::run(&mut tally, &normal.image, &work, &base)?;
+    irq_safety::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
