@@ -128,6 +128,8 @@ pub struct IrqGuard {
 
 impl IrqGuard {
     /// Masks IRQ and FIQ; the caller's location names the section in `irqstat`.
+    // No `Default`: masking interrupts should read as what it is at the call site.
+    #[allow(clippy::new_without_default)]
     #[track_caller]
     #[inline]
     pub fn new() -> Self {
