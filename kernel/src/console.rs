@@ -8,7 +8,7 @@ use levitate_hal::console::Console;
 use levitate_hal::drivers::bus::MmioBus;
 use levitate_hal::drivers::exynos_uart::{self, ExynosUart};
 use levitate_hal::drivers::pl011::{self, Pl011};
-use spin::Mutex;
+use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 
 /// The console devices the kernel can drive.
 pub enum Device {
@@ -139,12 +139,14 @@ pub fn driver_name() -> Option<&'static str> {
 
 /// The console device. Protects the UART's registers and the order of what is written.
 /// Lock order: a leaf; nothing else is taken while it is held (the formatting done under it
-/// only calls `Display` impls, which take no kernel lock). Interrupts stay masked while the
-/// kernel runs (no console interrupt handler exists), so an interrupt cannot deadlock on
-/// it; other CPUs wait their turn. The panic path never waits on it unboundedly:
-/// `write_fmt_panic` takes it over at once from its own CPU and after a bounded wait from
-/// another.
-static CONSOLE: Mutex<Option<Device>> = Mutex::new(None);
+/// only calls `Display` impls, which take no kernel lock). IRQ-safe: an `IrqSafeMutex`, so
+/// IRQ+FIQ are masked on this CPU while it is held, and an interrupt handler that logs never
+/// finds it held by the code it interrupted; other CPUs wait their turn (a line's worth of
+/// UART writes; on a real 115200-baud UART that is about 87 us per byte once the FIFO is
+/// full, the longest ordinary masked section there is). The panic path never waits on it
+/// unboundedly: `write_fmt_panic` only try-locks (never spinning with a lock's interrupt
+/// guard held), takes it over at once from its own CPU and after a bounded wait from another.
+static CONSOLE: IrqSafeMutex<Option<Device>> = IrqSafeMutex::new(None);
 
 /// Whether a console is installed: read by the panic path, which must not take the lock.
 static PRESENT: AtomicBool = AtomicBool::new(false);
@@ -168,10 +170,10 @@ fn cpu_tag() -> u64 {
 }
 
 /// `CONSOLE` held, with `OWNER` naming this CPU for as long as the guard lives.
-struct Held(spin::MutexGuard<'static, Option<Device>>);
+struct Held(IrqSafeMutexGuard<'static, Option<Device>>);
 
 impl Held {
-    fn new(guard: spin::MutexGuard<'static, Option<Device>>) -> Self {
+    fn new(guard: IrqSafeMutexGuard<'static, Option<Device>>) -> Self {
         OWNER.store(cpu_tag(), Ordering::Relaxed);
         Self(guard)
     }
@@ -183,6 +185,7 @@ impl Drop for Held {
     }
 }
 
+#[track_caller]
 fn lock() -> Held {
     Held::new(CONSOLE.lock())
 }
@@ -217,6 +220,7 @@ impl fmt::Write for Writer<'_> {
 }
 
 /// Writes formatted text to the console (dropped when there is none).
+#[track_caller]
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     let mut held = lock();
     if let Some(dev) = held.0.as_mut() {
@@ -253,9 +257,10 @@ pub fn read_byte() -> Option<u8> {
 pub const INTERRUPT: u8 = 0x03;
 
 /// Input that arrived while a long command ran, kept in order for the shell. Lock order:
-/// this, then `CONSOLE`; both are taken with interrupts masked (no console interrupt handler
-/// exists), and only the CPU running the shell takes this one.
-static TYPEAHEAD: Mutex<Typeahead> = Mutex::new(Typeahead {
+/// this, then `CONSOLE`. Only the CPU running the shell takes it; it is an `IrqSafeMutex`
+/// like `CONSOLE` (IRQ+FIQ masked while held), so a future console-input interrupt handler
+/// could feed it without deadlocking against the shell it interrupted.
+static TYPEAHEAD: IrqSafeMutex<Typeahead> = IrqSafeMutex::new(Typeahead {
     bytes: [0; TYPEAHEAD_BYTES],
     head: 0,
     len: 0,

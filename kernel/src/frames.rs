@@ -7,7 +7,8 @@
 use crate::memory;
 use crate::smp::{self, MAX_CPUS};
 use core::panic::Location;
-use core::sync::atomic::AtomicU8;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{self, BitmapStats, FrameError, Run, SmallRuns};
 use levitate_mm::buddy::{
@@ -18,27 +19,43 @@ use levitate_mm::pcp::{
     self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits, PcpError,
 };
 use levitate_mm::region::Region;
-use spin::{Mutex, Once};
+use spin::Once;
 
-/// Interrupts are masked whenever the kernel runs today and no interrupt handler allocates,
-/// so holding these locks cannot deadlock against an interrupt; other CPUs wait. Lock order:
-/// heap, page tables, the bitmap layer, one per-CPU cache, then the buddy.
-static BUDDY: Mutex<Option<Buddy<'static>>> = Mutex::new(None);
+// Every lock of this module is an `IrqSafeMutex`: taken with IRQ+FIQ masked on the CPU that
+// holds it (Linux's spin_lock_irqsave), because interrupt handlers allocate frames (the tick's
+// `irqstress` among them). A handler therefore never finds one of these held by the code it
+// interrupted on its own CPU; a holder on another CPU finishes and releases it, since no path
+// waits for an interrupt while holding one. Lock order (outermost first): heap, page tables,
+// the bitmap layer `RUNS`, one per-CPU cache in `CACHES` (draining takes them one at a time),
+// then `BUDDY`. `validate` alone takes every cache at once, in index order, under `RUNS`.
+// Masked time: the common path (a cache hit) masks for well under a microsecond; a refill or
+// drain moves up to a batch of frames under the buddy; `validate` walks the whole mem_map
+// under every lock (docs/interrupts.md, "Locks and masking", gives the measured figures).
 
-/// Runs of 2..=511 frames (levitate_mm::bitmap). About 480 KiB of chunk table, in BSS.
-static RUNS: Mutex<SmallRuns> = Mutex::new(SmallRuns::new());
+/// The buddy over the mem_map: every block of 2^order frames and its owner. Innermost lock.
+static BUDDY: IrqSafeMutex<Option<Buddy<'static>>> = IrqSafeMutex::new(None);
+
+/// Runs of 2..=511 frames (levitate_mm::bitmap). About 480 KiB of chunk table, in BSS. Taken
+/// before the buddy (its chunks come from there).
+static RUNS: IrqSafeMutex<SmallRuns> = IrqSafeMutex::new(SmallRuns::new());
 
 /// One order-0 frame cache per CPU. Each is taken by its own CPU on the common path
-/// (uncontended) and by others only to drain it.
-static CACHES: [Mutex<CpuCache>; MAX_CPUS] = {
-    let mut caches = [const { Mutex::new(new_cache(0)) }; MAX_CPUS];
+/// (uncontended) and by others only to drain it. The owner enters its cache with interrupts
+/// masked (`KernelCaches::with_local`, Linux's local_lock_irqsave), so a handler on the same
+/// CPU cannot interleave with the owner's half-done list operation; a draining CPU holds the
+/// lock, so it cannot either.
+static CACHES: [IrqSafeMutex<CpuCache>; MAX_CPUS] = {
+    let mut caches = [const { IrqSafeMutex::new(new_cache(0)) }; MAX_CPUS];
     let mut i = 0;
     while i < MAX_CPUS {
-        caches[i] = Mutex::new(new_cache(i as u8));
+        caches[i] = IrqSafeMutex::new(new_cache(i as u8));
         i += 1;
     }
     caches
 };
+
+// The masked-interval recorder keeps a slot per CPU the kernel can run.
+const _: () = assert!(MAX_CPUS <= levitate_hal::sync::MAX_CPUS);
 
 const fn new_cache(id: u8) -> CpuCache {
     match CpuCache::new(id, Limits::DEFAULT) {
@@ -117,7 +134,16 @@ struct KernelCaches;
 
 impl CacheAccess for KernelCaches {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
-        f(&mut CACHES[smp::current().index].lock())
+        // Mask first, then pick the cache: nothing can run on this CPU between choosing it
+        // and locking it (local_lock_irqsave).
+        let irq = IrqGuard::new();
+        let mut cache = CACHES[smp::current().index].lock();
+        let r = f(&mut cache);
+        // Lock guard first, then the outer guard: reverse order of creation (a temporary in
+        // the tail expression would outlive `irq` and restore a masked state last).
+        drop(cache);
+        drop(irq);
+        r
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
@@ -328,10 +354,13 @@ pub fn run_stats() -> BitmapStats {
 pub fn validate() -> Result<(), alloc::string::String> {
     use alloc::format;
     let outcome = {
+        // One guard around the lot: the cache guards below are dropped in index order, not
+        // in reverse, so each must restore a masked state; this one unmasks last.
+        let _irq = IrqGuard::new();
         // Fixed arrays, not Vecs: allocating here could grow the heap, which takes frames
         // through this CPU's cache, whose lock is held below.
         let runs = RUNS.lock();
-        let guards: [spin::MutexGuard<'_, CpuCache>; MAX_CPUS] =
+        let guards: [IrqSafeMutexGuard<'_, CpuCache>; MAX_CPUS] =
             core::array::from_fn(|i| CACHES[i].lock());
         let caches: [&CpuCache; MAX_CPUS] = core::array::from_fn(|i| &*guards[i]);
         let buddy = BUDDY.lock();
@@ -351,6 +380,64 @@ pub fn validate() -> Result<(), alloc::string::String> {
         Failure::Caches(e) => format!("per-CPU caches: {e}"),
         Failure::Runs(e) => format!("bitmap layer: {e}"),
     })
+}
+
+/// Frames the poison scan reads per hold of the buddy's lock: 1 MiB, a few milliseconds with
+/// interrupts masked on QEMU (docs/interrupts.md), instead of about a second per GiB for one
+/// scan of everything.
+const POISON_SCAN_CHUNK: u64 = 256;
+
+/// With poisoning on, checks that every frame the buddy keeps free still holds the poison (a
+/// write into a free frame is a use after free); `None` when poisoning is off, else the frames
+/// scanned or the first write found. The scan goes through physical memory in chunks of
+/// `POISON_SCAN_CHUNK` frames, taking the buddy's lock once per chunk and reading, of every
+/// free block, the part inside the chunk: a frame that stays free during the whole scan is
+/// read exactly once (blocks may merge, split or move between chunks; whatever is free while
+/// a chunk is held is free for all of that chunk's reads).
+pub fn scan_poison() -> Option<Result<u64, AllocError>> {
+    if !with(|b| b.poisoning()) {
+        return None;
+    }
+    let ram: alloc::vec::Vec<Region> = memory::map().memory().to_vec();
+    let chunk = POISON_SCAN_CHUNK * PAGE_SIZE;
+    let mut scanned = 0;
+    for r in ram {
+        let end = r.base.as_u64().saturating_add(r.size);
+        let mut lo = r.base.as_u64() & !(chunk - 1);
+        while lo < end {
+            let hi = lo.saturating_add(chunk).min(end);
+            let found = with(|b| {
+                let mut n = 0;
+                for blk in b.free_blocks() {
+                    let start = blk.addr.as_u64();
+                    let stop = start + (PAGE_SIZE << blk.order);
+                    let (from, to) = (start.max(lo), stop.min(hi));
+                    if from >= to {
+                        continue;
+                    }
+                    let frames = (to - from) / PAGE_SIZE;
+                    n += frames;
+                    let first = PhysAddr::new(from).pfn();
+                    if let Some(addr) =
+                        LinearMemory.find_not(first, frames, levitate_mm::buddy::POISON)
+                    {
+                        return Err(AllocError::UseAfterFree {
+                            addr,
+                            block: blk.addr,
+                            order: blk.order,
+                        });
+                    }
+                }
+                Ok(n)
+            });
+            match found {
+                Ok(n) => scanned += n,
+                Err(e) => return Some(Err(e)),
+            }
+            lo = hi;
+        }
+    }
+    Some(Ok(scanned))
 }
 
 /// Which layer's checker failed.
@@ -583,6 +670,249 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(got, Some(pair_addr));
         levitate_hal::kassert!(all_freed);
         levitate_hal::kassert!(validate().is_ok());
+        Ok(())
+    }
+);
+
+// ---- Allocation from interrupt context: the tick's stress -------------------------------
+
+/// Whether `tick_stress` does anything (`irqstat stress on|off`, or a boot argument the lead
+/// may add).
+static TICK_STRESS_ON: AtomicBool = AtomicBool::new(false);
+/// Set while `stress frames` takes its before/after snapshots: ticks skip their work then, so
+/// MemFree compares like with like.
+static TICK_STRESS_PAUSED: AtomicUsize = AtomicUsize::new(0);
+/// `tick_stress` calls running now, on any CPU.
+static TICK_STRESS_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// One CPU's tick-stress counts, on its own cache line (only that CPU's ticks write it).
+#[repr(align(64))]
+struct TickCounts {
+    /// Calls that did the work.
+    runs: AtomicU64,
+    /// Allocations that succeeded (frames, runs and heap objects).
+    allocations: AtomicU64,
+    /// Allocations refused (out of memory: not an error).
+    refused: AtomicU64,
+    /// Wrong contents, or a free the allocator refused: always a bug.
+    errors: AtomicU64,
+}
+
+static TICK_COUNTS: [TickCounts; MAX_CPUS] = [const {
+    TickCounts {
+        runs: AtomicU64::new(0),
+        allocations: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// One CPU's tick-stress figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickStress {
+    /// Calls that did the work.
+    pub runs: u64,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Allocations refused for lack of memory.
+    pub refused: u64,
+    /// Corruptions or refused frees seen.
+    pub errors: u64,
+}
+
+/// Turns the tick's allocation stress on or off.
+pub fn set_tick_stress(on: bool) {
+    TICK_STRESS_ON.store(on, Ordering::Release);
+}
+
+/// Whether the tick's allocation stress is on.
+pub fn tick_stress_enabled() -> bool {
+    TICK_STRESS_ON.load(Ordering::Acquire)
+}
+
+/// CPU `cpu`'s tick-stress figures.
+pub fn tick_stress_counts(cpu: usize) -> TickStress {
+    TICK_COUNTS
+        .get(cpu)
+        .map_or_else(TickStress::default, |c| TickStress {
+            runs: c.runs.load(Ordering::Relaxed),
+            allocations: c.allocations.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        })
+}
+
+/// Zeroes every CPU's tick-stress figures.
+pub fn reset_tick_stress() {
+    for c in &TICK_COUNTS {
+        for v in [&c.runs, &c.allocations, &c.refused, &c.errors] {
+            v.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Stops the tick's stress until the returned guard is dropped, and waits until no CPU is in
+/// the middle of one: what the frame allocator counts is then only the caller's doing.
+pub fn pause_tick_stress() -> TickStressPause {
+    TICK_STRESS_PAUSED.fetch_add(1, Ordering::SeqCst);
+    // Pairs with the increment-then-check in `tick_stress` (both SeqCst): either that call
+    // sees the pause, or this loop sees it running and waits for it to finish.
+    while TICK_STRESS_ACTIVE.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+    TickStressPause(())
+}
+
+/// The tick's stress is paused while this lives.
+pub struct TickStressPause(());
+
+impl Drop for TickStressPause {
+    fn drop(&mut self) {
+        TICK_STRESS_PAUSED.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the timer tick calls on every tick (from its interrupt handler, IRQs masked) to prove
+/// the allocators safe in interrupt context: when enabled, it allocates and frees a single
+/// frame, a run of 2..=8 frames and a heap object, writing each and checking what it wrote,
+/// and counts the successful allocations per CPU (`irqstat`). Everything taken is given back
+/// before it returns, so it holds nothing between ticks. Registered as a tick hook at boot
+/// (main.rs), so with `irqstat stress on` it runs on every tick on every CPU, interleaving
+/// with whatever the interrupted code was doing. Never panics: a failure is counted as an
+/// error.
+pub fn tick_stress() {
+    if !TICK_STRESS_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    TICK_STRESS_ACTIVE.fetch_add(1, Ordering::SeqCst);
+    if TICK_STRESS_PAUSED.load(Ordering::SeqCst) == 0 {
+        // A handler already runs masked; the guard makes a call from thread context look
+        // the same, and names this section in `irqstat`.
+        let _irq = IrqGuard::new();
+        tick_stress_once();
+    }
+    TICK_STRESS_ACTIVE.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn tick_stress_once() {
+    let counts = &TICK_COUNTS[smp::current().index.min(MAX_CPUS - 1)];
+    let run = counts.runs.fetch_add(1, Ordering::Relaxed);
+    let (mut ok, mut refused, mut errors) = (0, 0, 0);
+    // A pattern no stress worker writes (theirs depend on the address), checked before the
+    // free: a frame handed out twice shows up here or in the worker's own check.
+    let mark = 0x1e57_1c00_0000_0000 | run;
+    for frames in [1, 2 + run % 7] {
+        match alloc_frames(frames, Owner::Test, false) {
+            Ok(r) => {
+                ok += 1;
+                let first = memory::linear(r.addr).cast::<u64>();
+                let last = memory::linear(r.addr + (r.frames * PAGE_SIZE - 8)).cast::<u64>();
+                // SAFETY: the run was just allocated to us: mapped RAM in the linear map that
+                // nobody else may touch until we free it below; both words are inside it and
+                // 8-byte aligned.
+                let intact = unsafe {
+                    first.write_volatile(mark);
+                    last.write_volatile(!mark);
+                    first.read_volatile() == mark && last.read_volatile() == !mark
+                };
+                errors += u64::from(!intact);
+                errors += u64::from(free_frames(r.addr, r.frames).is_err());
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    let len = 16 + (run % 64) as usize * 8;
+    let mut object: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
+    if object.try_reserve_exact(len).is_ok() {
+        ok += 1;
+        object.extend((0..len as u64).map(|i| mark ^ i));
+        errors += u64::from(
+            !object
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == mark ^ i as u64),
+        );
+    } else {
+        refused += 1;
+    }
+    drop(object);
+    counts.allocations.fetch_add(ok, Ordering::Relaxed);
+    counts.refused.fetch_add(refused, Ordering::Relaxed);
+    counts.errors.fetch_add(errors, Ordering::Relaxed);
+}
+
+levitate_hal::ktest!(
+    fn allocator_locks_mask_interrupts_while_held() -> KtestResult {
+        use levitate_hal::kassert;
+        use levitate_hal::sync::{irqs_masked, with_irqs_unmasked};
+        // Each lock, taken with IRQs open: IRQs are masked inside, open again after.
+        type Check = (&'static str, fn() -> bool);
+        let checks: [Check; 8] = [
+            ("buddy", || with(|_| irqs_masked())),
+            ("bitmap layer", || {
+                let _g = RUNS.lock();
+                irqs_masked()
+            }),
+            ("per-CPU cache", || {
+                KernelCaches.with_local(|_| irqs_masked())
+            }),
+            ("every cache", || {
+                let mut all = true;
+                KernelCaches.for_each_cache(|_| all &= irqs_masked());
+                all
+            }),
+            ("page tables", || {
+                crate::paging::with_tables(|_, _| irqs_masked())
+            }),
+            ("console", || crate::console::with_lock_held(irqs_masked)),
+            ("memory map", || {
+                let _g = memory::map();
+                irqs_masked()
+            }),
+            ("validate", || {
+                // Masks for the whole check; unmasked only after the last guard.
+                validate().is_ok()
+            }),
+        ];
+        for (name, check) in checks {
+            let (inside, after) = with_irqs_unmasked(|| (check(), irqs_masked()));
+            if !inside || after {
+                log::error!("{name}: masked inside {inside}, masked after {after}");
+            }
+            kassert!(inside, "an allocator lock was held with IRQs open");
+            kassert!(!after, "IRQs stayed masked after a lock was released");
+        }
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn tick_stress_allocates_and_gives_everything_back() -> KtestResult {
+        use levitate_hal::{kassert, kassert_eq};
+        let was = tick_stress_enabled();
+        let me = smp::current().index;
+        let before = tick_stress_counts(me);
+        drain_caches();
+        let free_before = stats().unwrap().free_frames;
+        set_tick_stress(true);
+        for _ in 0..50 {
+            tick_stress();
+        }
+        {
+            // Paused: a call does nothing.
+            let _p = pause_tick_stress();
+            tick_stress();
+        }
+        set_tick_stress(false);
+        tick_stress(); // off: nothing
+        set_tick_stress(was);
+        drain_caches();
+        let after = tick_stress_counts(me);
+        kassert_eq!(after.runs, before.runs + 50);
+        kassert_eq!(after.allocations, before.allocations + 150);
+        kassert_eq!(after.errors, before.errors);
+        kassert_eq!(stats().unwrap().free_frames, free_before);
+        kassert!(validate().is_ok());
         Ok(())
     }
 );

@@ -11,8 +11,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use levitate_hal::sync::IrqSafeMutex;
 use linked_list_allocator::Heap;
-use spin::Mutex;
 
 const BOOT_ARENA_SIZE: usize = 512 << 10;
 /// Smallest growth step.
@@ -64,13 +64,19 @@ struct State {
     failures: u64,
 }
 
-/// Interrupt handlers do not allocate (none exist yet) and the lock is never held across
-/// anything that could fault, so it cannot deadlock; growing maps frames under it, and the
-/// page-table and frame locks never take this one (lock order: heap, then tables, then frames).
-struct KernelHeap(Mutex<State>);
+/// The lock protects every segment's free list, the boot arena's, and the growth state. It is
+/// an `IrqSafeMutex`: taken with IRQ+FIQ masked on this CPU, because interrupt handlers may
+/// allocate (the tick's `irqstress` does), so a handler never finds it held by the code it
+/// interrupted; another CPU holding it finishes and releases it (nothing under it waits for an
+/// interrupt). It is never held across anything that could fault. Lock order: the outermost
+/// allocator lock: growing maps frames under it (heap, then page tables, then frames), and the
+/// page-table and frame locks never take this one (reclaim only try-locks it). Masked time: a
+/// list walk per allocation; a growth adds allocating and mapping frames for up to twice the
+/// request, a reclaim unmapping whole segments; docs/interrupts.md has the figures.
+struct KernelHeap(IrqSafeMutex<State>);
 
 #[global_allocator]
-static HEAP: KernelHeap = KernelHeap(Mutex::new(State {
+static HEAP: KernelHeap = KernelHeap(IrqSafeMutex::new(State {
     boot: Heap::empty(),
     segments: [const { None }; MAX_SEGMENTS],
     next: 0,
@@ -83,8 +89,11 @@ static HEAP: KernelHeap = KernelHeap(Mutex::new(State {
     failures: 0,
 }));
 
-/// Hands the boot arena to the heap. Called once, first thing at boot.
+/// Hands the boot arena to the heap. Called once, first thing at boot (right after
+/// `smp::init_boot_cpu`, so it also tells the masked-interval recorder how to find the running
+/// CPU: TPIDR_EL1 is valid on every CPU from here on).
 pub fn init() {
+    levitate_hal::sync::set_cpu_index(|| crate::smp::current().index);
     let mut s = HEAP.0.lock();
     if s.boot.size() == 0 {
         // SAFETY: the arena is a static region of BOOT_ARENA_SIZE bytes used by nothing else,
@@ -346,6 +355,29 @@ levitate_hal::ktest!(
         let mut huge: Vec<u8> = Vec::new();
         levitate_hal::kassert!(huge.try_reserve_exact(after.limit + 1).is_err());
         levitate_hal::kassert_eq!(stats().failures, after.failures + 1);
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn the_heap_lock_masks_interrupts_while_held() -> KtestResult {
+        use levitate_hal::sync::{irqs_masked, with_irqs_unmasked};
+        let (inside, after) = with_irqs_unmasked(|| {
+            let inside = {
+                let _held = HEAP.0.lock();
+                irqs_masked()
+            };
+            (inside, irqs_masked())
+        });
+        levitate_hal::kassert!(inside, "IRQs open while the heap lock is held");
+        levitate_hal::kassert!(!after, "IRQs still masked after the heap lock was released");
+        // An allocation through the global allocator leaves the interrupt state as it was.
+        let restored = with_irqs_unmasked(|| {
+            let v: alloc::vec::Vec<u8> = alloc::vec![1; 100];
+            drop(v);
+            !irqs_masked()
+        });
+        levitate_hal::kassert!(restored);
         Ok(())
     }
 );

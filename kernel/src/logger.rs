@@ -1,5 +1,11 @@
 //! The `log` backend: every record goes to the console as
 //! `[    1.234567] INFO  message`, stamped from the generic timer.
+//!
+//! Interrupt safety: the logger has no lock of its own. A record is formatted straight into
+//! the console under the console's `IrqSafeMutex` (IRQ+FIQ masked while held, a leaf in the
+//! lock order), and the timestamp is a counter read; so interrupt handlers may log, on any
+//! CPU, whatever the interrupted code was doing, except printing a panic report (then other
+//! CPUs' lines are dropped, see console.rs).
 
 use levitate_hal::arch::aarch64::timer;
 use log::{LevelFilter, Log, Metadata, Record};

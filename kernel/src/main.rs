@@ -181,6 +181,10 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     if tick::register_tick_hook(watchdog::service).is_err() {
         log::warn!("watchdog: no tick hook slot left: a running watchdog is not serviced");
     }
+    // The allocator stress in interrupt context (`irqstat stress on`; idle otherwise).
+    if tick::register_tick_hook(frames::tick_stress).is_err() {
+        log::warn!("frames: no tick hook slot left for the interrupt-context stress");
+    }
     if let Some(model) = fdt
         .find_node("/")
         .and_then(|r| r.property("model"))

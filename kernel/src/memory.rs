@@ -8,6 +8,7 @@ use levitate_hal::arch::aarch64::mmu::table;
 use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
 use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
 use levitate_hal::layout;
+use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::addr::PAGE_SIZE;
@@ -18,7 +19,7 @@ use levitate_mm::memmap::{
 };
 use levitate_mm::region::{Region, RegionSet};
 use levitate_mm::report::Span;
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Why memory could not be set up.
 #[derive(Debug)]
@@ -71,14 +72,17 @@ impl fmt::Display for MemoryError {
 }
 
 /// The memory map. A static, not a local: it is about 20 KiB and boot runs on a 64 KiB stack.
-/// Only boot and shell commands (one CPU, interrupts masked) take the lock.
-static MAP: Mutex<MemoryMap<'static>> = Mutex::new(MemoryMap::new());
+/// The lock protects the map's region lists. Only boot and shell commands take it, and they
+/// take no other lock under it but the console (printing `memmap`) and the heap; no interrupt
+/// handler reads the map. It is still an `IrqSafeMutex` (IRQ+FIQ masked while held), so a
+/// future handler that looks at the map cannot deadlock on it; other CPUs wait.
+static MAP: IrqSafeMutex<MemoryMap<'static>> = IrqSafeMutex::new(MemoryMap::new());
 
 /// Where the mem_map is and how frames index it (the array itself belongs to the buddy).
 static MEM_MAP: Once<Placement> = Once::new();
 
 /// The memory map, for reading.
-pub fn map() -> spin::MutexGuard<'static, MemoryMap<'static>> {
+pub fn map() -> IrqSafeMutexGuard<'static, MemoryMap<'static>> {
     MAP.lock()
 }
 

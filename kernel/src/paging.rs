@@ -15,11 +15,11 @@ use levitate_hal::arch::aarch64::mmu::tlb::{self, KernelTlb};
 use levitate_hal::arch::aarch64::mmu::walk::{self, Walk};
 use levitate_hal::arch::aarch64::mmu::{early, Attributes};
 use levitate_hal::layout::{self, KIMAGE_VBASE};
+use levitate_hal::sync::IrqSafeMutex;
 use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use levitate_mm::buddy::{Block, Owner, Request};
 use levitate_mm::memmap::MemoryMap;
 use levitate_mm::region::{Region, RegionSet};
-use spin::Mutex;
 
 /// Tables whose frames come from the buddy and are reached through the linear map.
 pub struct BuddyTables;
@@ -48,8 +48,14 @@ impl TableAccess for BuddyTables {
     }
 }
 
-/// The root of the kernel's tables once they exist. Lock order: heap, then this, then frames.
-static KERNEL: Mutex<Option<PhysAddr>> = Mutex::new(None);
+/// The root of the kernel's tables once they exist; holding the lock is the right to edit
+/// the tables (every table frame is reached only under it). Lock order: heap, then this, then
+/// frames (table frames come from the frame allocator). IRQ-safe (`IrqSafeMutex`: IRQ+FIQ
+/// masked on this CPU while held), because an interrupt handler that allocates may grow the
+/// heap, which maps pages: it never finds the lock held by the code it interrupted, and a
+/// holder on another CPU finishes without waiting for an interrupt. Reclaim, which runs inside
+/// frame operations made under this lock, only try-locks it.
+static KERNEL: IrqSafeMutex<Option<PhysAddr>> = IrqSafeMutex::new(None);
 
 /// Why the final tables could not be built.
 #[derive(Debug)]

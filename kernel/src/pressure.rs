@@ -6,6 +6,12 @@
 //! frame allocator's front, after an operation, never inside a cache refill (it takes every
 //! cache's lock); its heap part only try-locks the heap and page tables and is retried later
 //! when they are busy.
+//!
+//! Interrupt safety: the level and the flags below are atomics, not locks, so `update` may run
+//! under any frame-allocator lock and in an interrupt handler. `reclaim` takes the frame locks
+//! one at a time (all `IrqSafeMutex`es, IRQ+FIQ masked while held) and only try-locks the heap
+//! and page tables; `RECLAIMING` keeps a second CPU, or a handler interrupting a reclaim on its
+//! own CPU, from starting another one (it skips instead of waiting).
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 

@@ -6,6 +6,8 @@
 //! on every target so `cargo test` checks it on the host; the parts that execute aarch64
 //! instructions or touch MMIO compile only for the bare-metal target (`target_os = "none"`).
 #![cfg_attr(not(test), no_std)]
+// In-kernel tests return `KtestResult`, whose failure holds its message inline (no heap).
+#![cfg_attr(feature = "ktest", allow(clippy::result_large_err))]
 
 pub mod arch;
 pub mod backtrace;
@@ -16,5 +18,6 @@ pub mod ksyms;
 pub mod ktest;
 pub mod layout;
 pub mod stacks;
+pub mod sync;
 
 pub use levitate_mm::addr::{PhysAddr, VirtAddr};

@@ -2,8 +2,8 @@
 //! a guard page is reported as "stack overflow on <name>" and backtraces know which memory may
 //! hold frame records.
 
+use crate::sync::IrqSafeMutex;
 use core::ops::Range;
-use spin::Mutex;
 
 /// Most stacks the registry holds (boot, exception, per-CPU and thread stacks).
 pub const MAX_STACKS: usize = 64;
@@ -23,9 +23,14 @@ pub struct StackInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegistryFull;
 
-/// Taken briefly to add or look up a stack. The fault path only uses `try_lock`, so a fault
-/// while the lock is held cannot deadlock; it just reports without a stack name.
-static STACKS: Mutex<[Option<StackInfo>; MAX_STACKS]> = Mutex::new([const { None }; MAX_STACKS]);
+/// Protects the table of registered stacks. Taken briefly to add, remove or look up a stack;
+/// a leaf in the lock order (nothing is taken under it). IRQ-safe: taken with IRQ+FIQ masked
+/// on this CPU, so an interrupt handler (or the fault path it may end in) never finds it held
+/// by the code it interrupted; other CPUs wait a few dozen loads at most. The fault and
+/// backtrace paths only `try_lock`, so a fault while the lock is held cannot deadlock: it
+/// just reports without a stack name.
+static STACKS: IrqSafeMutex<[Option<StackInfo>; MAX_STACKS]> =
+    IrqSafeMutex::new([const { None }; MAX_STACKS]);
 
 /// Records a stack.
 pub fn register(info: StackInfo) -> Result<(), RegistryFull> {
@@ -204,3 +209,22 @@ mod tests {
         let _ = b;
     }
 }
+
+crate::ktest!(
+    fn the_stack_registry_masks_interrupts_while_held() -> KtestResult {
+        use crate::sync::{irqs_masked, with_irqs_unmasked};
+        let (inside, outside) = with_irqs_unmasked(|| {
+            let inside = {
+                let _held = STACKS.lock();
+                irqs_masked()
+            };
+            (inside, irqs_masked())
+        });
+        crate::kassert!(inside, "IRQs open while the stack registry is held");
+        crate::kassert!(
+            !outside,
+            "IRQs still masked after the stack registry was released"
+        );
+        Ok(())
+    }
+);

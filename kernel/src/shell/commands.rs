@@ -132,9 +132,15 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "fault",
-        args: "[ADDR | stack | text]",
-        help: "take an unhandled fault on purpose: read ADDR (default 0), overflow the stack, or write to kernel text",
+        args: "[ADDR | stack | text | serror PHYS]",
+        help: "take an unhandled fault on purpose: read ADDR (default 0), overflow the stack, write to kernel text, or write device address PHYS and wait for an SError",
         run: fault,
+    },
+    Command {
+        name: "irqstat",
+        args: "[reset | stress on|off]",
+        help: "longest interval with interrupts masked per CPU, and where; the tick's allocation stress",
+        run: super::mm::irqstat,
     },
 ];
 
@@ -515,6 +521,11 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
             unsafe { target.write_volatile(0) };
             return Ok(());
         }
+        ["serror", pa] => {
+            let digits = pa.strip_prefix("0x").unwrap_or(pa);
+            let pa = u64::from_str_radix(digits, 16).map_err(|_| CmdError::Usage)?;
+            return serror(pa);
+        }
         [a] => {
             let digits = a.strip_prefix("0x").unwrap_or(a);
             u64::from_str_radix(digits, 16).map_err(|_| CmdError::Usage)?
@@ -524,6 +535,58 @@ fn fault(args: &[&str]) -> Result<(), CmdError> {
     println!("reading {addr:#x}");
     let value = load(addr);
     println!("{addr:#x} holds {value:#x}");
+    Ok(())
+}
+
+/// A virtual page in the MMIO window, far above what `ioremap` hands out, for `fault serror`.
+const SERROR_PROBE_VA: u64 = levitate_hal::layout::MMIO_BASE + 0x00f0_0000_0000;
+
+/// `fault serror PHYS`: maps the page of `pa` as Device-nGnRE, writes a 32-bit word there and
+/// waits for the write to complete (DSB SY, ISB), which is where an asynchronous external abort
+/// is taken with DAIF.A clear: the SError report follows. What a bad write raises is the
+/// system's choice (ARM ARM D1.3.5): on real hardware a rejected device write usually comes
+/// back as an SError; QEMU TCG reports it synchronously (a synchronous external abort on the
+/// store), and has no device that raises a physical SError at all.
+fn serror(pa: u64) -> Result<(), CmdError> {
+    use levitate_hal::arch::aarch64::mmu::descriptor::Attributes;
+    use levitate_hal::VirtAddr;
+    use levitate_mm::addr::PAGE_SIZE;
+    let page = pa & !(PAGE_SIZE - 1);
+    if crate::memory::map()
+        .memory()
+        .iter()
+        .any(|r| r.contains(page))
+    {
+        return Err(CmdError::Failed(format!(
+            "{pa:#x} is RAM: give a device or unassigned physical address"
+        )));
+    }
+    let va = VirtAddr::new(SERROR_PROBE_VA);
+    crate::paging::map(va, PhysAddr::new(page), PAGE_SIZE, Attributes::DEVICE)
+        .map_err(|e| CmdError::Failed(format!("cannot map {pa:#x}: {e}")))?;
+    let target = SERROR_PROBE_VA + (pa & (PAGE_SIZE - 1) & !3);
+    println!("writing a word to device address {pa:#x} (at {target:#x}) and waiting for an SError");
+    // SAFETY: deliberately unsound on request: a store to a device page the user named, to see
+    // how the system reports a bad write. It completes, or traps into the fatal-exception path
+    // (a synchronous external abort now, or an SError at the barrier), which does not return.
+    unsafe {
+        core::arch::asm!(
+            "str {v:w}, [{at}]",
+            "dsb sy",
+            "isb",
+            at = in(reg) target,
+            v = in(reg) 0u64,
+            options(nostack, preserves_flags)
+        );
+    }
+    let isr: u64;
+    // SAFETY: reads ISR_EL1 (pending interrupts and SError); no memory access.
+    unsafe { core::arch::asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack)) };
+    let _ = crate::paging::unmap(va, PAGE_SIZE);
+    println!(
+        "the write to {pa:#x} completed without an abort (ISR_EL1.A = {}): nothing answered it with an error",
+        (isr >> 8) & 1
+    );
     Ok(())
 }
 

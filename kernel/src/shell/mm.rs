@@ -106,25 +106,17 @@ pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
         .validate()
         .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
     frames::validate().map_err(|e| CmdError::Failed(format!("frame allocator: {e}")))?;
-    // The scan holds the buddy's lock, so no block leaves or joins the free lists meanwhile;
-    // it reads every free frame once (about a second per GiB on QEMU).
-    let poison = frames::with(|b| {
-        b.poisoning().then(|| {
-            (
-                b.find_use_after_free(&frames::LinearMemory),
-                b.stats().free_frames,
-            )
-        })
-    });
-    let scanned = match poison {
+    // The scan reads every free frame once (about a second per GiB on QEMU), in chunks of
+    // 1 MiB, each under the buddy's lock (so interrupts are masked only a few ms at a time).
+    let scanned = match frames::scan_poison() {
         None => None,
-        Some((None, free)) => Some(free),
-        Some((Some(AllocError::UseAfterFree { addr, block, order }), _)) => {
+        Some(Ok(free)) => Some(free),
+        Some(Err(AllocError::UseAfterFree { addr, block, order })) => {
             return Err(CmdError::Failed(format!(
                 "poison: {addr} was written while free (order-{order} block at {block})"
             )))
         }
-        Some((Some(e), _)) => return Err(CmdError::Failed(format!("poison: {e}"))),
+        Some(Err(e)) => return Err(CmdError::Failed(format!("poison: {e}"))),
     };
     let s = stats()?;
     let blocks: u64 = s.free_blocks().iter().sum();
@@ -619,10 +611,15 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
     }
     STOP.store(false, Ordering::Relaxed);
     SHELL_CPU.store(crate::smp::current().index, Ordering::Relaxed);
-    // Compare like with like: what the caches hold counts as free memory here.
+    let tick_errors_before = tick_stress_errors();
+    let tick_allocations_before = tick_stress_allocations();
+    // Compare like with like: what the caches hold counts as free memory here, and the tick's
+    // stress (which frees all it takes before it returns) is paused for the snapshot.
+    let pause = frames::pause_tick_stress();
     frames::drain_caches();
     let heap_before = heap::stats();
     let before = Usage::now()?;
+    drop(pause);
 
     let results = crate::smp::run_on_all(stress_worker, n as usize);
     let cpus = results.iter().flatten().count();
@@ -640,9 +637,19 @@ fn stress_frames(n: u64) -> Result<(), CmdError> {
         println!("stress frames: the frame allocator's checker failed: {e}");
         errors += 1;
     }
+    let pause = frames::pause_tick_stress();
     frames::drain_caches();
     let after = Usage::now()?;
     let heap_after = heap::stats();
+    drop(pause);
+    if frames::tick_stress_enabled() {
+        let tick_errors = tick_stress_errors() - tick_errors_before;
+        println!(
+            "tick stress: {} allocations in interrupt context (masked), {tick_errors} errors",
+            tick_stress_allocations() - tick_allocations_before
+        );
+        errors += tick_errors;
+    }
 
     let stopped = STOP.load(Ordering::Relaxed);
     let ops = sum(|w| &w.ops);
@@ -769,6 +776,8 @@ pub fn cpus(args: &[&str]) -> Result<(), CmdError> {
 
 fn stress_heap(total: u64) -> Result<(), CmdError> {
     let before = heap::stats();
+    let tick_errors_before = tick_stress_errors();
+    let tick_allocations_before = tick_stress_allocations();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ levitate_hal::arch::aarch64::timer::ticks());
     let mut live: Vec<Vec<u8>> = Vec::new();
     let (mut bytes, mut errors, mut allocations) = (0u64, 0u64, 0u64);
@@ -808,11 +817,86 @@ fn stress_heap(total: u64) -> Result<(), CmdError> {
         after.size / 1024,
         after.limit / 1024
     );
+    if frames::tick_stress_enabled() {
+        let tick_errors = tick_stress_errors() - tick_errors_before;
+        println!(
+            "tick stress: {} allocations in interrupt context (masked), {tick_errors} errors",
+            tick_stress_allocations() - tick_allocations_before
+        );
+        errors += tick_errors;
+    }
     println!("errors: {errors}");
     if errors > 0 {
         return Err(CmdError::Failed("heap memory was corrupted".into()));
     }
     Ok(())
+}
+
+/// `irqstat`: per CPU, the longest interval interrupts were masked (by an `IrqGuard` that
+/// found them open) since boot or the last `irqstat reset`, and where it began; then the
+/// tick's allocation stress (`frames::tick_stress`) per CPU. `irqstat stress on|off` turns
+/// that stress on or off.
+pub fn irqstat(args: &[&str]) -> Result<(), CmdError> {
+    use levitate_hal::sync;
+    match args {
+        [] => {}
+        ["reset"] => {
+            sync::reset_masked();
+            frames::reset_tick_stress();
+            println!("irqstat: reset");
+            return Ok(());
+        }
+        ["stress", "on"] => {
+            frames::set_tick_stress(true);
+            println!("irqstat: tick stress on (every timer tick on every CPU allocates and frees frames and a heap object in its interrupt handler)");
+            return Ok(());
+        }
+        ["stress", "off"] => {
+            frames::set_tick_stress(false);
+            println!("irqstat: tick stress off");
+            return Ok(());
+        }
+        _ => return Err(CmdError::Usage),
+    }
+    let hz = levitate_hal::arch::aarch64::timer::frequency();
+    println!("CPU     longest masked  sections  where");
+    for c in crate::smp::cpus() {
+        let r = sync::masked_record(c.index);
+        let place = match r.place {
+            Some(p) => format!("{}:{}:{}", p.file(), p.line(), p.column()),
+            None => "-".into(),
+        };
+        println!(
+            "cpu{:<3} {:>12} us  {:>8}  {place}",
+            c.index,
+            r.micros(hz),
+            r.sections
+        );
+    }
+    let on = frames::tick_stress_enabled();
+    println!("tick stress: {}", if on { "on" } else { "off" });
+    for c in crate::smp::cpus() {
+        let t = frames::tick_stress_counts(c.index);
+        println!(
+            "cpu{:<3} tick stress: {} runs, {} allocations, {} refused, {} errors",
+            c.index, t.runs, t.allocations, t.refused, t.errors
+        );
+    }
+    Ok(())
+}
+
+/// The tick stress's errors so far, all CPUs.
+fn tick_stress_errors() -> u64 {
+    (0..MAX_CPUS)
+        .map(|i| frames::tick_stress_counts(i).errors)
+        .sum()
+}
+
+/// The tick stress's successful allocations so far, all CPUs.
+fn tick_stress_allocations() -> u64 {
+    (0..MAX_CPUS)
+        .map(|i| frames::tick_stress_counts(i).allocations)
+        .sum()
 }
 
 /// `stress frames N` / `stress heap BYTES`.

@@ -8,6 +8,7 @@ mod hardware;
 mod harness;
 mod initramfs_hostile;
 mod interrupts;
+mod irq_safety;
 mod memmap_hostile;
 mod scenarios;
 mod shell_hostile;
@@ -313,6 +314,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     interrupts::run(&mut tally, &normal.image, &work, &base)?;
     bootimg::run(&mut tally, &normal.image, &work, &base)?;
     console_drivers::run(&mut tally, &normal.image, &work, &base)?;
+    irq_safety::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {

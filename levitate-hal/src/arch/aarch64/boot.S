@@ -327,6 +327,10 @@ boot_virtual_entry:
     ldr     x9, =exception_vectors
     msr     vbar_el1, x9
     isb
+    // SError unmasked from here on (DAIF.A clear; DAIFClr #4 = A, ARM ARM C5.2.3): an
+    // asynchronous abort, e.g. a bad MMIO write, is taken at once and reported by the real
+    // vectors instead of pending silently. IRQ, FIQ and debug stay masked.
+    msr     daifclr, #4
     mov     x29, xzr                    // ends the frame-pointer chain for backtraces
     mov     x30, xzr
     mov     x0, x19
@@ -346,6 +350,7 @@ secondary_virtual_entry:
     ldr     x9, =exception_vectors
     msr     vbar_el1, x9
     isb
+    msr     daifclr, #4                 // SError unmasked, as on the boot CPU
     mov     x29, xzr
     mov     x30, xzr
     mov     x0, x23

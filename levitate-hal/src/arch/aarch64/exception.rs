@@ -104,8 +104,20 @@ impl fmt::Display for FaultReport<'_> {
         if self.kind.is_sync() || self.kind.is_serror() {
             writeln!(f, "  ESR  {:#018x}  {}", fr.esr, esr::Describe(fr.esr))?;
         }
-        if abort {
+        if self.kind.is_serror() {
+            // An SError is asynchronous (ARM ARM D1.3.5 "Asynchronous exception types"): it
+            // is taken when DAIF.A allows, after the access that raised it completed with an
+            // error, so ELR names the code running then, and FAR holds nothing for it.
+            writeln!(
+                f,
+                "  asynchronous abort: the access that caused it came at or before ELR (no \
+                 faulting address is recorded); usually a device rejected a write"
+            )?;
+        }
+        if abort && esr::far_valid(fr.esr) {
             writeln!(f, "  FAR  {:#018x}  (faulting address)", fr.far)?;
+        } else if abort {
+            writeln!(f, "  FAR  not valid for this abort (ESR.FnV set)")?;
         }
         write!(f, "  ELR  {:#018x}", fr.elr)?;
         match crate::ksyms::resolve(fr.elr) {

@@ -29,11 +29,14 @@ exception_vectors:
     VECTOR 0        // current EL with SP_EL0: synchronous
     VECTOR 1        //                         IRQ
     VECTOR 2        //                         FIQ
-    VECTOR 3        //                         SError
+    VECTOR 3        //                         SError (DAIF.A is clear from boot: a bad
+                    // device access while the kernel runs lands here; levitate_trap
+                    // decodes ESR_EL1's SError syndrome and panics)
     VECTOR 4        // current EL with SP_ELx: synchronous
     VECTOR 5        //                         IRQ
     VECTOR 6        //                         FIQ
-    VECTOR 7        //                         SError
+    VECTOR 7        //                         SError inside a handler (taken only once
+                    // the handler unmasks DAIF.A; entry masks it)
     VECTOR 8        // lower EL, AArch64:      synchronous
     VECTOR 9        //                         IRQ
     VECTOR 10       //                         FIQ
