@@ -2,5 +2,6 @@
 //! else (in particular the `fdt` crate) is allowed to parse it.
 
 pub mod check;
+pub mod framebuffer;
 pub mod pack;
 pub mod tree;
