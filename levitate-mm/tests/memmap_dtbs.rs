@@ -306,7 +306,7 @@ fn pixel6_without_memory_node_is_a_clean_error() {
 
 #[test]
 fn pixel6_with_memory_node() {
-    const NO_MAP: [Row; 8] = [
+    const NO_MAP: [Row; 9] = [
         (
             r(0x9020_0000, 0x9060_0000),
             "gsa@90200000",
@@ -332,6 +332,14 @@ fn pixel6_with_memory_node() {
             r(0xf880_0000, 0xfa80_0000),
             "abl@f8800000",
             Source::ReservedMemory,
+            true,
+            false,
+        ),
+        // The stock tree has no splash node: the board entry keeps the panel's buffer.
+        (
+            r(0xfac0_0000, 0xfb5e_3400),
+            "google,gs101-oriole",
+            Source::Framebuffer,
             true,
             false,
         ),
@@ -379,7 +387,8 @@ fn pixel6_with_memory_node() {
                 r(0x8000_0000, 0x9020_0000),
                 r(0x9060_0000, 0x9300_0000),
                 r(0x9700_0000, 0xf880_0000),
-                r(0xfa80_0000, 0xfd3f_0000),
+                r(0xfa80_0000, 0xfac0_0000),
+                r(0xfb5e_4000, 0xfd3f_0000),
                 r(0xfd3f_f000, 0xfd80_0000),
                 r(0xfd90_2000, 0x1_0000_0000),
                 r(0x8_8000_0000, 0xa_0000_0000),
@@ -388,8 +397,31 @@ fn pixel6_with_memory_node() {
         },
     );
     assert_eq!(t.memory, 8 * GIB);
-    assert_eq!(t.no_map, 101 * MIB + 68 * 1024);
+    assert_eq!(t.no_map, 101 * MIB + 68 * 1024 + 0x9e_4000);
     assert_eq!(t.reserved, t.no_map);
+}
+
+#[test]
+fn pixel6_tree_with_splash_node_is_not_reserved_twice() {
+    let blob = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/dtbs/gs101-oriole.SYNTHETIC-memory-fb.dtb"
+    ))
+    .unwrap();
+    let map = map_of(&blob, &NONE).unwrap();
+    map.validate().unwrap();
+    let splash: Vec<_> = map
+        .reserved()
+        .iter()
+        .filter(|x| x.region.overlaps(&r(0xfac0_0000, 0xfb5e_3400)))
+        .map(|x| (x.name, x.source, x.no_map))
+        .collect();
+    assert_eq!(
+        splash,
+        [("splash@fac00000", Source::ReservedMemory, true)],
+        "the tree's splash node covers the framebuffer"
+    );
+    assert!(map.warnings().is_empty());
 }
 
 #[test]

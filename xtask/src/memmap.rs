@@ -454,7 +454,8 @@ mod tests {
                         "dtb",
                         "kernel",
                         "early",
-                        "mem_map"
+                        "mem_map",
+                        "framebuffer"
                     ]
                     .contains(&source),
                     "{name}: source {source}"

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod devices;
+pub mod framebuffer;
 pub mod interrupts;
 pub mod pack;
 pub mod tree;

@@ -13,7 +13,9 @@
 //! * **Reservations**: `/memreserve/` entries (spec 5.3), `/reserved-memory` children with
 //!   `reg` (spec 3.5, in that node's own cell sizes; every root child named
 //!   `reserved-memory`), the initrd from `/chosen`, and the DTB
-//!   and kernel image the caller knows about ([`KnownRegions`]). Then each dynamic
+//!   and kernel image the caller knows about ([`KnownRegions`]); then the framebuffer the
+//!   display scans out ([`crate::dtb::framebuffer::discover`]), `no-map`, unless a
+//!   reservation already covers it ([`Source::Framebuffer`]). Then each dynamic
 //!   `/reserved-memory` child (`size`, no `reg`) is placed as Linux places it (top-down, in
 //!   the first `alloc-ranges` entry with room; `dynamic.rs` says how and where we differ).
 //!   `no-map` and `reusable` are reported; both kinds stay reserved. Only `status =
@@ -45,7 +47,7 @@ mod validate;
 mod warning;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use addressable::{Addressable, Limit};
 pub use error::{InvariantViolation, MemMapError, NodePath};

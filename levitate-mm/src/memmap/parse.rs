@@ -15,6 +15,7 @@ use super::source::{AllocRanges, BuildOptions, DynamicRequest, KnownRegions, Res
 use super::warning::{Problem, Warning};
 use super::{MemMapError, MemoryMap, MAX_DYNAMIC};
 use crate::addr::PhysAddr;
+use crate::dtb::framebuffer::{self, Discovery, Origin};
 use crate::dtb::tree;
 use crate::region::Region;
 use fdt::node::FdtNode;
@@ -147,10 +148,46 @@ pub(super) fn fill<'a>(
             }
         }
     }
+    // Before dynamic placement, so that nothing is placed on the buffer the panel scans out.
+    add_framebuffer(map, fdt)?;
     for request in dynamic.as_slice() {
         map.place_dynamic(request)?;
     }
     map.finish()
+}
+
+/// The framebuffer the boot loader left scanning out (see [`framebuffer::discover`]), when no
+/// reservation covers it yet: the display engine keeps reading it, so no allocator may hand it
+/// out (simple-framebuffer.yaml expects the OS to keep it; later oriole trees add a
+/// `splash` reserved-memory node, the stock tree does not). A described buffer that cannot be
+/// drawn on is still kept. `no-map`: the kernel maps it once, with an attribute for scan-out
+/// (docs/screen.md); a cacheable alias in the linear map would be a mismatched-attribute
+/// alias (ARM ARM B2.8).
+fn add_framebuffer<'a>(map: &mut MemoryMap<'a>, fdt: &fdt::Fdt<'a>) -> Result<(), MemMapError> {
+    let found = framebuffer::discover(fdt);
+    let Some(region) = found.reserve() else {
+        return Ok(());
+    };
+    let pages = region.page_outward();
+    if !map.usable().iter().any(|u| u.overlaps(&pages)) {
+        return Ok(()); // already reserved (or outside RAM, which the screen code refuses)
+    }
+    let name = match found {
+        Discovery::Found(fb) => match fb.origin {
+            Origin::Tree(node) => node,
+            Origin::Board(compatible) => compatible,
+            Origin::Kernel => "framebuffer",
+        },
+        Discovery::Rejected(r) => r.node,
+        Discovery::None | Discovery::Disabled(_) => "framebuffer",
+    };
+    map.add_reservation(Reservation {
+        region,
+        name,
+        source: Source::Framebuffer,
+        no_map: true,
+        reusable: false,
+    })
 }
 
 /// Whether the node says `device_type = "memory"`.

@@ -28,6 +28,9 @@ pub enum Source {
     Early,
     /// The kernel's per-frame metadata array.
     MemMap,
+    /// A framebuffer the display scans out (`simple-framebuffer` under `/chosen`, or the
+    /// board entry of [`crate::dtb::framebuffer::BOARDS`]) that no other reservation covers.
+    Framebuffer,
 }
 
 impl Source {
@@ -42,6 +45,7 @@ impl Source {
             Source::Kernel => "kernel",
             Source::Early => "early",
             Source::MemMap => "mem_map",
+            Source::Framebuffer => "framebuffer",
         }
     }
 }

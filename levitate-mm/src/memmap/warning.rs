@@ -331,6 +331,7 @@ impl fmt::Display for Subject<'_> {
             Source::Dtb => f.write_str("device tree blob"),
             Source::Kernel => f.write_str("kernel image"),
             Source::Early | Source::MemMap => write!(f, "{} reservation '{}'", self.1, self.0),
+            Source::Framebuffer => write!(f, "framebuffer '{}'", self.0),
         }
     }
 }

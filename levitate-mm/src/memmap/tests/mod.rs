@@ -3,7 +3,7 @@
 //! messages. Trees are written with [`builder::Tree`]; `from_parts` covers what a tree cannot
 //! express.
 
-mod builder;
+pub(crate) mod builder;
 mod fail_closed;
 
 use super::*;
@@ -1462,4 +1462,121 @@ fn node_paths_are_cut_at_a_character_boundary() {
     assert!(p.as_str().len() <= NodePath::CAPACITY);
     assert!(p.to_string().ends_with("é..."), "{p}");
     assert_eq!(format!("{p:?}"), format!("\"{p}\""));
+}
+
+// ---- the framebuffer the display scans out ----
+
+/// QEMU-like RAM and a simple-framebuffer node at 0x4800_0000 (640x480 x8r8g8b8), with a
+/// `/reserved-memory` node covering it when `reserved`.
+fn with_framebuffer(reserved: bool) -> Vec<u8> {
+    let mut t = qemu_like();
+    if reserved {
+        t = t
+            .begin("reserved-memory")
+            .cells("#address-cells", &[2])
+            .cells("#size-cells", &[2])
+            .prop("ranges", &[])
+            .begin("splash@48000000")
+            .cells("reg", &[0, 0x4800_0000, 0, 0x12_c000])
+            .prop("no-map", &[])
+            .end()
+            .end();
+    }
+    t.begin("chosen")
+        .begin("framebuffer@48000000")
+        .string("compatible", "simple-framebuffer")
+        .cells("reg", &[0, 0x4800_0000, 0, 0x12_c000])
+        .cells("width", &[640])
+        .cells("height", &[480])
+        .cells("stride", &[2560])
+        .string("format", "x8r8g8b8")
+        .end()
+        .end()
+        .build()
+}
+
+#[test]
+fn an_unreserved_framebuffer_is_reserved_no_map() {
+    let blob = with_framebuffer(false);
+    let map = map_of(&blob, &NONE).unwrap();
+    let fb = map
+        .reserved()
+        .iter()
+        .find(|x| x.source == Source::Framebuffer)
+        .expect("framebuffer reserved");
+    assert_eq!(fb.region, r(0x4800_0000, 0x4812_c000));
+    assert_eq!(fb.name, "framebuffer@48000000");
+    assert!(fb.no_map);
+    assert!(map
+        .usable()
+        .iter()
+        .all(|u| !u.overlaps(&r(0x4800_0000, 0x4812_c000))));
+    assert!(map.warnings().is_empty(), "{:?}", texts(&map));
+}
+
+#[test]
+fn a_framebuffer_the_tree_reserved_is_not_reserved_twice() {
+    let blob = with_framebuffer(true);
+    let map = map_of(&blob, &NONE).unwrap();
+    assert!(map
+        .reserved()
+        .iter()
+        .all(|x| x.source != Source::Framebuffer));
+    assert!(map.warnings().is_empty(), "{:?}", texts(&map));
+}
+
+#[test]
+fn a_dynamic_region_is_never_placed_on_the_framebuffer() {
+    // RAM is 16 MiB at 0x4800_0000 - 0x1000000, and the buffer sits at its top, where
+    // top-down placement would go first.
+    let blob = Tree::new(2, 2)
+        .memory("memory@47000000", &[0, 0x4700_0000, 0, 0x114_c000])
+        .begin("reserved-memory")
+        .cells("#address-cells", &[2])
+        .cells("#size-cells", &[2])
+        .prop("ranges", &[])
+        .begin("pool")
+        .cells("size", &[0, 0x10_0000])
+        .end()
+        .end()
+        .begin("chosen")
+        .begin("framebuffer@48000000")
+        .string("compatible", "simple-framebuffer")
+        .cells("reg", &[0, 0x4802_0000, 0, 0x12_c000])
+        .cells("width", &[640])
+        .cells("height", &[480])
+        .cells("stride", &[2560])
+        .string("format", "x8r8g8b8")
+        .end()
+        .end()
+        .build();
+    let map = map_of(&blob, &NONE).unwrap();
+    let fb = r(0x4802_0000, 0x4814_c000);
+    let pool = map.reserved().iter().find(|x| x.name == "pool").unwrap();
+    assert!(!pool.region.overlaps(&fb), "{pool:?}");
+    assert!(map
+        .reserved()
+        .iter()
+        .any(|x| x.source == Source::Framebuffer));
+}
+
+#[test]
+fn a_bad_framebuffer_node_still_keeps_its_memory() {
+    let blob = qemu_like()
+        .begin("chosen")
+        .begin("framebuffer@48000000")
+        .string("compatible", "simple-framebuffer")
+        .cells("reg", &[0, 0x4800_0000, 0, 0x1000])
+        .cells("width", &[640])
+        .cells("height", &[480])
+        .cells("stride", &[2560])
+        .string("format", "x8r8g8b8")
+        .end()
+        .end()
+        .build();
+    let map = map_of(&blob, &NONE).unwrap();
+    assert!(map
+        .reserved()
+        .iter()
+        .any(|x| x.source == Source::Framebuffer && x.region == r(0x4800_0000, 0x4800_1000)));
 }
