@@ -433,7 +433,7 @@ fn memmap_of_gs101_trees(tally: &mut Tally) -> Result<()> {
         ),
         (
             "gs101-oriole.SYNTHETIC-memory.dtb",
-            "total: RAM 8 GiB, reserved 132.6 MiB, usable 7.8 GiB, no-map 101.0 MiB",
+            "total: RAM 8 GiB, reserved 142.5 MiB, usable 7.8 GiB, no-map 110.9 MiB",
             true,
         ),
         (
