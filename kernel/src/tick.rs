@@ -55,9 +55,8 @@ impl fmt::Display for HookError {
 }
 
 /// Runs `hook` on every tick on every CPU (in interrupt context: interrupts masked, on the
-/// exception stack; it must be short and take no lock non-interrupt code may hold). Hooks
+/// exception stack; it must be short and take only `IrqSafeMutex` locks, or try-lock). Hooks
 /// cannot be removed. Works before the tick starts and when there is no tick (never called).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code))] // API for the allocator stress and the watchdog
 pub fn register_tick_hook(hook: fn()) -> Result<(), HookError> {
     for slot in &HOOKS {
         let mut ours = false;
