@@ -112,12 +112,10 @@ pub fn out_dir(board: Board) -> PathBuf {
     crate::target_dir().join("levitate").join(board.name())
 }
 
-/// The mainline device tree for the Pixel 6 (../shared/dtbs beside the workspace).
+/// The mainline device tree for the Pixel 6: the project's own copy of
+/// ../shared/dtbs/gs101-oriole.dtb (byte for byte), so a fresh clone has it.
 pub fn default_dtb() -> PathBuf {
-    crate::workspace_root()
-        .join("../shared/dtbs/gs101-oriole.dtb")
-        .components()
-        .collect()
+    crate::workspace_root().join("levitate-mm/tests/dtbs/gs101-oriole.dtb")
 }
 
 /// An LZ4 legacy frame (lz4 `-l`, as Linux's `unlz4` and the stock `Image.lz4` have it):

@@ -83,7 +83,7 @@ image options:
                         pixel6: target/levitate/pixel6/boot.img (Android boot image v4)
   --kernel-format F     lz4 (default, LZ4 legacy frame as the stock Image.lz4), gz or raw
   --vendor-boot         also vendor_boot.img (v4) holding the device tree
-  --dtb FILE            the tree for vendor_boot.img (default ../shared/dtbs/gs101-oriole.dtb)
+  --dtb FILE            the tree for vendor_boot.img (default levitate-mm/tests/dtbs/gs101-oriole.dtb)
   --cmdline ARGS        the boot.img kernel command line
   --kernel IMAGE        pack this arm64 Image instead of building one
   --initrd CPIO         pack this CPIO archive instead of initramfs/
