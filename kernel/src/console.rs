@@ -177,6 +177,20 @@ impl Held {
         OWNER.store(cpu_tag(), Ordering::Relaxed);
         Self(guard)
     }
+
+    /// Formats `args` onto the device, if there is one; `panic` writes are never dropped
+    /// for another CPU's panic report.
+    fn write(&mut self, args: fmt::Arguments<'_>, panic: bool) {
+        if let Some(dev) = self.0.as_mut() {
+            let _ = fmt::write(
+                &mut Writer {
+                    console: dev.as_console(),
+                    panic,
+                },
+                args,
+            );
+        }
+    }
 }
 
 impl Drop for Held {
@@ -222,16 +236,7 @@ impl fmt::Write for Writer<'_> {
 /// Writes formatted text to the console (dropped when there is none).
 #[track_caller]
 pub fn write_fmt(args: fmt::Arguments<'_>) {
-    let mut held = lock();
-    if let Some(dev) = held.0.as_mut() {
-        let _ = fmt::write(
-            &mut Writer {
-                console: dev.as_console(),
-                panic: false,
-            },
-            args,
-        );
-    }
+    lock().write(args, false);
 }
 
 /// Writes raw bytes (the shell's echo).
@@ -351,14 +356,8 @@ pub fn write_fmt_panic(args: fmt::Arguments<'_>) {
         core::hint::spin_loop();
     };
     let mut held = Held::new(guard);
+    held.write(args, true);
     if let Some(dev) = held.0.as_mut() {
-        let _ = fmt::write(
-            &mut Writer {
-                console: dev.as_console(),
-                panic: true,
-            },
-            args,
-        );
         dev.as_console().flush();
     }
 }
@@ -370,16 +369,7 @@ pub fn try_write_fmt(args: fmt::Arguments<'_>) -> bool {
     let Some(guard) = CONSOLE.try_lock() else {
         return false;
     };
-    let mut held = Held::new(guard);
-    if let Some(dev) = held.0.as_mut() {
-        let _ = fmt::write(
-            &mut Writer {
-                console: dev.as_console(),
-                panic: false,
-            },
-            args,
-        );
-    }
+    Held::new(guard).write(args, false);
     true
 }
 
