@@ -94,6 +94,13 @@ pub const COMPATIBLE: &[&str] = &["arm,pl011"];
 /// Depth of the receive FIFO (PL011 r1p5).
 const FIFO_DEPTH: usize = 32;
 
+/// Polls of FR spent waiting for transmit room (or for BUSY to clear in `flush`) before the
+/// UART is taken as stalled. A device read costs well over 10 ns, so this is more than 10 ms:
+/// far beyond one byte time at 115200 baud (87 us) and a full 32-byte FIFO's drain (2.8 ms).
+/// A UART whose clock was gated, or a transmitter held off by flow control, must not hang
+/// the kernel (and a panic report behind it) for ever.
+pub const TX_POLL_LIMIT: u32 = 1_000_000;
+
 /// A PL011 UART.
 pub struct Pl011 {
     regs: MmioBlock<Registers>,
@@ -102,6 +109,11 @@ pub struct Pl011 {
     early_rx: [u8; FIFO_DEPTH],
     early_len: usize,
     early_pos: usize,
+    /// The last wait for room ran out: poll once per byte until the FIFO moves again, so a
+    /// dead UART costs one bounded wait and not one per byte.
+    stalled: bool,
+    /// Bytes dropped because the transmit FIFO stayed full.
+    dropped: u64,
 }
 
 impl Pl011 {
@@ -117,6 +129,8 @@ impl Pl011 {
             early_rx: [0; FIFO_DEPTH],
             early_len: 0,
             early_pos: 0,
+            stalled: false,
+            dropped: 0,
         }
     }
 
@@ -153,8 +167,18 @@ impl Console for Pl011 {
     }
 
     fn write_byte(&mut self, byte: u8) {
-        while self.regs.FR.is_set(FR::TXFF) {
-            core::hint::spin_loop();
+        let limit = if self.stalled { 1 } else { TX_POLL_LIMIT };
+        let room = (0..limit).any(|_| {
+            let full = self.regs.FR.is_set(FR::TXFF);
+            if full {
+                core::hint::spin_loop();
+            }
+            !full
+        });
+        self.stalled = !room;
+        if !room {
+            self.dropped += 1;
+            return;
         }
         self.regs.DR.write(DR::DATA.val(u32::from(byte)));
     }
@@ -171,8 +195,19 @@ impl Console for Pl011 {
     }
 
     fn flush(&mut self) {
-        while self.regs.FR.is_set(FR::BUSY) {
+        if self.stalled {
+            return;
+        }
+        for _ in 0..TX_POLL_LIMIT {
+            if !self.regs.FR.is_set(FR::BUSY) {
+                return;
+            }
             core::hint::spin_loop();
         }
+        self.stalled = true;
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
