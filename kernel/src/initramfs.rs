@@ -9,7 +9,7 @@
 //! heap first, as Linux's `init/initramfs.c` does through `lib/decompress_unlz4.c`; any
 //! other compressor is refused by the CPIO reader with its name.
 
-use crate::memory;
+use crate::mm::memory;
 use alloc::vec::Vec;
 use core::fmt;
 use levitate_mm::cpio::{Archive, ArchiveError, Checksums, Index, Slot};

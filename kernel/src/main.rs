@@ -12,20 +12,15 @@ extern crate alloc;
 mod bootargs;
 mod console;
 mod devicetree;
-mod frames;
-mod heap;
 mod initramfs;
 mod irq;
 mod ktest_runner;
 mod logger;
-mod memory;
-mod paging;
+mod mm;
 mod panic;
 mod power;
-mod pressure;
 mod shell;
 mod smp;
-mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
 mod tick;
@@ -38,6 +33,7 @@ use levitate_hal::stacks::{self as stack_registry, StackInfo};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
 use levitate_mm::region::Region;
+use mm::{frames, heap, memory, stacks};
 use spin::Once;
 
 /// What boot learnt about the machine.

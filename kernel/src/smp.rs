@@ -3,7 +3,8 @@
 //! pages below both), per-CPU data through TPIDR_EL1, and a mailbox for work the boot CPU
 //! hands out (`run_on_all`).
 
-use crate::{devicetree, paging, power, stacks};
+use crate::mm::{paging, stacks};
+use crate::{devicetree, power};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use levitate_hal::arch::aarch64::{cpu, psci, timer};
 use levitate_hal::layout::KIMAGE_VBASE;

@@ -1,8 +1,9 @@
 //! Memory commands: meminfo, buddyinfo, memcheck, pt, stress.
 
 use super::CmdError;
+use crate::mm::{frames, heap, memory, paging};
+use crate::println;
 use crate::smp::MAX_CPUS;
-use crate::{frames, heap, memory, paging, println};
 use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -69,7 +70,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     println!(
         "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
         "Pressure:",
-        crate::pressure::level().as_str(),
+        crate::mm::pressure::level().as_str(),
         (used * 100).checked_div(s.managed_frames).unwrap_or(100)
     );
     let f = s.fragmentation();

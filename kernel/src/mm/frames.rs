@@ -4,7 +4,7 @@
 //! side of the contract: memory through the linear map (zeroing, poisoning), locks, and misuse
 //! logged with the caller's location.
 
-use crate::memory;
+use super::memory;
 use crate::smp::{self, MAX_CPUS};
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -124,7 +124,7 @@ impl BuddyAccess for KernelBuddy {
             let r = f(buddy);
             (r, buddy.free_frames(), buddy.managed_frames())
         };
-        crate::pressure::update(free, managed);
+        super::pressure::update(free, managed);
         r
     }
 }
@@ -218,7 +218,7 @@ pub fn alloc(req: Request) -> Result<Block, AllocError> {
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
-    crate::pressure::reclaim_if_due();
+    super::pressure::reclaim_if_due();
     result
 }
 
@@ -244,7 +244,7 @@ pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
-    crate::pressure::reclaim_if_due();
+    super::pressure::reclaim_if_due();
     result
 }
 
@@ -293,7 +293,7 @@ pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError>
             result = attempt();
         }
     }
-    crate::pressure::reclaim_if_due();
+    super::pressure::reclaim_if_due();
     result
 }
 
@@ -312,7 +312,7 @@ pub fn free_frames(addr: PhysAddr, n: u64) -> Result<Owner, FrameError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
-    crate::pressure::reclaim_if_due();
+    super::pressure::reclaim_if_due();
     result
 }
 
@@ -862,7 +862,7 @@ levitate_hal::ktest!(
                 all
             }),
             ("page tables", || {
-                crate::paging::with_tables(|_, _| irqs_masked())
+                super::paging::with_tables(|_, _| irqs_masked())
             }),
             ("console", || crate::console::with_lock_held(irqs_masked)),
             ("memory map", || {

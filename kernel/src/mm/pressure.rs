@@ -144,8 +144,8 @@ pub fn reclaim_if_due() {
 /// Gives back what the kernel holds but does not use: the per-CPU caches' frames and wholly
 /// free heap segments. Returns (frames drained, heap bytes released).
 pub fn reclaim() -> (u64, usize) {
-    let drained = crate::frames::drain_caches();
-    let heap = match crate::heap::try_reclaim() {
+    let drained = super::frames::drain_caches();
+    let heap = match super::heap::try_reclaim() {
         Some(bytes) => bytes,
         None => {
             DUE.store(true, Ordering::Relaxed);
@@ -193,20 +193,20 @@ levitate_hal::ktest!(
         levitate_hal::kassert!(a.try_reserve_exact(4 << 20).is_ok());
         levitate_hal::kassert!(b.try_reserve_exact(6 << 20).is_ok());
         drop(a);
-        let before = crate::heap::stats();
+        let before = super::heap::stats();
         // Push usage past 80 % with 2 MiB blocks.
         while level() < Level::High && held.len() < held.capacity() {
-            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+            match super::frames::alloc(Request::new(9, Owner::Test)) {
                 Ok(block) => held.push(block),
                 Err(_) => break,
             }
         }
         let reached = level();
-        let after = crate::heap::stats();
+        let after = super::heap::stats();
         // Give everything back before judging, so a failure leaves memory as it was.
         let mut freed = true;
         for block in held {
-            freed &= crate::frames::free(block).is_ok();
+            freed &= super::frames::free(block).is_ok();
         }
         drop(b);
         levitate_hal::kassert!(freed);
@@ -231,33 +231,33 @@ levitate_hal::ktest!(
         // Close to the high watermark with 2 MiB blocks, then over it with single frames, so
         // the level rises inside a per-CPU cache refill (which holds the cache's lock).
         loop {
-            let s = crate::frames::stats().unwrap();
+            let s = super::frames::stats().unwrap();
             let used = s.managed_frames - s.free_frames + 512;
             if used * 1000 / s.managed_frames >= 790 || held.len() == held.capacity() {
                 break;
             }
-            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+            match super::frames::alloc(Request::new(9, Owner::Test)) {
                 Ok(b) => held.push(b),
                 Err(_) => break,
             }
         }
         while level() < Level::High && held.len() < held.capacity() {
-            match crate::frames::alloc(Request::new(0, Owner::Test)) {
+            match super::frames::alloc(Request::new(0, Owner::Test)) {
                 Ok(b) => held.push(b),
                 Err(_) => break,
             }
         }
         let reached = level();
-        let parked = crate::frames::cache_stats().1;
+        let parked = super::frames::cache_stats().1;
         let mut freed = true;
         for b in held {
-            freed &= crate::frames::free(b).is_ok();
+            freed &= super::frames::free(b).is_ok();
         }
         levitate_hal::kassert!(freed);
         levitate_hal::kassert!(reached >= Level::High, "could not reach high pressure");
         // The reclaim drained the caches (at most the refill that followed it is parked).
         levitate_hal::kassert!(parked <= 64, "the caches were not drained at high pressure");
-        levitate_hal::kassert!(crate::frames::validate().is_ok());
+        levitate_hal::kassert!(super::frames::validate().is_ok());
         Ok(())
     }
 );

@@ -4,8 +4,8 @@
 //! `no-map` regions, and the MMIO windows as Device-nGnRE. Boot switches TTBR1 to them; from
 //! then on the heap and stacks map and unmap through here.
 
-use crate::frames;
-use crate::memory;
+use super::frames;
+use super::memory;
 use core::fmt;
 use levitate_hal::arch::aarch64::cpu;
 use levitate_hal::arch::aarch64::mmu::table::{

@@ -1,8 +1,8 @@
 //! Physical memory at boot: the memory map from the device tree, the linear map of RAM, and
 //! the mem_map. Everything here runs once, on the boot CPU, before any frame allocator.
 
+use super::{frames, heap, paging};
 use crate::devicetree::DeviceTree;
-use crate::{frames, heap, paging};
 use core::fmt;
 use levitate_hal::arch::aarch64::mmu::table;
 use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
@@ -40,7 +40,7 @@ pub enum MemoryError {
     /// An early allocation failed.
     Early(levitate_mm::early::EarlyAllocError),
     /// The final page tables could not be built.
-    Paging(crate::paging::PagingError),
+    Paging(super::paging::PagingError),
     /// The kernel image (BSS included) does not lie inside the RAM the tree describes.
     ImageOutsideRam(Region),
 }
