@@ -18,6 +18,7 @@ mod ktest_runner;
 mod logger;
 mod mm;
 mod panic;
+mod percpu;
 mod power;
 mod shell;
 mod smp;

@@ -22,6 +22,8 @@ mod gdb;
 mod image;
 mod initramfs;
 mod kernel;
+#[cfg(test)]
+mod layering;
 mod memmap;
 mod qemu;
 mod test;

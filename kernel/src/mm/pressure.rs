@@ -7,6 +7,9 @@
 //! cache's lock); its heap part only try-locks the heap and page tables and is retried later
 //! when they are busy.
 //!
+//! This is policy on top of the mechanism: it calls `frames` and `heap`, never the reverse.
+//! The frame allocator reaches it only through the hooks `init` registers (`mm::hooks`).
+//!
 //! Interrupt safety: the level and the flags below are atomics, not locks, so `update` may run
 //! under any frame-allocator lock and in an interrupt handler. `reclaim` takes the frame locks
 //! one at a time (all `IrqSafeMutex`es, IRQ+FIQ masked while held) and only try-locks the heap
@@ -97,16 +100,25 @@ static RECLAIMING: AtomicBool = AtomicBool::new(false);
 /// next frame operation that holds no allocator lock reclaims.
 static DUE: AtomicBool = AtomicBool::new(false);
 
+/// Registers the watermarks and reclaim with the frame allocator. Called once at boot,
+/// before the frame allocator starts (`memory::init`).
+pub fn init() {
+    super::hooks::register(super::hooks::Hooks {
+        usage: update,
+        after_op: reclaim_if_due,
+    });
+}
+
 /// The current level.
 pub fn level() -> Level {
     Level::from_u8(LEVEL.load(Ordering::Relaxed))
 }
 
 /// Updates the level from fresh figures and logs a change; a rise to high or critical makes a
-/// reclaim due. Called by the frame allocator after each use of the buddy, possibly while a
-/// per-CPU cache or the bitmap layer is locked, so it must not reclaim itself (draining takes
-/// every cache lock).
-pub fn update(free: u64, managed: u64) {
+/// reclaim due. The frame allocator calls it (`hooks::usage`) after each use of the buddy,
+/// possibly while a per-CPU cache or the bitmap layer is locked, so it must not reclaim itself
+/// (draining takes every cache lock).
+fn update(free: u64, managed: u64) {
     let used = managed.saturating_sub(free);
     let old = level();
     let new = Level::next(old, used, managed);
@@ -127,10 +139,10 @@ pub fn update(free: u64, managed: u64) {
     }
 }
 
-/// Reclaims if due and the level is still high. Called by the frame allocator's front after an
-/// operation, when it holds none of its own locks (its caller may hold the heap or page-table
-/// lock: the heap part of the reclaim only try-locks those).
-pub fn reclaim_if_due() {
+/// Reclaims if due and the level is still high. The frame allocator's front calls it
+/// (`hooks::after_op`) after an operation, when it holds none of its own locks (its caller may
+/// hold the heap or page-table lock: the heap part of the reclaim only try-locks those).
+fn reclaim_if_due() {
     if !DUE.load(Ordering::Relaxed) || level() < Level::High {
         return;
     }

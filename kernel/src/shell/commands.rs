@@ -321,8 +321,8 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
 
 fn memmap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    let map = crate::mm::memory::map();
-    let placement = crate::mm::memory::mem_map();
+    let map = crate::mm::physmem::map();
+    let placement = crate::mm::physmem::mem_map();
     crate::print!(
         "{}",
         levitate_mm::report::Table {
@@ -552,7 +552,7 @@ fn serror(pa: u64) -> Result<(), CmdError> {
     use levitate_hal::VirtAddr;
     use levitate_mm::addr::PAGE_SIZE;
     let page = pa & !(PAGE_SIZE - 1);
-    if crate::mm::memory::map()
+    if crate::mm::physmem::map()
         .memory()
         .iter()
         .any(|r| r.contains(page))
