@@ -3,6 +3,7 @@
 
 use super::physmem::{linear, linear_ranges};
 use super::{frames, heap, paging, physmem, pressure};
+use crate::boottime::{self, Phase};
 use crate::devicetree::DeviceTree;
 use core::fmt;
 use levitate_hal::arch::aarch64::mmu::table;
@@ -132,6 +133,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     if inside != image.size {
         return Err(MemoryError::ImageOutsideRam(image));
     }
+    boottime::mark(Phase::MemoryMap);
 
     // The boot tables get the linear map first: the mem_map and the buddy's frames (page
     // tables among them) are reached through it before the final tables exist.
@@ -177,6 +179,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         early::pool_usage().1,
     );
     let placement = physmem::set_mem_map(placement);
+    boottime::mark(Phase::MemMap);
     let states_at = linear_range(states_region)?;
     // SAFETY: the states region was just reserved for this array alone, lies in RAM mapped by
     // the linear map (both ends checked), and is zeroed here before use; AtomicU8 has the
@@ -194,7 +197,9 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     pressure::init();
     frames::init(pages, &placement.layout, map.memory(), states, poison)
         .map_err(MemoryError::Frames)?;
+    boottime::mark(Phase::Buddy);
     paging::init(&map).map_err(MemoryError::Paging)?;
+    boottime::mark(Phase::Paging);
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
     let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;
     heap::enable_growth(
@@ -204,6 +209,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         grow_heap,
         |at, bytes| try_release_heap_range(at as u64, bytes as u64),
     );
+    boottime::mark(Phase::Heap);
     log::info!(
         "frames: buddy over {} frames{}; final page tables live ({} table frames); heap may grow to {}",
         frames,

@@ -198,12 +198,15 @@ levitate_hal::ktest!(
         // segment we are about to empty.
         let mut held = Vec::new();
         levitate_hal::kassert!(held.try_reserve_exact(8192).is_ok());
-        // Two segments (the second request does not fit what is left of the first); empty the
-        // older one.
+        // Two fresh segments, then empty the older one. `a` is larger than all the free heap
+        // (earlier tests may leave a big, partly used segment it would otherwise land in), so
+        // it gets a segment of its own; growth maps about twice the request, and `b` does not
+        // fit what is left of that, so it makes the newest segment.
+        let a_size = (super::heap::stats().free + (64 << 10)).max(4 << 20);
         let mut a: Vec<u8> = Vec::new();
         let mut b: Vec<u8> = Vec::new();
-        levitate_hal::kassert!(a.try_reserve_exact(4 << 20).is_ok());
-        levitate_hal::kassert!(b.try_reserve_exact(6 << 20).is_ok());
+        levitate_hal::kassert!(a.try_reserve_exact(a_size).is_ok());
+        levitate_hal::kassert!(b.try_reserve_exact(a_size + (128 << 10)).is_ok());
         drop(a);
         let before = super::heap::stats();
         // Push usage past 80 % with 2 MiB blocks.

@@ -23,6 +23,12 @@ pub static COMMANDS: &[Command] = &[
         run: version,
     },
     Command {
+        name: "boottime",
+        args: "",
+        help: "boot phases: when each ended, since kernel entry",
+        run: super::boottime::boottime,
+    },
+    Command {
         name: "dtb",
         args: "",
         help: "device tree: model, memory, reserved memory, chosen",
