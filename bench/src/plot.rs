@@ -55,6 +55,17 @@ fn colour(imp: &str) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
+/// An axis label in nanoseconds: `0.5`, `20`, `1000`, `1e5`.
+fn ns_label(ns: f64) -> String {
+    if ns < 1.0 {
+        format!("{ns:.1}")
+    } else if ns < 1e5 {
+        format!("{ns:.0}")
+    } else {
+        format!("{ns:.0e}")
+    }
+}
+
 /// Writes the plot of `dists` for `workloads` (in that order) to `path`.
 pub fn write_svg(
     path: &str,
@@ -110,6 +121,7 @@ pub fn write_svg(
             .x_desc("ns per operation (log)")
             .y_desc("fraction of operations")
             .x_labels(6)
+            .x_label_formatter(&|ns| ns_label(*ns))
             .y_labels(5)
             .draw()
             .map_err(|x| format!("cannot draw {path}: {x:?}"))?;
