@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: Levitate's frame allocator (the kernel's front: per-CPU caches, the
 //! bitmap layer, the buddy) and heaps against peer crates and a minimal reference, all in
 //! one process with interleaved repetitions, printed as a table of median / mean / p99 per
-//! operation with ratios, and optionally written as JSON (`--json FILE`). `--quick` is a
+//! operation with ratios, and optionally written as JSON (`--json FILE`) and as an SVG plot of
+//! the latency distributions (`--svg FILE`, plot.rs). `--quick` is a
 //! short run; `--smoke` a run of a second or so that only checks the bench still works.
 //!
 //! Numbers, not tests: nothing here asserts on time.
@@ -11,6 +12,7 @@ mod frames;
 mod heap;
 mod heap_work;
 mod measure;
+mod plot;
 mod reference;
 mod report;
 
@@ -33,6 +35,7 @@ enum Mode {
 fn main() {
     let mut mode = Mode::Full;
     let mut json = None;
+    let mut svg = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -42,8 +45,12 @@ fn main() {
                 Some(f) => json = Some(f),
                 None => fail("--json needs a file name"),
             },
+            "--svg" => match args.next() {
+                Some(f) => svg = Some(f),
+                None => fail("--svg needs a file name"),
+            },
             "-h" | "--help" => {
-                println!("usage: levitate-bench [--quick | --smoke] [--json FILE]");
+                println!("usage: levitate-bench [--quick | --smoke] [--json FILE] [--svg FILE]");
                 return;
             }
             other => fail(&format!("unknown argument {other:?} (try --help)")),
@@ -54,6 +61,17 @@ fn main() {
     if let Some(path) = json {
         if let Err(e) = std::fs::write(&path, report.json()) {
             fail(&format!("cannot write {path}: {e}"));
+        }
+        println!("wrote {path}");
+    }
+    if let Some(path) = svg {
+        let title = format!(
+            "Latency per operation, CDF ({} repetitions{})",
+            report.reps,
+            if report.quick { ", short run" } else { "" }
+        );
+        if let Err(e) = plot::write_svg(&path, &report.distributions, &report::ORDER, &title) {
+            fail(&e);
         }
         println!("wrote {path}");
     }
@@ -185,6 +203,7 @@ fn run(mode: Mode) -> Report {
         }
     }
 
+    let distributions = plot::distributions(&mut samples);
     let rows = samples
         .into_iter()
         .map(|((workload, imp), mut s)| Row {
@@ -207,6 +226,7 @@ fn run(mode: Mode) -> Report {
         clock,
         reps,
         quick: mode != Mode::Full,
+        distributions,
     }
 }
 

@@ -32,10 +32,12 @@ pub struct Report {
     pub clock: f64,
     pub reps: usize,
     pub quick: bool,
+    /// Per-operation latency quantiles per (workload, implementation), for the plot.
+    pub distributions: crate::plot::Distributions,
 }
 
 /// Workloads in print order.
-const ORDER: [&str; 9] = [
+pub const ORDER: [&str; 9] = [
     "order0-empty",
     "order0-fragmented",
     "mixed",

@@ -9,7 +9,7 @@
 //! heap first, as Linux's `init/initramfs.c` does through `lib/decompress_unlz4.c`; any
 //! other compressor is refused by the CPIO reader with its name.
 
-use crate::memory;
+use crate::mm::physmem;
 use alloc::vec::Vec;
 use core::fmt;
 use levitate_mm::cpio::{Archive, ArchiveError, Checksums, Index, Slot};
@@ -68,7 +68,7 @@ impl fmt::Display for InitramfsError {
 static INITRAMFS: Once<Result<Index<'static, 'static>, InitramfsError>> = Once::new();
 
 fn find() -> Result<Index<'static, 'static>, InitramfsError> {
-    let map = memory::map();
+    let map = physmem::map();
     let initrd = map
         .reserved()
         .iter()
@@ -92,7 +92,7 @@ fn find() -> Result<Index<'static, 'static>, InitramfsError> {
     // nothing writes to it; the slice lives as long as the kernel.
     let bytes = unsafe {
         core::slice::from_raw_parts(
-            memory::linear(initrd.base).cast_const(),
+            physmem::linear(initrd.base).cast_const(),
             initrd.size as usize,
         )
     };

@@ -10,22 +10,19 @@
 extern crate alloc;
 
 mod bootargs;
+mod boottime;
 mod console;
 mod devicetree;
-mod frames;
-mod heap;
 mod initramfs;
 mod irq;
 mod ktest_runner;
 mod logger;
-mod memory;
-mod paging;
+mod mm;
 mod panic;
+mod percpu;
 mod power;
-mod pressure;
 mod shell;
 mod smp;
-mod stacks;
 #[cfg(feature = "ktest")]
 mod tests;
 mod tick;
@@ -38,6 +35,7 @@ use levitate_hal::stacks::{self as stack_registry, StackInfo};
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::dtb::tree;
 use levitate_mm::region::Region;
+use mm::{frames, heap, memory, stacks};
 use spin::Once;
 
 /// What boot learnt about the machine.
@@ -117,9 +115,10 @@ fn register_boot_stacks() {
 }
 
 /// The first Rust code, called by boot.S at the link address with the MMU on, interrupts
-/// masked, on the boot stack.
+/// masked, on the boot stack; `entry` is the counter boot.S read at its first instruction.
 #[no_mangle]
-extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -> ! {
+extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64, entry: u64) -> ! {
+    boottime::set_entry(entry);
     let image_phys = PhysAddr::new(image_phys);
     early::init(image_phys);
     cpu::disable_lower_half();
@@ -203,6 +202,7 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     // Before memory::init: the final page tables re-map the MMIO windows ioremap made.
     irq::probe();
 
+    boottime::mark(boottime::Phase::Early);
     let image = Region::new(image_phys, early::image_size());
     let poison = cfg!(feature = "poison") || args.poison;
     if let Err(e) = memory::init(dt, image, poison) {
@@ -227,6 +227,7 @@ extern "C" fn continue_boot() -> ! {
     // the same for itself in smp::secondary_main.
     tick::start_boot_cpu(boot_info().args.tick_hz);
     smp::start_secondaries();
+    boottime::mark(boottime::Phase::Smp);
 
     // The test build runs the suites and powers off; both builds compile both paths.
     if cfg!(feature = "ktest") {

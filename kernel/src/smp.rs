@@ -1,17 +1,17 @@
 //! Secondary CPUs: started with PSCI CPU_ON from the device tree's `/cpus` (enable-method
 //! "psci", the conduit from `/psci`), each with its own kernel stack and exception stack (guard
-//! pages below both), per-CPU data through TPIDR_EL1, and a mailbox for work the boot CPU
-//! hands out (`run_on_all`).
+//! pages below both), per-CPU records indexed by the CPU's identity (`percpu`: its index in
+//! TPIDR_EL1), and a mailbox for work the boot CPU hands out (`run_on_all`).
 
-use crate::{devicetree, paging, power, stacks};
+use crate::mm::{paging, stacks};
+use crate::{devicetree, power};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use levitate_hal::arch::aarch64::{cpu, psci, timer};
 use levitate_hal::layout::KIMAGE_VBASE;
 use levitate_mm::dtb::devices;
 use spin::Mutex;
 
-/// Most CPUs Levitate drives (the Pixel 6 has 8).
-pub const MAX_CPUS: usize = 16;
+pub use crate::percpu::MAX_CPUS;
 
 /// What a CPU is doing, for `cpus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub struct Job {
     pub arg: usize,
 }
 
-/// Per-CPU data. TPIDR_EL1 points at this CPU's entry.
+/// Per-CPU data, one entry per CPU index (`percpu::index`).
 pub struct PerCpu {
     /// Logical CPU number (0 = boot CPU).
     pub index: usize,
@@ -141,6 +141,7 @@ struct SecondaryBoot {
     ttbr1: u64,
     stack_top: u64,
     exception_stack_top: u64,
+    /// TPIDR_EL1's value for the CPU (`percpu::tpidr_for`), also passed to `secondary_main`.
     percpu: u64,
     entry: u64,
 }
@@ -161,10 +162,7 @@ static BOOT_BLOCKS: Mutex<[SecondaryBoot; MAX_CPUS]> = Mutex::new(
 
 /// This CPU's data.
 pub fn current() -> &'static PerCpu {
-    let p = cpu::percpu() as *const PerCpu;
-    // SAFETY: TPIDR_EL1 holds the address of this CPU's entry in `CPUS` (set by `init_boot_cpu`
-    // or boot.S before any Rust code on that CPU), a static that lives forever.
-    unsafe { &*p }
+    &CPUS[crate::percpu::index()]
 }
 
 /// Marks the boot CPU as CPU 0 and points its TPIDR_EL1 at its data.
@@ -173,7 +171,7 @@ pub fn init_boot_cpu() {
     me.mpidr.store(cpu::mpidr(), Ordering::Relaxed);
     me.online.store(true, Ordering::Release);
     me.set_state(State::Shell);
-    cpu::set_percpu(me as *const PerCpu as u64);
+    crate::percpu::set_boot_cpu();
 }
 
 /// Every CPU brought online, in index order.
@@ -313,7 +311,7 @@ fn start_one(
             ttbr1: paging::root().as_u64(),
             stack_top: stack.top,
             exception_stack_top: exc.top,
-            percpu: percpu as *const PerCpu as u64,
+            percpu: crate::percpu::tpidr_for(index),
             entry: secondary_main as *const () as u64,
         };
         let va = b as *const SecondaryBoot as u64;
@@ -388,7 +386,8 @@ fn cpu_name(index: usize, exception: bool) -> &'static str {
 }
 
 /// The first Rust code on a secondary CPU (boot.S set its stacks, TPIDR_EL1 and vectors).
-extern "C" fn secondary_main(percpu: &'static PerCpu) -> ! {
+extern "C" fn secondary_main(index: usize) -> ! {
+    let percpu = &CPUS[index];
     cpu::disable_lower_half();
     if percpu
         .claim

@@ -281,13 +281,13 @@ ktest!(
     fn kernel_runs_at_link_address_with_mmio_mapped_as_device() -> KtestResult {
         let here = kernel_runs_at_link_address_with_mmio_mapped_as_device as *const () as u64;
         kassert!(here >= levitate_hal::layout::KIMAGE_VBASE);
-        let t = crate::paging::translate(VirtAddr::new(here));
+        let t = crate::mm::paging::translate(VirtAddr::new(here));
         kassert!(t.is_some(), "kernel text is not mapped");
         kassert_eq!(
             t.unwrap().pa.as_u64() - early::image_phys().unwrap().as_u64(),
             here - levitate_hal::layout::KIMAGE_VBASE
         );
-        let mmio = crate::paging::translate(VirtAddr::new(levitate_hal::layout::MMIO_BASE));
+        let mmio = crate::mm::paging::translate(VirtAddr::new(levitate_hal::layout::MMIO_BASE));
         kassert!(mmio.is_some(), "console MMIO is not mapped");
         kassert_eq!(
             mmio.unwrap().attrs,

@@ -1,19 +1,23 @@
-//! `cargo xtask bench [--quick | --smoke] [--json FILE]`: builds the host benchmark
+//! `cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE]`: builds the host benchmark
 //! (`bench/`, crate levitate-bench) with the release profile and runs it. Every allocator
 //! runs in that one process, repetitions interleaved; see bench/src/main.rs and
-//! docs/performance.md. Numbers only: nothing here fails on time.
+//! docs/performance.md. Numbers only: nothing here fails on time. `--boot` measures boot cost
+//! in QEMU instead (bench_boot.rs).
 
 use crate::{bail, Result};
 use lexopt::ValueExt;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick | --smoke] [--json FILE]";
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick]";
 
 /// Parses the options and runs the bench.
 pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     let mut args: Vec<String> = Vec::new();
+    let mut boot = false;
     while let Some(arg) = parser.next()? {
         match arg {
+            lexopt::Arg::Long("boot") => boot = true,
             lexopt::Arg::Long("quick") => args.push("--quick".into()),
             lexopt::Arg::Long("smoke") => args.push("--smoke".into()),
             lexopt::Arg::Long("json") => {
@@ -24,12 +28,23 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
                 args.push("--json".into());
                 args.push(path.display().to_string());
             }
+            lexopt::Arg::Long("svg") => {
+                let path = std::env::current_dir()?.join(parser.value()?.string()?);
+                args.push("--svg".into());
+                args.push(path.display().to_string());
+            }
             lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
             other => bail!("{} ({USAGE})", other.unexpected()),
         }
+    }
+    if boot {
+        if args.iter().any(|a| a != "--quick") {
+            bail!("--boot takes only --quick ({USAGE})");
+        }
+        return crate::bench_boot::run(!args.is_empty());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

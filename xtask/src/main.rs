@@ -10,18 +10,21 @@
 //!                   [--out DIR]
 //! cargo xtask boot  [--board qemu|pixel6] [--vendor-boot] [image options]
 //! cargo xtask gdb   [--release]
-//! cargo xtask bench [--quick | --smoke] [--json FILE]
+//! cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick]
 //! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 //!                   [--pa-bits N]
 //! ```
 
 mod bench;
+mod bench_boot;
 mod bootimg;
 mod deps;
 mod gdb;
 mod image;
 mod initramfs;
 mod kernel;
+#[cfg(test)]
+mod layering;
 mod memmap;
 mod qemu;
 mod test;

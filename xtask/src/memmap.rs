@@ -18,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask memmap DTB [--json] [--svg FILE] [--kern
                      [--dtb-base BASE] [--pa-bits N]";
 
 /// The kernel's linear map covers physical addresses below this (levitate-hal/src/layout.rs
-/// `LINEAR_SIZE`, 128 TiB; kernel/src/memory.rs asserts the two agree).
+/// `LINEAR_SIZE`, 128 TiB; kernel/src/mm/memory.rs asserts the two agree).
 pub const LINEAR_END: u64 = 1 << 47;
 
 /// `--pa-bits` when absent: a 48-bit CPU, the most the kernel's tables address.

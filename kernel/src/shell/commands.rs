@@ -23,6 +23,12 @@ pub static COMMANDS: &[Command] = &[
         run: version,
     },
     Command {
+        name: "boottime",
+        args: "",
+        help: "boot phases: when each ended, since kernel entry",
+        run: super::boottime::boottime,
+    },
+    Command {
         name: "dtb",
         args: "",
         help: "device tree: model, memory, reserved memory, chosen",
@@ -321,8 +327,8 @@ fn dtb(args: &[&str]) -> Result<(), CmdError> {
 
 fn memmap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    let map = crate::memory::map();
-    let placement = crate::memory::mem_map();
+    let map = crate::mm::physmem::map();
+    let placement = crate::mm::physmem::mem_map();
     crate::print!(
         "{}",
         levitate_mm::report::Table {
@@ -437,7 +443,7 @@ fn watchdog(args: &[&str]) -> Result<(), CmdError> {
 
 fn heap(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    let h = crate::heap::stats();
+    let h = crate::mm::heap::stats();
     println!(
         "size:     {} mapped (limit {})",
         human_size(h.size as u64),
@@ -552,7 +558,7 @@ fn serror(pa: u64) -> Result<(), CmdError> {
     use levitate_hal::VirtAddr;
     use levitate_mm::addr::PAGE_SIZE;
     let page = pa & !(PAGE_SIZE - 1);
-    if crate::memory::map()
+    if crate::mm::physmem::map()
         .memory()
         .iter()
         .any(|r| r.contains(page))
@@ -562,7 +568,7 @@ fn serror(pa: u64) -> Result<(), CmdError> {
         )));
     }
     let va = VirtAddr::new(SERROR_PROBE_VA);
-    crate::paging::map(va, PhysAddr::new(page), PAGE_SIZE, Attributes::DEVICE)
+    crate::mm::paging::map(va, PhysAddr::new(page), PAGE_SIZE, Attributes::DEVICE)
         .map_err(|e| CmdError::Failed(format!("cannot map {pa:#x}: {e}")))?;
     let target = SERROR_PROBE_VA + (pa & (PAGE_SIZE - 1) & !3);
     println!("writing a word to device address {pa:#x} (at {target:#x}) and waiting for an SError");
@@ -582,7 +588,7 @@ fn serror(pa: u64) -> Result<(), CmdError> {
     let isr: u64;
     // SAFETY: reads ISR_EL1 (pending interrupts and SError); no memory access.
     unsafe { core::arch::asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack)) };
-    let _ = crate::paging::unmap(va, PAGE_SIZE);
+    let _ = crate::mm::paging::unmap(va, PAGE_SIZE);
     println!(
         "the write to {pa:#x} completed without an abort (ISR_EL1.A = {}): nothing answered it with an error",
         (isr >> 8) & 1

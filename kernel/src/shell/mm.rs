@@ -1,8 +1,9 @@
 //! Memory commands: meminfo, buddyinfo, memcheck, pt, stress.
 
 use super::CmdError;
+use crate::mm::{frames, heap, paging, physmem};
+use crate::println;
 use crate::smp::MAX_CPUS;
-use crate::{frames, heap, memory, paging, println};
 use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +29,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
     let s = stats()?;
     // RAM ranges from the tree, clipped and disjoint, so their sum fits; saturate regardless.
-    let ram = memory::map()
+    let ram = physmem::map()
         .memory()
         .iter()
         .fold(0u64, |sum, r| sum.saturating_add(r.size));
@@ -69,7 +70,7 @@ pub fn meminfo(args: &[&str]) -> Result<(), CmdError> {
     println!(
         "{:<16}{:>12}    ({}% used; medium >= 60%, high >= 80%, critical >= 95%)",
         "Pressure:",
-        crate::pressure::level().as_str(),
+        crate::mm::pressure::level().as_str(),
         (used * 100).checked_div(s.managed_frames).unwrap_or(100)
     );
     let f = s.fragmentation();
@@ -102,7 +103,7 @@ pub fn buddyinfo(args: &[&str]) -> Result<(), CmdError> {
 /// are checked when they are allocated.
 pub fn memcheck(args: &[&str]) -> Result<(), CmdError> {
     no_args(args)?;
-    memory::map()
+    physmem::map()
         .validate()
         .map_err(|e| CmdError::Failed(format!("memory map: {e}")))?;
     frames::validate().map_err(|e| CmdError::Failed(format!("frame allocator: {e}")))?;
@@ -154,7 +155,7 @@ levitate_hal::ktest!(
         // SAFETY: deliberately writes one byte of a free frame (usable RAM, mapped in the
         // linear map, held by nobody while the buddy keeps it free) to play a use after free;
         // the poison is restored below, before anything can allocate it.
-        unsafe { memory::linear(at).write_volatile(0x11) };
+        unsafe { physmem::linear(at).write_volatile(0x11) };
         let found = memcheck(&[]);
         frames::LinearMemory.fill(addr.pfn(), 2, levitate_mm::buddy::POISON);
         // The freed block may have merged with its buddies: only the byte's address is fixed.
@@ -201,7 +202,7 @@ impl ReadTables for LinearTables {
         if !inside {
             return None;
         }
-        let slot = memory::linear(table).cast::<u64>();
+        let slot = physmem::linear(table).cast::<u64>();
         // SAFETY: the table's page is RAM the linear map maps (checked above), `index` is
         // inside it, and the read is an aligned 64-bit load; a table page being rewritten
         // could only give a stale descriptor, which a diagnostic may show.
@@ -221,7 +222,7 @@ pub fn pt(args: &[&str]) -> Result<(), CmdError> {
             "the final page tables are not live".into(),
         ));
     }
-    let mapped = memory::linear_ranges(&memory::map())
+    let mapped = physmem::linear_ranges(&physmem::map())
         .map_err(|e| CmdError::Failed(format!("the linear map's ranges: {e}")))?;
     let Some(half) = Half::of(va) else {
         // Neither base register translates it: no table is read, and the walk says so.
@@ -287,7 +288,7 @@ struct Held {
 fn fill(h: &Held) {
     for i in 0..h.frames {
         let frame = h.addr + i * PAGE_SIZE;
-        let p = memory::linear(frame).cast::<u64>();
+        let p = physmem::linear(frame).cast::<u64>();
         // SAFETY: the frame belongs to `h`, allocated to this command, in the linear map.
         unsafe {
             p.write_volatile(pattern(frame));
@@ -301,7 +302,7 @@ fn check(h: &Held) -> u64 {
     (0..h.frames)
         .filter(|i| {
             let frame = h.addr + i * PAGE_SIZE;
-            let p = memory::linear(frame).cast::<u64>();
+            let p = physmem::linear(frame).cast::<u64>();
             // SAFETY: as in `fill`.
             let (a, b) = unsafe { (p.read_volatile(), p.add(511).read_volatile()) };
             a != pattern(frame) || b != !pattern(frame)

@@ -1,6 +1,7 @@
 //! The console shell: `levitate> `. Commands live in one table (`commands::COMMANDS`); adding
 //! one is adding a row.
 
+mod boottime;
 mod commands;
 mod interrupts;
 pub mod line;
@@ -94,6 +95,7 @@ impl fmt::Display for Escaped<'_> {
 /// Reads and runs commands forever.
 pub fn run() -> ! {
     let mut editor = LineEditor::new();
+    boottime::first_prompt();
     print!("{PROMPT}");
     loop {
         let Some(byte) = console::read_byte() else {

@@ -3,6 +3,7 @@
 //! `N passed, N failed`, counting host tests, kernel tests and scenarios together.
 
 mod bootimg;
+mod boottime;
 mod console_drivers;
 mod hardware;
 mod harness;
@@ -315,6 +316,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     bootimg::run(&mut tally, &normal.image, &work, &base)?;
     console_drivers::run(&mut tally, &normal.image, &work, &base)?;
     irq_safety::run(&mut tally, &normal.image, &work, &base)?;
+    boottime::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {

@@ -8,7 +8,8 @@
 // dereferenced after the MMU is on.
 //
 // Registers kept across this file: x19 = DTB physical address, x20 = image physical base,
-// x21 = exception level we were entered at.
+// x21 = exception level we were entered at, x25 = the counter (CNTPCT_EL0) at entry, for the
+// boot-time report.
 
     // SCTLR_EL1 RES1 bits of ARMv8.0: 29, 28, 23, 22, 20, 11
     .set    SCTLR_EL1_RES1, 0x30d00800
@@ -43,6 +44,11 @@ _start:
     .size   _start, . - _start
     .type   primary_entry, %function
 primary_entry:
+    // First: when the kernel got control. CNTPCT_EL0 is readable here at EL2, and at EL1
+    // because booting.rst requires CNTHCTL_EL2.EL1PCTEN set for an EL1 entry; the ISB keeps the
+    // read from being taken early (ARM ARM D12.1.2, "Reading the counter").
+    isb
+    mrs     x25, cntpct_el0
     mov     x19, x0
     adr     x20, _start
     msr     daifset, #0xf
@@ -336,6 +342,7 @@ boot_virtual_entry:
     mov     x0, x19
     mov     x1, x20
     mov     x2, x21
+    mov     x3, x25
     bl      levitate_boot_main
 5:  wfe
     b       5b

@@ -7,6 +7,9 @@
 //! cache's lock); its heap part only try-locks the heap and page tables and is retried later
 //! when they are busy.
 //!
+//! This is policy on top of the mechanism: it calls `frames` and `heap`, never the reverse.
+//! The frame allocator reaches it only through the hooks `init` registers (`mm::hooks`).
+//!
 //! Interrupt safety: the level and the flags below are atomics, not locks, so `update` may run
 //! under any frame-allocator lock and in an interrupt handler. `reclaim` takes the frame locks
 //! one at a time (all `IrqSafeMutex`es, IRQ+FIQ masked while held) and only try-locks the heap
@@ -97,16 +100,25 @@ static RECLAIMING: AtomicBool = AtomicBool::new(false);
 /// next frame operation that holds no allocator lock reclaims.
 static DUE: AtomicBool = AtomicBool::new(false);
 
+/// Registers the watermarks and reclaim with the frame allocator. Called once at boot,
+/// before the frame allocator starts (`memory::init`).
+pub fn init() {
+    super::hooks::register(super::hooks::Hooks {
+        usage: update,
+        after_op: reclaim_if_due,
+    });
+}
+
 /// The current level.
 pub fn level() -> Level {
     Level::from_u8(LEVEL.load(Ordering::Relaxed))
 }
 
 /// Updates the level from fresh figures and logs a change; a rise to high or critical makes a
-/// reclaim due. Called by the frame allocator after each use of the buddy, possibly while a
-/// per-CPU cache or the bitmap layer is locked, so it must not reclaim itself (draining takes
-/// every cache lock).
-pub fn update(free: u64, managed: u64) {
+/// reclaim due. The frame allocator calls it (`hooks::usage`) after each use of the buddy,
+/// possibly while a per-CPU cache or the bitmap layer is locked, so it must not reclaim itself
+/// (draining takes every cache lock).
+fn update(free: u64, managed: u64) {
     let used = managed.saturating_sub(free);
     let old = level();
     let new = Level::next(old, used, managed);
@@ -127,10 +139,10 @@ pub fn update(free: u64, managed: u64) {
     }
 }
 
-/// Reclaims if due and the level is still high. Called by the frame allocator's front after an
-/// operation, when it holds none of its own locks (its caller may hold the heap or page-table
-/// lock: the heap part of the reclaim only try-locks those).
-pub fn reclaim_if_due() {
+/// Reclaims if due and the level is still high. The frame allocator's front calls it
+/// (`hooks::after_op`) after an operation, when it holds none of its own locks (its caller may
+/// hold the heap or page-table lock: the heap part of the reclaim only try-locks those).
+fn reclaim_if_due() {
     if !DUE.load(Ordering::Relaxed) || level() < Level::High {
         return;
     }
@@ -144,8 +156,8 @@ pub fn reclaim_if_due() {
 /// Gives back what the kernel holds but does not use: the per-CPU caches' frames and wholly
 /// free heap segments. Returns (frames drained, heap bytes released).
 pub fn reclaim() -> (u64, usize) {
-    let drained = crate::frames::drain_caches();
-    let heap = match crate::heap::try_reclaim() {
+    let drained = super::frames::drain_caches();
+    let heap = match super::heap::try_reclaim() {
         Some(bytes) => bytes,
         None => {
             DUE.store(true, Ordering::Relaxed);
@@ -186,27 +198,30 @@ levitate_hal::ktest!(
         // segment we are about to empty.
         let mut held = Vec::new();
         levitate_hal::kassert!(held.try_reserve_exact(8192).is_ok());
-        // Two segments (the second request does not fit what is left of the first); empty the
-        // older one.
+        // Two fresh segments, then empty the older one. `a` is larger than all the free heap
+        // (earlier tests may leave a big, partly used segment it would otherwise land in), so
+        // it gets a segment of its own; growth maps about twice the request, and `b` does not
+        // fit what is left of that, so it makes the newest segment.
+        let a_size = (super::heap::stats().free + (64 << 10)).max(4 << 20);
         let mut a: Vec<u8> = Vec::new();
         let mut b: Vec<u8> = Vec::new();
-        levitate_hal::kassert!(a.try_reserve_exact(4 << 20).is_ok());
-        levitate_hal::kassert!(b.try_reserve_exact(6 << 20).is_ok());
+        levitate_hal::kassert!(a.try_reserve_exact(a_size).is_ok());
+        levitate_hal::kassert!(b.try_reserve_exact(a_size + (128 << 10)).is_ok());
         drop(a);
-        let before = crate::heap::stats();
+        let before = super::heap::stats();
         // Push usage past 80 % with 2 MiB blocks.
         while level() < Level::High && held.len() < held.capacity() {
-            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+            match super::frames::alloc(Request::new(9, Owner::Test)) {
                 Ok(block) => held.push(block),
                 Err(_) => break,
             }
         }
         let reached = level();
-        let after = crate::heap::stats();
+        let after = super::heap::stats();
         // Give everything back before judging, so a failure leaves memory as it was.
         let mut freed = true;
         for block in held {
-            freed &= crate::frames::free(block).is_ok();
+            freed &= super::frames::free(block).is_ok();
         }
         drop(b);
         levitate_hal::kassert!(freed);
@@ -231,33 +246,33 @@ levitate_hal::ktest!(
         // Close to the high watermark with 2 MiB blocks, then over it with single frames, so
         // the level rises inside a per-CPU cache refill (which holds the cache's lock).
         loop {
-            let s = crate::frames::stats().unwrap();
+            let s = super::frames::stats().unwrap();
             let used = s.managed_frames - s.free_frames + 512;
             if used * 1000 / s.managed_frames >= 790 || held.len() == held.capacity() {
                 break;
             }
-            match crate::frames::alloc(Request::new(9, Owner::Test)) {
+            match super::frames::alloc(Request::new(9, Owner::Test)) {
                 Ok(b) => held.push(b),
                 Err(_) => break,
             }
         }
         while level() < Level::High && held.len() < held.capacity() {
-            match crate::frames::alloc(Request::new(0, Owner::Test)) {
+            match super::frames::alloc(Request::new(0, Owner::Test)) {
                 Ok(b) => held.push(b),
                 Err(_) => break,
             }
         }
         let reached = level();
-        let parked = crate::frames::cache_stats().1;
+        let parked = super::frames::cache_stats().1;
         let mut freed = true;
         for b in held {
-            freed &= crate::frames::free(b).is_ok();
+            freed &= super::frames::free(b).is_ok();
         }
         levitate_hal::kassert!(freed);
         levitate_hal::kassert!(reached >= Level::High, "could not reach high pressure");
         // The reclaim drained the caches (at most the refill that followed it is parked).
         levitate_hal::kassert!(parked <= 64, "the caches were not drained at high pressure");
-        levitate_hal::kassert!(crate::frames::validate().is_ok());
+        levitate_hal::kassert!(super::frames::validate().is_ok());
         Ok(())
     }
 );

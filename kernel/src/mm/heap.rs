@@ -89,11 +89,8 @@ static HEAP: KernelHeap = KernelHeap(IrqSafeMutex::new(State {
     failures: 0,
 }));
 
-/// Hands the boot arena to the heap. Called once, first thing at boot (right after
-/// `smp::init_boot_cpu`, so it also tells the masked-interval recorder how to find the running
-/// CPU: TPIDR_EL1 is valid on every CPU from here on).
+/// Hands the boot arena to the heap. Called once, first thing at boot.
 pub fn init() {
-    levitate_hal::sync::set_cpu_index(|| crate::smp::current().index);
     let mut s = HEAP.0.lock();
     if s.boot.size() == 0 {
         // SAFETY: the arena is a static region of BOOT_ARENA_SIZE bytes used by nothing else,

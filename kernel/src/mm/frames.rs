@@ -4,8 +4,8 @@
 //! side of the contract: memory through the linear map (zeroing, poisoning), locks, and misuse
 //! logged with the caller's location.
 
-use crate::memory;
-use crate::smp::{self, MAX_CPUS};
+use super::physmem;
+use crate::percpu::{self, MAX_CPUS};
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
@@ -89,13 +89,13 @@ impl FrameMemory for LinearMemory {
         // SAFETY: the allocators only pass frames they manage: usable RAM, mapped read-write
         // in the linear map, belonging to the block being zeroed or poisoned (nobody else holds
         // them at this moment).
-        unsafe { core::ptr::write_bytes(memory::linear(first.addr()), byte, bytes) };
+        unsafe { core::ptr::write_bytes(physmem::linear(first.addr()), byte, bytes) };
     }
 
     fn find_not(&self, first: Pfn, frames: u64, byte: u8) -> Option<PhysAddr> {
         let bytes = (frames * PAGE_SIZE) as usize;
         // SAFETY: as for `fill`: managed, mapped frames of a free block, read only.
-        let data = unsafe { core::slice::from_raw_parts(memory::linear(first.addr()), bytes) };
+        let data = unsafe { core::slice::from_raw_parts(physmem::linear(first.addr()), bytes) };
         let pattern = u64::from_ne_bytes([byte; 8]);
         // Word compares first (the common case is a match), then the exact byte.
         let word = data
@@ -110,8 +110,8 @@ impl FrameMemory for LinearMemory {
     }
 }
 
-/// The buddy through its lock; after each use, the pressure level is brought up to date
-/// (outside the lock).
+/// The buddy through its lock; after each use, the policy above hears the new figures
+/// (`hooks::usage`, outside the lock).
 struct KernelBuddy;
 
 impl BuddyAccess for KernelBuddy {
@@ -124,7 +124,7 @@ impl BuddyAccess for KernelBuddy {
             let r = f(buddy);
             (r, buddy.free_frames(), buddy.managed_frames())
         };
-        crate::pressure::update(free, managed);
+        super::hooks::usage(free, managed);
         r
     }
 }
@@ -137,7 +137,7 @@ impl CacheAccess for KernelCaches {
         // Mask first, then pick the cache: nothing can run on this CPU between choosing it
         // and locking it (local_lock_irqsave).
         let irq = IrqGuard::new();
-        let mut cache = CACHES[smp::current().index].lock();
+        let mut cache = CACHES[percpu::index()].lock();
         let r = f(&mut cache);
         // Lock guard first, then the outer guard: reverse order of creation (a temporary in
         // the tail expression would outlive `irq` and restore a masked state last).
@@ -147,7 +147,7 @@ impl CacheAccess for KernelCaches {
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
-        for c in &CACHES[..smp::MAX_CPUS] {
+        for c in &CACHES[..MAX_CPUS] {
             f(&mut c.lock());
         }
     }
@@ -218,7 +218,7 @@ pub fn alloc(req: Request) -> Result<Block, AllocError> {
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
-    crate::pressure::reclaim_if_due();
+    super::hooks::after_op();
     result
 }
 
@@ -244,7 +244,7 @@ pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
-    crate::pressure::reclaim_if_due();
+    super::hooks::after_op();
     result
 }
 
@@ -293,7 +293,7 @@ pub fn alloc_frames(n: u64, owner: Owner, zero: bool) -> Result<Run, FrameError>
             result = attempt();
         }
     }
-    crate::pressure::reclaim_if_due();
+    super::hooks::after_op();
     result
 }
 
@@ -312,7 +312,7 @@ pub fn free_frames(addr: PhysAddr, n: u64) -> Result<Owner, FrameError> {
     if let Err(e) = &result {
         refused(e, caller);
     }
-    crate::pressure::reclaim_if_due();
+    super::hooks::after_op();
     result
 }
 
@@ -398,7 +398,7 @@ pub fn scan_poison() -> Option<Result<u64, AllocError>> {
     if !with(|b| b.poisoning()) {
         return None;
     }
-    let ram: alloc::vec::Vec<Region> = memory::map().memory().to_vec();
+    let ram: alloc::vec::Vec<Region> = physmem::map().memory().to_vec();
     let chunk = POISON_SCAN_CHUNK * PAGE_SIZE;
     let mut scanned = 0;
     for r in ram {
@@ -528,7 +528,7 @@ levitate_hal::ktest!(
         // A use after free: write into the freed frame.
         // SAFETY: deliberately writing a free frame (mapped in the linear map) to check that
         // poisoning notices; the poison is restored below.
-        unsafe { memory::linear(addr + 0x40).write_volatile(0x11) };
+        unsafe { physmem::linear(addr + 0x40).write_volatile(0x11) };
         let found = with(|b| b.find_use_after_free(&LinearMemory));
         LinearMemory.fill(addr.pfn(), 2, levitate_mm::buddy::POISON);
         levitate_hal::kassert!(
@@ -545,7 +545,7 @@ levitate_hal::ktest!(
         extern crate alloc;
         use alloc::vec::Vec;
         // Park frames in every CPU's cache: each CPU allocates and frees a few dozen.
-        smp::run_on_all(
+        crate::smp::run_on_all(
             |_| {
                 let mut v: [Option<Block>; 40] = [const { None }; 40];
                 for slot in v.iter_mut() {
@@ -795,7 +795,7 @@ pub fn tick_stress() {
 }
 
 fn tick_stress_once() {
-    let counts = &TICK_COUNTS[smp::current().index.min(MAX_CPUS - 1)];
+    let counts = &TICK_COUNTS[percpu::index().min(MAX_CPUS - 1)];
     let run = counts.runs.fetch_add(1, Ordering::Relaxed);
     let (mut ok, mut refused, mut errors) = (0, 0, 0);
     // A pattern no stress worker writes (theirs depend on the address), checked before the
@@ -805,8 +805,8 @@ fn tick_stress_once() {
         match alloc_frames(frames, Owner::Test, false) {
             Ok(r) => {
                 ok += 1;
-                let first = memory::linear(r.addr).cast::<u64>();
-                let last = memory::linear(r.addr + (r.frames * PAGE_SIZE - 8)).cast::<u64>();
+                let first = physmem::linear(r.addr).cast::<u64>();
+                let last = physmem::linear(r.addr + (r.frames * PAGE_SIZE - 8)).cast::<u64>();
                 // SAFETY: the run was just allocated to us: mapped RAM in the linear map that
                 // nobody else may touch until we free it below; both words are inside it and
                 // 8-byte aligned.
@@ -862,11 +862,11 @@ levitate_hal::ktest!(
                 all
             }),
             ("page tables", || {
-                crate::paging::with_tables(|_, _| irqs_masked())
+                super::paging::with_tables(|_, _| irqs_masked())
             }),
             ("console", || crate::console::with_lock_held(irqs_masked)),
             ("memory map", || {
-                let _g = memory::map();
+                let _g = physmem::map();
                 irqs_masked()
             }),
             ("validate", || {
@@ -892,7 +892,7 @@ levitate_hal::ktest!(
         // This CPU's own tick runs the stress too once it is on: keep it out of the count.
         let _irq = levitate_hal::sync::IrqGuard::new();
         let was = tick_stress_enabled();
-        let me = smp::current().index;
+        let me = percpu::index();
         let before = tick_stress_counts(me);
         drain_caches();
         let free_before = stats().unwrap().free_frames;

@@ -1,25 +1,25 @@
 //! Physical memory at boot: the memory map from the device tree, the linear map of RAM, and
 //! the mem_map. Everything here runs once, on the boot CPU, before any frame allocator.
 
+use super::physmem::{linear, linear_ranges};
+use super::{frames, heap, paging, physmem, pressure};
+use crate::boottime::{self, Phase};
 use crate::devicetree::DeviceTree;
-use crate::{frames, heap, paging};
 use core::fmt;
 use levitate_hal::arch::aarch64::mmu::table;
 use levitate_hal::arch::aarch64::mmu::tlb::KernelTlb;
 use levitate_hal::arch::aarch64::mmu::{early, Attributes, MapError};
 use levitate_hal::layout;
-use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_hal::VirtAddr;
 use levitate_mm::addr::PhysAddr;
 use levitate_mm::addr::PAGE_SIZE;
 use levitate_mm::buddy::{Owner, Request, MAX_ORDER};
-use levitate_mm::mem_map::{self, Page, Placement};
+use levitate_mm::mem_map::{self, Page};
 use levitate_mm::memmap::{
-    self, Addressable, BuildOptions, KnownRegions, MemMapError, MemoryMap, Source,
+    Addressable, BuildOptions, KnownRegions, MemMapError, MemoryMap, Source,
 };
-use levitate_mm::region::{Region, RegionSet};
+use levitate_mm::region::Region;
 use levitate_mm::report::Span;
-use spin::Once;
 
 /// Why memory could not be set up.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub enum MemoryError {
     /// An early allocation failed.
     Early(levitate_mm::early::EarlyAllocError),
     /// The final page tables could not be built.
-    Paging(crate::paging::PagingError),
+    Paging(super::paging::PagingError),
     /// The kernel image (BSS included) does not lie inside the RAM the tree describes.
     ImageOutsideRam(Region),
 }
@@ -69,48 +69,6 @@ impl fmt::Display for MemoryError {
             ),
         }
     }
-}
-
-/// The memory map. A static, not a local: it is about 20 KiB and boot runs on a 64 KiB stack.
-/// The lock protects the map's region lists. Only boot and shell commands take it, and they
-/// take no other lock under it but the console (printing `memmap`) and the heap; no interrupt
-/// handler reads the map. It is still an `IrqSafeMutex` (IRQ+FIQ masked while held), so a
-/// future handler that looks at the map cannot deadlock on it; other CPUs wait.
-static MAP: IrqSafeMutex<MemoryMap<'static>> = IrqSafeMutex::new(MemoryMap::new());
-
-/// Where the mem_map is and how frames index it (the array itself belongs to the buddy).
-static MEM_MAP: Once<Placement> = Once::new();
-
-/// The memory map, for reading.
-pub fn map() -> IrqSafeMutexGuard<'static, MemoryMap<'static>> {
-    MAP.lock()
-}
-
-/// The mem_map's placement, once `init` placed it.
-pub fn mem_map() -> Option<&'static Placement> {
-    MEM_MAP.get()
-}
-
-/// RAM minus `no-map` regions, page aligned: what the linear map covers. No-map pages must
-/// never be touched, not even by speculation through a cacheable mapping.
-pub fn linear_ranges(
-    map: &MemoryMap<'_>,
-) -> Result<RegionSet<{ memmap::MAX_USABLE }>, levitate_mm::region::CapacityExceeded> {
-    let mut mapped = RegionSet::<{ memmap::MAX_USABLE }>::new();
-    for r in map.memory() {
-        mapped.insert(*r)?;
-    }
-    for r in map.reserved().iter().filter(|r| r.no_map) {
-        mapped.remove(r.region.page_outward())?;
-    }
-    Ok(mapped)
-}
-
-/// The linear-map address of physical memory that `init` mapped.
-pub fn linear(pa: PhysAddr) -> *mut u8 {
-    layout::phys_to_linear(pa)
-        .expect("linear map invariant: RAM lies below the 128 TiB linear window")
-        .as_u64() as *mut u8
 }
 
 /// The linear-map address of `region`, checked at both ends: a range whose start is in the
@@ -156,7 +114,7 @@ fn addressable() -> Addressable {
 /// heap grow.
 pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryError> {
     let fdt = crate::devicetree::fdt();
-    let mut map = MAP.lock();
+    let mut map = physmem::map();
     let known = KnownRegions {
         dtb: Some(Region::new(dt.phys, dt.original_size as u64)),
         kernel: Some(image),
@@ -175,6 +133,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     if inside != image.size {
         return Err(MemoryError::ImageOutsideRam(image));
     }
+    boottime::mark(Phase::MemoryMap);
 
     // The boot tables get the linear map first: the mem_map and the buddy's frames (page
     // tables among them) are reached through it before the final tables exist.
@@ -219,7 +178,8 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         early::pool_usage().0,
         early::pool_usage().1,
     );
-    let placement = MEM_MAP.call_once(|| placement);
+    let placement = physmem::set_mem_map(placement);
+    boottime::mark(Phase::MemMap);
     let states_at = linear_range(states_region)?;
     // SAFETY: the states region was just reserved for this array alone, lies in RAM mapped by
     // the linear map (both ends checked), and is zeroed here before use; AtomicU8 has the
@@ -233,9 +193,13 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
             usable_frames as usize,
         )
     };
+    // The watermarks and reclaim listen from the first frame operation on.
+    pressure::init();
     frames::init(pages, &placement.layout, map.memory(), states, poison)
         .map_err(MemoryError::Frames)?;
+    boottime::mark(Phase::Buddy);
     paging::init(&map).map_err(MemoryError::Paging)?;
+    boottime::mark(Phase::Paging);
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
     let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;
     heap::enable_growth(
@@ -245,6 +209,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         grow_heap,
         |at, bytes| try_release_heap_range(at as u64, bytes as u64),
     );
+    boottime::mark(Phase::Heap);
     log::info!(
         "frames: buddy over {} frames{}; final page tables live ({} table frames); heap may grow to {}",
         frames,
@@ -371,7 +336,7 @@ fn log_map(map: &MemoryMap<'_>) {
 
 levitate_hal::ktest!(
     fn live_map_is_consistent() -> KtestResult {
-        let map = map();
+        let map = physmem::map();
         levitate_hal::kassert!(map.validate().is_ok(), "validate() failed on the live map");
         let has = |s: Source| map.reserved().iter().any(|r| r.source == s);
         levitate_hal::kassert!(has(Source::Kernel), "kernel image not reserved");
@@ -394,8 +359,8 @@ levitate_hal::ktest!(
 
 levitate_hal::ktest!(
     fn mem_map_covers_every_usable_frame() -> KtestResult {
-        let placement = mem_map().unwrap();
-        let map = map();
+        let placement = physmem::mem_map().unwrap();
+        let map = physmem::map();
         let usable_frames: u64 = map.usable().iter().map(|r| r.pages()).sum();
         let layout = &placement.layout;
         levitate_hal::kassert_eq!(layout.frames(), usable_frames);
@@ -420,7 +385,7 @@ levitate_hal::ktest!(
     fn usable_ram_is_mapped_and_writable() -> KtestResult {
         // The first and last frame of every usable range is in the linear map, read-write
         // (checked through the live tables), and a frame the buddy hands out can be written.
-        let map = map();
+        let map = physmem::map();
         for r in map.usable() {
             for addr in [r.base.as_u64(), r.end() - 4096] {
                 let va = layout::phys_to_linear(PhysAddr::new(addr)).unwrap();

@@ -4,8 +4,8 @@
 //! `no-map` regions, and the MMIO windows as Device-nGnRE. Boot switches TTBR1 to them; from
 //! then on the heap and stacks map and unmap through here.
 
-use crate::frames;
-use crate::memory;
+use super::frames;
+use super::physmem;
 use core::fmt;
 use levitate_hal::arch::aarch64::cpu;
 use levitate_hal::arch::aarch64::mmu::table::{
@@ -40,7 +40,7 @@ impl TableAccess for BuddyTables {
         // SAFETY: `pa` is a table frame this access allocated from the buddy (or the root):
         // usable RAM, mapped in the linear map, page aligned, and reached only under
         // `KERNEL`'s lock, so this is the only reference.
-        unsafe { &mut *memory::linear(pa).cast::<[u64; ENTRIES]>() }
+        unsafe { &mut *physmem::linear(pa).cast::<[u64; ENTRIES]>() }
     }
 
     fn publish(&mut self) {
@@ -161,7 +161,7 @@ pub fn init(map: &MemoryMap<'_>) -> Result<(), PagingError> {
         )?;
     }
 
-    for r in memory::linear_ranges(map)
+    for r in physmem::linear_ranges(map)
         .map_err(|_| PagingError::TooManyRanges)?
         .iter()
     {
@@ -304,7 +304,7 @@ levitate_hal::ktest!(
         // SAFETY: `va` was just mapped to a frame allocated for this test.
         unsafe { p.write_volatile(0xfeed_f00d) };
         // SAFETY: the same frame through the linear map.
-        let back = unsafe { memory::linear(block.addr).cast::<u64>().read_volatile() };
+        let back = unsafe { physmem::linear(block.addr).cast::<u64>().read_volatile() };
         levitate_hal::kassert_eq!(back, 0xfeed_f00d);
         levitate_hal::kassert!(
             map(va, block.addr, PAGE_SIZE, Attributes::KERNEL_DATA).is_err(),

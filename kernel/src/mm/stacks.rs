@@ -1,7 +1,7 @@
 //! Kernel stacks from buddy frames, each mapped in the stack region above an unmapped guard
 //! page, so an overflow faults (on the exception stack) and the report names the stack.
 
-use crate::{frames, paging};
+use super::{frames, paging};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use levitate_hal::arch::aarch64::mmu::{Attributes, MapError};
