@@ -25,11 +25,10 @@ use spin::Mutex;
 /// could want it), so a plain spin lock: no handler ever takes it.
 static FOUND: Mutex<Option<(FwCfg, File, PhysAddr)>> = Mutex::new(None);
 
-/// The mode the kernel asks for. ramfb takes any size from 16x16 up; 1024x768 is QEMU's
-/// usual default window and leaves 85 columns of 12-pixel glyphs.
-pub const WIDTH: u32 = 1024;
-/// Rows of the mode.
-pub const HEIGHT: u32 = 768;
+/// The mode the kernel asks for unless `screen=WxH` says otherwise. ramfb takes any size
+/// from 16x16 up; 1024x768 is QEMU's usual default window and leaves 93 columns of 11x24
+/// glyphs.
+pub const DEFAULT_MODE: (u32, u32) = (1024, 768);
 /// The format: XR24 (x8r8g8b8, little-endian), which ramfb's pixman table knows.
 pub const FORMAT: PixelFormat = PixelFormat::X8R8G8B8;
 
@@ -119,8 +118,9 @@ pub fn configure() -> Result<Option<Ramfb>, String> {
     let Some((dev, file, _)) = FOUND.lock().take() else {
         return Ok(None);
     };
-    let stride = WIDTH * FORMAT.bytes_per_pixel();
-    let bytes = u64::from(stride) * u64::from(HEIGHT);
+    let (width, height) = crate::boot_info().args.screen.unwrap_or(DEFAULT_MODE);
+    let stride = width * FORMAT.bytes_per_pixel();
+    let bytes = u64::from(stride) * u64::from(height);
     let pages = bytes.div_ceil(PAGE_SIZE);
     let run = frames::alloc_frames(pages, Owner::Dma, true)
         .map_err(|e| format!("no {bytes:#x} bytes of contiguous frames for ramfb: {e}"))?;
@@ -128,16 +128,16 @@ pub fn configure() -> Result<Option<Ramfb>, String> {
         addr: run.addr,
         fourcc: FORMAT.fourcc(),
         flags: 0,
-        width: WIDTH,
-        height: HEIGHT,
+        width,
+        height,
         stride,
     };
     match write_file(&dev, file.select, &cfg.encode()) {
         Ok(()) => Ok(Some(Ramfb {
             base: run.addr,
             frames: pages,
-            width: WIDTH,
-            height: HEIGHT,
+            width,
+            height,
             stride,
             select: file.select,
         })),
