@@ -301,3 +301,78 @@ proptest! {
         prop_assert!(buf[stride * h..].iter().all(|&b| b == 0xaa));
     }
 }
+
+#[test]
+fn layout_is_what_the_screen_uses() {
+    // The screenshot tests find text rows from `layout` alone; it must agree with `Screen`.
+    for (w, h) in [
+        (1024, 768),
+        (1080, 2400),
+        (640, 480),
+        (800, 600),
+        (320, 200),
+        (100, 30),
+    ] {
+        let format = PixelFormat::X8R8G8B8;
+        let stride = w * 4;
+        let mut buf = vec![0u8; stride * h];
+        let screen = Screen::new(Surface::new(&mut buf, w, h, stride, format).unwrap());
+        let l = layout(w, h);
+        assert_eq!(l.font, screen.font(), "{w}x{h}");
+        assert_eq!(l.text_top, screen.text().top, "{w}x{h}");
+        assert_eq!(l.grid, screen.text().grid(), "{w}x{h}");
+        assert_eq!(l.glyph_width, text::glyph_width(l.font));
+        assert_eq!(l.strip, l.band.map(|_| screen.strip_rows()));
+    }
+    let l = layout(1024, 768);
+    assert_eq!(
+        (l.glyph_width, l.font.val(), l.text_top, l.grid),
+        (11, 24, 56, (93, 29))
+    );
+    let l = layout(1080, 2400);
+    assert_eq!(l.font.val(), 32);
+    assert_eq!(l.band, Some((0, 32)));
+}
+
+#[test]
+fn scrolling_is_counted() {
+    let (mut buf, w, h, stride) = buffer(8, 2, 0, PixelFormat::X8R8G8B8);
+    let mut s = Surface::new(&mut buf, w, h, stride, PixelFormat::X8R8G8B8).unwrap();
+    let mut t = area(&s);
+    t.write_bytes(&mut s, b"a\n");
+    assert_eq!(t.scrolls(), 0);
+    t.write_bytes(&mut s, b"b\nc\n");
+    assert_eq!(t.scrolls(), 2);
+}
+
+/// The pixel rows of text row `row` as `t` stores them in `s`.
+fn text_row<'b>(s: &'b Surface<'_>, t: &TextArea, row: usize) -> &'b [u8] {
+    let line = t.size().val();
+    let at = (t.top + t.stored_row(row) * line) * s.stride();
+    &s.bytes()[at..at + line * s.stride()]
+}
+
+proptest! {
+    #[test]
+    fn ring_mode_stores_the_same_rows_rotated(
+        text in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\x08'), Just(b'\t'), 0x20u8..0x7f], 0..400)
+    ) {
+        let format = PixelFormat::R5G6B5;
+        let (mut a, w, h, stride) = buffer(9, 4, 6, format);
+        let mut b = a.clone();
+        let mut plain = Surface::new(&mut a, w, h, stride, format).unwrap();
+        let mut ringed = Surface::new(&mut b, w, h, stride, format).unwrap();
+        let (mut tp, mut tr) = (area(&plain), area(&ringed));
+        tr.set_ring(true);
+        tp.clear(&mut plain);
+        tr.clear(&mut ringed);
+        tp.write_bytes(&mut plain, &text);
+        tr.write_bytes(&mut ringed, &text);
+        prop_assert_eq!(tp.cursor(), tr.cursor());
+        prop_assert_eq!(tp.scrolls(), tr.scrolls());
+        for row in 0..tp.grid().1 {
+            prop_assert_eq!(text_row(&plain, &tp, row), text_row(&ringed, &tr, row));
+        }
+    }
+}
