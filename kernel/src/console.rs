@@ -138,7 +138,7 @@ pub fn driver_name() -> Option<&'static str> {
 }
 
 /// The console device. Protects the UART's registers and the order of what is written.
-/// Lock order: taken before the screen's lock (`screen::SCREEN`, which mirrors the output and
+/// Lock order: taken before the mirror's lock (`screen::SCREEN`, which shows the output and
 /// is a leaf), and nothing else is taken while it is held (the formatting done under it
 /// only calls `Display` impls, which take no kernel lock). IRQ-safe: an `IrqSafeMutex`, so
 /// IRQ+FIQ are masked on this CPU while it is held, and an interrupt handler that logs never
@@ -148,6 +148,23 @@ pub fn driver_name() -> Option<&'static str> {
 /// unboundedly: `write_fmt_panic` only try-locks (never spinning with a lock's interrupt
 /// guard held), takes it over at once from its own CPU and after a bounded wait from another.
 static CONSOLE: IrqSafeMutex<Option<Device>> = IrqSafeMutex::new(None);
+
+/// The second output that shows everything the console prints: the screen console registers
+/// its drawing function here ([`set_mirror`]). A function pointer, so that the console, which
+/// the memory manager's boot path uses, does not depend on the screen, which sits above the
+/// memory manager. Called with `CONSOLE` held (lock order: CONSOLE, then the mirror's own
+/// lock, a leaf); `true` as the second argument on the panic path, where it must not wait.
+/// Unset (one acquire load per console write) when there is no screen.
+static MIRROR: spin::Once<fn(&[u8], bool)> = spin::Once::new();
+
+/// Bytes a console write gathers before it hands them to the mirror: one mirror call per
+/// log line or shell line in the common case, not one per formatted fragment.
+const MIRROR_CHUNK: usize = 160;
+
+/// Registers the console's mirror (the screen console); the first registration stays.
+pub fn set_mirror(mirror: fn(&[u8], bool)) {
+    MIRROR.call_once(|| mirror);
+}
 
 /// Whether a console is installed: read by the panic path, which must not take the lock.
 static PRESENT: AtomicBool = AtomicBool::new(false);
@@ -183,15 +200,15 @@ impl Held {
     /// for another CPU's panic report.
     fn write(&mut self, args: fmt::Arguments<'_>, panic: bool) {
         if let Some(dev) = self.0.as_mut() {
-            let _ = fmt::write(
-                &mut Writer {
-                    console: dev.as_console(),
-                    panic,
-                    // Lock order: CONSOLE, then the screen (a leaf).
-                    screen: crate::screen::mirror(panic),
-                },
-                args,
-            );
+            let mut writer = Writer {
+                console: dev.as_console(),
+                panic,
+                mirror: MIRROR.get().copied(),
+                gathered: [0; MIRROR_CHUNK],
+                len: 0,
+            };
+            let _ = fmt::write(&mut writer, args);
+            writer.pass_on();
         }
     }
 }
@@ -222,8 +239,23 @@ struct Writer<'a> {
     console: &'a mut dyn Console,
     /// Writing a panic report: never suppressed.
     panic: bool,
-    /// The screen console, when there is one: it shows what the UART gets.
-    screen: Option<crate::screen::Mirror>,
+    /// The mirror (the screen console), when there is one: it shows what the UART gets.
+    mirror: Option<fn(&[u8], bool)>,
+    /// Text written but not yet handed to the mirror.
+    gathered: [u8; MIRROR_CHUNK],
+    len: usize,
+}
+
+impl Writer<'_> {
+    /// Hands what was gathered to the mirror.
+    fn pass_on(&mut self) {
+        if let Some(mirror) = self.mirror {
+            if self.len > 0 {
+                mirror(&self.gathered[..self.len], self.panic);
+                self.len = 0;
+            }
+        }
+    }
 }
 
 impl fmt::Write for Writer<'_> {
@@ -234,8 +266,14 @@ impl fmt::Write for Writer<'_> {
             return Err(fmt::Error);
         }
         self.console.write_str(s);
-        if let Some(screen) = self.screen.as_mut() {
-            screen.write(s.as_bytes());
+        if self.mirror.is_some() {
+            for chunk in s.as_bytes().chunks(MIRROR_CHUNK) {
+                if self.len + chunk.len() > MIRROR_CHUNK {
+                    self.pass_on();
+                }
+                self.gathered[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+                self.len += chunk.len();
+            }
         }
         Ok(())
     }
@@ -255,8 +293,8 @@ pub fn write_bytes(bytes: &[u8]) {
         for &b in bytes {
             c.write_byte(b);
         }
-        if let Some(mut screen) = crate::screen::mirror(false) {
-            screen.write(bytes);
+        if let Some(mirror) = MIRROR.get() {
+            mirror(bytes, false);
         }
     }
 }

@@ -402,6 +402,7 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
     INFO.call_once(|| info);
     *SCREEN.lock() = Some(state);
     ACTIVE.store(true, Ordering::Release);
+    crate::console::set_mirror(mirror_write);
     log::info!(
         "screen: {}x{} {} stride {} at {:#x} ({})",
         fb.width,
@@ -614,6 +615,14 @@ pub fn mirror(panic: bool) -> Option<Mirror> {
     // whatever point the draw stopped at.
     unsafe { SCREEN.force_unlock() };
     Held::try_lock().map(|held| Mirror { held, now: true })
+}
+
+/// The console's mirror (registered with `console::set_mirror`): draws one console write's
+/// text, called with the console lock held (lock order: CONSOLE, then SCREEN).
+fn mirror_write(bytes: &[u8], panic: bool) {
+    if let Some(mut mirror) = mirror(panic) {
+        mirror.write(bytes);
+    }
 }
 
 /// How often the tick redraws the status band.
