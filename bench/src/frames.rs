@@ -9,7 +9,7 @@ use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, Owner, Request};
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
 use levitate_mm::region::Region;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where the simulated RAM starts (1 GiB aligned, as on QEMU virt).
 pub const BASE: u64 = 0x4000_0000;
@@ -68,16 +68,12 @@ pub struct Levitate {
 }
 
 impl Levitate {
-    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map and state bytes
-    /// (built once per run).
+    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map
+    /// (built once per run). The state bytes live in the mem_map entries, as in the kernel.
     pub fn new(frames: u64, cpus: usize) -> Self {
         let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
         let layout: &'static Layout = Box::leak(Box::new(Layout::new(&[ram]).expect("layout")));
-        let pages: &'static mut [Page] = vec![Page::EMPTY; frames as usize].leak();
-        let bytes: &'static [AtomicU8] = (0..frames)
-            .map(|_| AtomicU8::new(0))
-            .collect::<Vec<_>>()
-            .leak();
+        let pages: &'static [Page] = vec![Page::new(); frames as usize].leak();
         let buddy = Buddy::new(pages, layout, &[ram]).expect("buddy");
         let caches = (0..cpus)
             .map(|i| spin::Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).expect("limits")))
@@ -86,7 +82,7 @@ impl Levitate {
             buddy: spin::Mutex::new(Some(buddy)),
             runs: Box::new(spin::Mutex::new(SmallRuns::new())),
             caches,
-            states: FrameStates::new(layout, bytes).expect("states"),
+            states: FrameStates::new(layout, pages).expect("states"),
             pressure: AtomicU64::new(0),
             due: AtomicBool::new(false),
         }

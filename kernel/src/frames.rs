@@ -7,7 +7,7 @@
 use crate::memory;
 use crate::smp::{self, MAX_CPUS};
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{self, BitmapStats, FrameError, Run, SmallRuns};
@@ -159,18 +159,17 @@ fn states() -> &'static FrameStates<'static> {
         .expect("boot order invariant: frames::init runs before any frame allocation")
 }
 
-/// Builds the buddy over the mem_map and the per-CPU cache state over `states`. Poisoning
-/// starts on when asked (feature `poison` or the `poison` boot argument).
+/// Builds the buddy over the mem_map, and the per-CPU caches' state bytes inside the same
+/// entries. Poisoning starts on when asked (feature `poison` or the `poison` boot argument).
 pub fn init(
-    pages: &'static mut [Page],
+    pages: &'static [Page],
     layout: &'static Layout,
     ram: &[Region],
-    states: &'static [AtomicU8],
     poison: bool,
 ) -> Result<(), InitError> {
     let buddy = Buddy::new(pages, layout, ram).map_err(InitError::Buddy)?;
     *BUDDY.lock() = Some(buddy);
-    let states = FrameStates::new(layout, states).map_err(InitError::Caches)?;
+    let states = FrameStates::new(layout, pages).map_err(InitError::Caches)?;
     let states = STATES.call_once(|| states);
     if poison {
         pcp::set_poisoning(states, &mut KernelBuddy, true, &mut LinearMemory);

@@ -513,9 +513,9 @@ impl<const N: usize> World<'_, N> {
 
 fn run<const N: usize>(m: &Machine, ops: &[Op]) -> Result<(), TestCaseError> {
     let layout = Layout::new(&m.usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
+    let pages = vec![Page::new(); layout.frames() as usize];
     let ram = [m.ram];
-    let buddy = Buddy::new(&mut pages, &layout, &ram).unwrap();
+    let buddy = Buddy::new(&pages, &layout, &ram).unwrap();
     let initial = buddy_state(&buddy);
     // Frames from 64 below RAM to 64 above, for the random addresses.
     let first = m.ram.base.pfn().as_u64() - 64;
@@ -580,8 +580,8 @@ fn poison_is_never_a_false_alarm_across_chunk_turnover() {
         0x4000_0000 + 16 * CHUNK_BYTES,
     )];
     let layout = Layout::new(&usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let mut b = Buddy::new(&mut pages, &layout, &usable).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut b = Buddy::new(&pages, &layout, &usable).unwrap();
     let mut mem = ByteMemory {
         first: 0x40000,
         frames: vec![0x5a; (16 * CHUNK_FRAMES) as usize],

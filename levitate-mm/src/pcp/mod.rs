@@ -139,9 +139,9 @@ pub enum PcpError {
     },
     /// The state array is shorter than the layout.
     StatesTooSmall {
-        /// Bytes the layout needs (one per frame).
+        /// Entries the layout needs (one per frame).
         needed: u64,
-        /// Bytes given.
+        /// Entries given.
         got: u64,
     },
 }
