@@ -162,8 +162,11 @@ fn threads_sharing_the_layers_never_share_a_frame() {
             s.spawn(move || worker(id, layers, mem, claims));
         }
     });
-    let (runs, buddy) = layers.into_inner().unwrap();
+    let (mut runs, mut buddy) = layers.into_inner().unwrap();
     buddy.validate().unwrap();
+    runs.validate(&buddy).unwrap();
+    assert!(runs.stats().idle_chunks <= 1);
+    runs.release_idle(&mut buddy, &mut mem);
     runs.validate(&buddy).unwrap();
     let s = runs.stats();
     assert_eq!((s.chunks, s.frames_in_use), (0, 0));
