@@ -4,10 +4,11 @@
 
 use crate::reference::Reference;
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
-use levitate_mm::bitmap::{self, FrameError, SmallRuns};
-use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, Owner, Request};
+use levitate_mm::bitmap::{self, SmallRuns};
+use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
+use levitate_mm::front::{Front, RunsAccess};
 use levitate_mm::mem_map::{Layout, Page};
-use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
+use levitate_mm::pcp::{BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
 use levitate_mm::region::Region;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -55,7 +56,9 @@ impl FrameMemory for NoMemory {
 /// Levitate's three layers with the kernel's locks (spin mutexes), the kernel's layout of
 /// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
 /// around each buddy use (statistics read, pressure level stored) and after each call (the
-/// reclaim check). Mirrors kernel/src/frames.rs; keep the two in step.
+/// reclaim check). The routing and the out-of-memory path are not mirrored: both this and
+/// kernel/src/frames.rs call the one implementation, `levitate_mm::front::Front`; only the
+/// locks (the access objects below) are the bench's own, and they do what the kernel's do.
 pub struct Levitate {
     buddy: spin::Mutex<Option<Buddy<'static>>>,
     runs: Box<spin::Mutex<SmallRuns>>,
@@ -145,88 +148,68 @@ fn frame_of(addr: PhysAddr) -> u64 {
     (addr.as_u64() - BASE) / PAGE_SIZE
 }
 
+/// The kernel's `KernelRuns`.
+struct LockedRuns<'a>(&'a spin::Mutex<SmallRuns>);
+
+impl RunsAccess for LockedRuns<'_> {
+    fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+}
+
+impl Levitate {
+    /// The kernel's `front()`: levitate-mm's front over this CPU's cache, the bitmap layer
+    /// and the buddy, each behind its lock.
+    fn front(
+        &self,
+        cpu: usize,
+    ) -> Front<'_, 'static, LocalCaches<'_>, LockedRuns<'_>, LockedBuddy<'_>> {
+        Front {
+            caches: LocalCaches {
+                caches: &self.caches,
+                cpu,
+            },
+            runs: LockedRuns(&self.runs),
+            buddy: LockedBuddy(self),
+            states: &self.states,
+        }
+    }
+}
+
 impl Frames for Levitate {
     fn name(&self) -> &'static str {
         "levitate"
     }
 
     fn alloc(&self, cpu: usize, order: u8) -> Option<u64> {
-        let mut caches = LocalCaches {
-            caches: &self.caches,
-            cpu,
-        };
-        let r = pcp::alloc(
-            &mut caches,
-            &self.states,
-            &mut LockedBuddy(self),
-            Request::new(order, Owner::Test),
-            &mut NoMemory,
-        );
+        let r = self
+            .front(cpu)
+            .alloc(Request::new(order, Owner::Test), &mut NoMemory);
         self.reclaim_if_due();
         r.ok().map(|b| frame_of(b.addr))
     }
 
     fn free(&self, cpu: usize, frame: u64, order: u8) {
-        let mut caches = LocalCaches {
-            caches: &self.caches,
-            cpu,
-        };
-        let r = pcp::free(
-            &mut caches,
-            &self.states,
-            &mut LockedBuddy(self),
-            addr_of(frame),
-            order,
-            &mut NoMemory,
-        );
+        let r = self.front(cpu).free(addr_of(frame), order, &mut NoMemory);
         self.reclaim_if_due();
         r.expect("the bench frees only what it holds");
     }
 
     /// The kernel's `alloc_frames`: one frame through the cache, 2..=511 from the bitmap
-    /// layer, more from the buddy; the caches drained before OutOfMemory.
+    /// layer, more from the buddy; the caches drained and the idle chunk released before
+    /// OutOfMemory.
     fn alloc_run(&self, cpu: usize, n: u64) -> Option<u64> {
-        if n == 1 {
-            return self.alloc(cpu, 0);
-        }
-        let attempt = || {
-            let mut runs = self.runs.lock();
-            LockedBuddy(self).with_buddy(|b| {
-                bitmap::alloc_frames(&mut runs, b, n, Owner::Test, false, &mut NoMemory)
-            })
-        };
-        let mut result = attempt();
-        if matches!(
-            result,
-            Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
-        ) {
-            let mut caches = LocalCaches {
-                caches: &self.caches,
-                cpu,
-            };
-            let drained = pcp::drain_all(
-                &mut caches,
-                &self.states,
-                &mut LockedBuddy(self),
-                &mut NoMemory,
-            );
-            if drained.frames > 0 {
-                result = attempt();
-            }
-        }
+        let r = self
+            .front(cpu)
+            .alloc_frames(n, Owner::Test, false, &mut NoMemory);
         self.reclaim_if_due();
-        result.ok().map(|r| frame_of(r.addr))
+        r.ok().map(|r| frame_of(r.addr))
     }
 
     fn free_run(&self, cpu: usize, frame: u64, n: u64) {
-        if n == 1 {
-            return self.free(cpu, frame, 0);
-        }
-        let r = {
-            let mut runs = self.runs.lock();
-            LockedBuddy(self)
-                .with_buddy(|b| bitmap::free_frames(&mut runs, b, addr_of(frame), n, &mut NoMemory))
-        };
+        let r = self
+            .front(cpu)
+            .free_frames(addr_of(frame), n, &mut NoMemory);
         self.reclaim_if_due();
         r.expect("the bench frees only what it holds");
     }

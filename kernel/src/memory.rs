@@ -207,8 +207,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
         early::pool_usage().1,
     );
     let placement = MEM_MAP.call_once(|| placement);
-    frames::init(pages, &placement.layout, map.memory(), poison)
-        .map_err(MemoryError::Frames)?;
+    frames::init(pages, &placement.layout, map.memory(), poison).map_err(MemoryError::Frames)?;
     paging::init(&map).map_err(MemoryError::Paging)?;
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
     let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;

@@ -553,9 +553,15 @@ fn run<const N: usize>(m: &Machine, ops: &[Op]) -> Result<(), TestCaseError> {
         world.free(addr, frames)?;
         world.check()?;
     }
-    prop_assert_eq!(world.runs.stats().idle_chunks, u64::from(world.model.idle.is_some()));
+    prop_assert_eq!(
+        world.runs.stats().idle_chunks,
+        u64::from(world.model.idle.is_some())
+    );
     let released = world.runs.release_idle(&mut world.buddy, &mut world.mem);
-    prop_assert_eq!(released, CHUNK_FRAMES * u64::from(world.model.idle.is_some()));
+    prop_assert_eq!(
+        released,
+        CHUNK_FRAMES * u64::from(world.model.idle.is_some())
+    );
     world.runs.validate(&world.buddy).unwrap();
     let s = world.runs.stats();
     prop_assert_eq!((s.chunks, s.frames_in_use), (0, 0));

@@ -113,11 +113,7 @@ impl<'m> Buddy<'m> {
     /// each section separately. `pages` is the mem_map (its contents are overwritten; it may be
     /// longer than the layout) and `ram` the RAM ranges (`MemoryMap::memory`), used only to
     /// classify refused frees.
-    pub fn new(
-        pages: &'m [Page],
-        layout: &'m Layout,
-        ram: &[Region],
-    ) -> Result<Self, BuddyError> {
+    pub fn new(pages: &'m [Page], layout: &'m Layout, ram: &[Region]) -> Result<Self, BuddyError> {
         let frames = layout.frames();
         if frames == 0 {
             return Err(BuddyError::NoFrames);

@@ -180,14 +180,18 @@ impl<'a> FrameStates<'a> {
     /// through the same layout).
     #[inline]
     pub(super) fn load(&self, index: u32) -> u8 {
-        self.pages[index as usize].cache_state().load(Ordering::Acquire)
+        self.pages[index as usize]
+            .cache_state()
+            .load(Ordering::Acquire)
     }
 
     /// Sets the byte of a frame only the caller may move (a parked frame of the caller's own
     /// cache). Release: whoever sees the new state also sees the caller's writes before it.
     #[inline]
     pub(super) fn publish(&self, index: u32, to: u8) {
-        self.pages[index as usize].cache_state().store(to, Ordering::Release);
+        self.pages[index as usize]
+            .cache_state()
+            .store(to, Ordering::Release);
     }
 
     /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns

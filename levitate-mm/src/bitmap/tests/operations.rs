@@ -296,7 +296,10 @@ fn pairs_at_a_chunk_boundary_keep_one_idle_chunk_instead_of_churning() {
         check(&r, &b);
     }
     let s = r.stats();
-    assert_eq!((s.chunks_taken, s.chunks_returned, s.idle_chunks), (1, 0, 1));
+    assert_eq!(
+        (s.chunks_taken, s.chunks_returned, s.idle_chunks),
+        (1, 0, 1)
+    );
     // A second chunk that empties while one is idle goes back at once.
     let big = alloc_frames(&mut r, &mut b, 500, Owner::Test, false, m).unwrap();
     let other = alloc_frames(&mut r, &mut b, 100, Owner::Test, false, m).unwrap();
