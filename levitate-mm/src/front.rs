@@ -52,6 +52,7 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     /// (by [`pcp::alloc`]) and the bitmap layer's idle chunk released, and the request tried
     /// once more: parked frames and the idle chunk are free memory, and once back in the buddy
     /// they may merge into the block asked for.
+    #[inline]
     pub fn alloc<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
@@ -69,6 +70,7 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
     /// cache, with the state byte's double-free check; other orders to the buddy).
+    #[inline]
     pub fn free<M: FrameMemory + ?Sized>(
         &mut self,
         addr: PhysAddr,
