@@ -1,5 +1,6 @@
 //! The frame allocators under test, behind one trait: Levitate's front wired as
-//! kernel/src/frames.rs wires it, the reference buddy, and buddy_system_allocator. Frame
+//! kernel/src/frames.rs wires it, the reference buddy, buddy_system_allocator and
+//! bitmap-allocator. Frame
 //! contents are never touched (no zeroing, no poisoning): the bench measures bookkeeping.
 
 use crate::reference::Reference;
@@ -260,5 +261,60 @@ impl Frames for Bsa {
 
     fn free(&self, _cpu: usize, frame: u64, order: u8) {
         self.0.lock().dealloc(frame as usize, 1 << order)
+    }
+}
+
+/// bitmap-allocator 0.2 (rcore-os; the frame allocator of rCore and ArceOS): a 16-way cascade
+/// of bitmaps, one bit per frame, behind one lock. It has no per-CPU front and no misuse
+/// checks beyond "was this bit already free". Blocks are `2^order` frames aligned to their
+/// size; runs are exactly `n` frames (first fit), like Levitate's.
+pub struct BitmapAlloc(spin::Mutex<Box<bitmap_allocator::BitAlloc1M>>);
+
+impl BitmapAlloc {
+    /// `frames` frames from 0 (at most 2^20).
+    pub fn new(frames: u64) -> Self {
+        use bitmap_allocator::BitAlloc;
+        let mut a = Box::new(bitmap_allocator::BitAlloc1M::DEFAULT);
+        a.insert(0..frames as usize);
+        Self(spin::Mutex::new(a))
+    }
+}
+
+impl Frames for BitmapAlloc {
+    fn name(&self) -> &'static str {
+        "bitmap_allocator"
+    }
+
+    fn alloc(&self, _cpu: usize, order: u8) -> Option<u64> {
+        use bitmap_allocator::BitAlloc;
+        let mut a = self.0.lock();
+        if order == 0 {
+            a.alloc()
+        } else {
+            a.alloc_contiguous(None, 1 << order, usize::from(order))
+        }
+        .map(|f| f as u64)
+    }
+
+    fn free(&self, _cpu: usize, frame: u64, order: u8) {
+        use bitmap_allocator::BitAlloc;
+        let freed = self.0.lock().dealloc_contiguous(frame as usize, 1 << order);
+        assert!(freed, "the bench frees only what it holds");
+    }
+
+    fn alloc_run(&self, _cpu: usize, n: u64) -> Option<u64> {
+        use bitmap_allocator::BitAlloc;
+        let got = self.0.lock().alloc_contiguous(None, n as usize, 0);
+        got.map(|f| f as u64)
+    }
+
+    fn free_run(&self, _cpu: usize, frame: u64, n: u64) {
+        use bitmap_allocator::BitAlloc;
+        let freed = self.0.lock().dealloc_contiguous(frame as usize, n as usize);
+        assert!(freed, "the bench frees only what it holds");
+    }
+
+    fn run_cost(&self, n: u64) -> u64 {
+        n
     }
 }
