@@ -5,7 +5,8 @@
 //! consistent with nothing lost. The wins are counted per item, so a frame parked twice (two
 //! winners) or lost (no winner) fails the round that did it. A failure never panics a thread
 //! mid-round (the others would wait at the barrier forever): it is recorded, every thread
-//! stops at the next round, and the test fails after they are joined.
+//! stops at the next round, and the test fails after they are joined. A second test checks the
+//! front's out-of-memory promise for the bitmap layer's idle chunk.
 
 use levitate_mm::addr::{PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{FrameError, SmallRuns};
@@ -259,4 +260,55 @@ fn racing_frees_through_the_front_have_exactly_one_winner_each() {
         initial,
         "every frame back in the buddy"
     );
+}
+
+/// The bitmap layer's idle chunk is free memory: an allocation that needs its frames succeeds
+/// (the front releases it before it would report `OutOfMemory`), for a block and for a run.
+#[test]
+fn the_idle_chunk_is_released_before_out_of_memory() {
+    // 4 MiB: two 2 MiB blocks.
+    let frames = 1024u64;
+    let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
+    let layout = Layout::new(&[ram]).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let buddy = Mutex::new(Buddy::new(&pages, &layout, &[ram]).unwrap());
+    let states = FrameStates::new(&layout, &pages).unwrap();
+    let runs: Mutex<Box<SmallRuns>> = Mutex::new(Box::default());
+    let caches = [Mutex::new(CpuCache::new(0, Limits::DEFAULT).unwrap())];
+    let locked = Locked {
+        caches: &caches,
+        me: 0,
+        runs: &runs,
+        buddy: &buddy,
+    };
+    let mut front = locked.front(&states);
+    for _ in 0..2 {
+        // A run takes a chunk; freed, the chunk stays idle and holds 512 frames.
+        let run = front
+            .alloc_frames(3, Owner::Test, false, &mut NullMemory)
+            .unwrap();
+        front.free_frames(run.addr, 3, &mut NullMemory).unwrap();
+        assert_eq!(runs.lock().unwrap().stats().idle_chunks, 1);
+        // Both 2 MiB blocks: the second is the idle chunk's frames.
+        let a = front.alloc(Request::new(9, Owner::Test), &mut NullMemory);
+        let b = front.alloc(Request::new(9, Owner::Test), &mut NullMemory);
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert_eq!(runs.lock().unwrap().stats().chunks, 0);
+        for block in [a.unwrap(), b.unwrap()] {
+            front.free(block.addr, 9, &mut NullMemory).unwrap();
+        }
+    }
+    // The same for a long run (served by the buddy, rounded to 1024 frames: all of RAM).
+    let run = front
+        .alloc_frames(2, Owner::Test, false, &mut NullMemory)
+        .unwrap();
+    front.free_frames(run.addr, 2, &mut NullMemory).unwrap();
+    let long = front.alloc_frames(1000, Owner::Test, false, &mut NullMemory);
+    assert!(long.is_ok(), "{long:?}");
+    front
+        .free_frames(long.unwrap().addr, 1000, &mut NullMemory)
+        .unwrap();
+    let b = buddy.lock().unwrap();
+    b.validate().unwrap();
+    assert_eq!(b.stats().free_frames, frames);
 }
