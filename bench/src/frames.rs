@@ -1,15 +1,17 @@
 //! The frame allocators under test, behind one trait: Levitate's front wired as
-//! kernel/src/frames.rs wires it, the reference buddy, and buddy_system_allocator. Frame
+//! kernel/src/frames.rs wires it, the reference buddy, buddy_system_allocator and
+//! bitmap-allocator. Frame
 //! contents are never touched (no zeroing, no poisoning): the bench measures bookkeeping.
 
 use crate::reference::Reference;
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
-use levitate_mm::bitmap::{self, FrameError, SmallRuns};
-use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, Owner, Request};
+use levitate_mm::bitmap::{self, SmallRuns};
+use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
+use levitate_mm::front::{Front, RunsAccess};
 use levitate_mm::mem_map::{Layout, Page};
-use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
+use levitate_mm::pcp::{BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
 use levitate_mm::region::Region;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where the simulated RAM starts (1 GiB aligned, as on QEMU virt).
 pub const BASE: u64 = 0x4000_0000;
@@ -55,7 +57,9 @@ impl FrameMemory for NoMemory {
 /// Levitate's three layers with the kernel's locks (spin mutexes), the kernel's layout of
 /// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
 /// around each buddy use (statistics read, pressure level stored) and after each call (the
-/// reclaim check). Mirrors kernel/src/frames.rs; keep the two in step.
+/// reclaim check). The routing and the out-of-memory path are not mirrored: both this and
+/// kernel/src/frames.rs call the one implementation, `levitate_mm::front::Front`; only the
+/// locks (the access objects below) are the bench's own, and they do what the kernel's do.
 pub struct Levitate {
     buddy: spin::Mutex<Option<Buddy<'static>>>,
     runs: Box<spin::Mutex<SmallRuns>>,
@@ -68,16 +72,12 @@ pub struct Levitate {
 }
 
 impl Levitate {
-    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map and state bytes
-    /// (built once per run).
+    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map
+    /// (built once per run). The state bytes live in the mem_map entries, as in the kernel.
     pub fn new(frames: u64, cpus: usize) -> Self {
         let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
         let layout: &'static Layout = Box::leak(Box::new(Layout::new(&[ram]).expect("layout")));
-        let pages: &'static mut [Page] = vec![Page::EMPTY; frames as usize].leak();
-        let bytes: &'static [AtomicU8] = (0..frames)
-            .map(|_| AtomicU8::new(0))
-            .collect::<Vec<_>>()
-            .leak();
+        let pages: &'static [Page] = vec![Page::new(); frames as usize].leak();
         let buddy = Buddy::new(pages, layout, &[ram]).expect("buddy");
         let caches = (0..cpus)
             .map(|i| spin::Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).expect("limits")))
@@ -86,7 +86,7 @@ impl Levitate {
             buddy: spin::Mutex::new(Some(buddy)),
             runs: Box::new(spin::Mutex::new(SmallRuns::new())),
             caches,
-            states: FrameStates::new(layout, bytes).expect("states"),
+            states: FrameStates::new(layout, pages).expect("states"),
             pressure: AtomicU64::new(0),
             due: AtomicBool::new(false),
         }
@@ -149,88 +149,68 @@ fn frame_of(addr: PhysAddr) -> u64 {
     (addr.as_u64() - BASE) / PAGE_SIZE
 }
 
+/// The kernel's `KernelRuns`.
+struct LockedRuns<'a>(&'a spin::Mutex<SmallRuns>);
+
+impl RunsAccess for LockedRuns<'_> {
+    fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+}
+
+impl Levitate {
+    /// The kernel's `front()`: levitate-mm's front over this CPU's cache, the bitmap layer
+    /// and the buddy, each behind its lock.
+    fn front(
+        &self,
+        cpu: usize,
+    ) -> Front<'_, 'static, LocalCaches<'_>, LockedRuns<'_>, LockedBuddy<'_>> {
+        Front {
+            caches: LocalCaches {
+                caches: &self.caches,
+                cpu,
+            },
+            runs: LockedRuns(&self.runs),
+            buddy: LockedBuddy(self),
+            states: &self.states,
+        }
+    }
+}
+
 impl Frames for Levitate {
     fn name(&self) -> &'static str {
         "levitate"
     }
 
     fn alloc(&self, cpu: usize, order: u8) -> Option<u64> {
-        let mut caches = LocalCaches {
-            caches: &self.caches,
-            cpu,
-        };
-        let r = pcp::alloc(
-            &mut caches,
-            &self.states,
-            &mut LockedBuddy(self),
-            Request::new(order, Owner::Test),
-            &mut NoMemory,
-        );
+        let r = self
+            .front(cpu)
+            .alloc(Request::new(order, Owner::Test), &mut NoMemory);
         self.reclaim_if_due();
         r.ok().map(|b| frame_of(b.addr))
     }
 
     fn free(&self, cpu: usize, frame: u64, order: u8) {
-        let mut caches = LocalCaches {
-            caches: &self.caches,
-            cpu,
-        };
-        let r = pcp::free(
-            &mut caches,
-            &self.states,
-            &mut LockedBuddy(self),
-            addr_of(frame),
-            order,
-            &mut NoMemory,
-        );
+        let r = self.front(cpu).free(addr_of(frame), order, &mut NoMemory);
         self.reclaim_if_due();
         r.expect("the bench frees only what it holds");
     }
 
     /// The kernel's `alloc_frames`: one frame through the cache, 2..=511 from the bitmap
-    /// layer, more from the buddy; the caches drained before OutOfMemory.
+    /// layer, more from the buddy; the caches drained and the idle chunk released before
+    /// OutOfMemory.
     fn alloc_run(&self, cpu: usize, n: u64) -> Option<u64> {
-        if n == 1 {
-            return self.alloc(cpu, 0);
-        }
-        let attempt = || {
-            let mut runs = self.runs.lock();
-            LockedBuddy(self).with_buddy(|b| {
-                bitmap::alloc_frames(&mut runs, b, n, Owner::Test, false, &mut NoMemory)
-            })
-        };
-        let mut result = attempt();
-        if matches!(
-            result,
-            Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
-        ) {
-            let mut caches = LocalCaches {
-                caches: &self.caches,
-                cpu,
-            };
-            let drained = pcp::drain_all(
-                &mut caches,
-                &self.states,
-                &mut LockedBuddy(self),
-                &mut NoMemory,
-            );
-            if drained.frames > 0 {
-                result = attempt();
-            }
-        }
+        let r = self
+            .front(cpu)
+            .alloc_frames(n, Owner::Test, false, &mut NoMemory);
         self.reclaim_if_due();
-        result.ok().map(|r| frame_of(r.addr))
+        r.ok().map(|r| frame_of(r.addr))
     }
 
     fn free_run(&self, cpu: usize, frame: u64, n: u64) {
-        if n == 1 {
-            return self.free(cpu, frame, 0);
-        }
-        let r = {
-            let mut runs = self.runs.lock();
-            LockedBuddy(self)
-                .with_buddy(|b| bitmap::free_frames(&mut runs, b, addr_of(frame), n, &mut NoMemory))
-        };
+        let r = self
+            .front(cpu)
+            .free_frames(addr_of(frame), n, &mut NoMemory);
         self.reclaim_if_due();
         r.expect("the bench frees only what it holds");
     }
@@ -281,5 +261,60 @@ impl Frames for Bsa {
 
     fn free(&self, _cpu: usize, frame: u64, order: u8) {
         self.0.lock().dealloc(frame as usize, 1 << order)
+    }
+}
+
+/// bitmap-allocator 0.2 (rcore-os; the frame allocator of rCore and ArceOS): a 16-way cascade
+/// of bitmaps, one bit per frame, behind one lock. It has no per-CPU front and no misuse
+/// checks beyond "was this bit already free". Blocks are `2^order` frames aligned to their
+/// size; runs are exactly `n` frames (first fit), like Levitate's.
+pub struct BitmapAlloc(spin::Mutex<Box<bitmap_allocator::BitAlloc1M>>);
+
+impl BitmapAlloc {
+    /// `frames` frames from 0 (at most 2^20).
+    pub fn new(frames: u64) -> Self {
+        use bitmap_allocator::BitAlloc;
+        let mut a = Box::new(bitmap_allocator::BitAlloc1M::DEFAULT);
+        a.insert(0..frames as usize);
+        Self(spin::Mutex::new(a))
+    }
+}
+
+impl Frames for BitmapAlloc {
+    fn name(&self) -> &'static str {
+        "bitmap_allocator"
+    }
+
+    fn alloc(&self, _cpu: usize, order: u8) -> Option<u64> {
+        use bitmap_allocator::BitAlloc;
+        let mut a = self.0.lock();
+        if order == 0 {
+            a.alloc()
+        } else {
+            a.alloc_contiguous(None, 1 << order, usize::from(order))
+        }
+        .map(|f| f as u64)
+    }
+
+    fn free(&self, _cpu: usize, frame: u64, order: u8) {
+        use bitmap_allocator::BitAlloc;
+        let freed = self.0.lock().dealloc_contiguous(frame as usize, 1 << order);
+        assert!(freed, "the bench frees only what it holds");
+    }
+
+    fn alloc_run(&self, _cpu: usize, n: u64) -> Option<u64> {
+        use bitmap_allocator::BitAlloc;
+        let got = self.0.lock().alloc_contiguous(None, n as usize, 0);
+        got.map(|f| f as u64)
+    }
+
+    fn free_run(&self, _cpu: usize, frame: u64, n: u64) {
+        use bitmap_allocator::BitAlloc;
+        let freed = self.0.lock().dealloc_contiguous(frame as usize, n as usize);
+        assert!(freed, "the bench frees only what it holds");
+    }
+
+    fn run_cost(&self, n: u64) -> u64 {
+        n
     }
 }

@@ -49,11 +49,12 @@ pub const ORDER: [&str; 9] = [
     "heap-grow-16M",
 ];
 
-/// Levitate's frame metadata in bytes per frame for `frames` of RAM: the mem_map entry, the
-/// per-CPU state byte, the bitmap layer's fixed chunk table spread over every frame.
+/// Levitate's frame metadata in bytes per frame for `frames` of RAM: the mem_map entry (the
+/// per-CPU caches' state byte lives inside it), the bitmap layer's fixed chunk table spread
+/// over every frame.
 pub fn metadata_per_frame(frames: u64) -> f64 {
     let table = std::mem::size_of::<SmallRuns>() as f64;
-    PAGE_STRUCT_SIZE as f64 + 1.0 + table / frames as f64
+    PAGE_STRUCT_SIZE as f64 + table / frames as f64
 }
 
 fn metadata_percent(ram: u64) -> f64 {

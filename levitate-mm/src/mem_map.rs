@@ -11,46 +11,191 @@ use crate::early::{self, EarlyAllocError};
 use crate::memmap::{MemoryMap, Source};
 use crate::region::Region;
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-/// Per-frame metadata, owned by the buddy allocator ([`crate::buddy`]). Only the first frame
-/// of a block (its head) carries the block's state; every other frame of a block is a tail,
-/// so allocating or freeing a 1 GiB block writes one entry, not 262144.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Per-frame metadata: the buddy's block record ([`crate::buddy`]) and the per-CPU caches'
+/// state byte ([`crate::pcp`]), 16 bytes in all. Only the first frame of a block (its head)
+/// carries the block's state; every other frame of a block is a tail, so allocating or
+/// freeing a 1 GiB block writes one entry, not 262144.
+///
+/// Every field is an atomic so that the caches may change their state byte (compare-and-swap,
+/// from any CPU, under no buddy lock) in an entry whose other fields the buddy writes under
+/// its lock: the buddy's fields are read and written with relaxed loads and stores (plain
+/// moves on aarch64 and x86; the buddy's lock orders them), the state byte with
+/// acquire/release (`pcp::FrameStates`). Byte-wide atomics never disturb their neighbours,
+/// so the buddy's stores and a cache's compare-and-swap on the same entry do not race.
+/// Keeping the state byte here, not in an array of its own, saves a byte per frame and puts
+/// the state of one cache's refill batch (32 consecutive frames, 512 bytes) on lines no
+/// other CPU's batch shares.
 #[repr(C)]
 pub struct Page {
     /// Free head: next block on the same free list, as a mem_map index ([`Page::NONE`] =
     /// end). Meaningless in other states.
-    pub next: u32,
+    next: AtomicU32,
     /// Free head: previous block on the same free list ([`Page::NONE`] = first).
-    pub prev: u32,
+    prev: AtomicU32,
     /// Head: order of the block this frame starts.
-    pub order: u8,
+    order: AtomicU8,
     /// 0: tail (inside a block, or not yet set up), 1: head of a free block, 2: head of an
     /// allocated block.
-    pub state: u8,
+    state: AtomicU8,
     /// Allocated head: the `buddy::Owner` (page tables, heap, stacks, ...) as its `u8`.
-    pub owner: u8,
+    owner: AtomicU8,
     /// Bit 0: this frame has started an allocated block since boot. Kept when the frame
     /// becomes a tail, so the buddy tells a double free from a free of an address never
     /// handed out even after coalescing. Other bits are free.
-    pub flags: u8,
-    /// Spare word, unused by the buddy (reference count or allocation site, later).
-    pub aux: u32,
+    flags: AtomicU8,
+    /// The per-CPU caches' state byte (`pcp::FrameState`): buddy, parked, handed out.
+    cache_state: AtomicU8,
+    /// Spare bytes (reference count or allocation site, later).
+    _spare: [u8; 3],
 }
 
 impl Page {
     /// "No frame" in a link.
     pub const NONE: u32 = u32::MAX;
+
     /// A page nobody has touched yet.
-    pub const EMPTY: Page = Page {
-        next: Page::NONE,
-        prev: Page::NONE,
-        order: 0,
-        state: 0,
-        owner: 0,
-        flags: 0,
-        aux: 0,
-    };
+    pub const fn new() -> Page {
+        Page {
+            next: AtomicU32::new(Page::NONE),
+            prev: AtomicU32::new(Page::NONE),
+            order: AtomicU8::new(0),
+            state: AtomicU8::new(0),
+            owner: AtomicU8::new(0),
+            flags: AtomicU8::new(0),
+            cache_state: AtomicU8::new(0),
+            _spare: [0; 3],
+        }
+    }
+
+    /// Back to [`Page::new`]'s contents.
+    pub fn reset(&self) {
+        self.set_next(Page::NONE);
+        self.set_prev(Page::NONE);
+        self.set_order(0);
+        self.set_state(0);
+        self.set_owner(0);
+        self.set_flags(0);
+        self.cache_state.store(0, Ordering::Relaxed);
+    }
+
+    /// Next block on the free list.
+    #[inline]
+    pub fn next(&self) -> u32 {
+        self.next.load(Ordering::Relaxed)
+    }
+    /// Previous block on the free list.
+    #[inline]
+    pub fn prev(&self) -> u32 {
+        self.prev.load(Ordering::Relaxed)
+    }
+    /// The head's order.
+    #[inline]
+    pub fn order(&self) -> u8 {
+        self.order.load(Ordering::Relaxed)
+    }
+    /// Tail (0), free head (1), allocated head (2).
+    #[inline]
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
+    }
+    /// The allocated head's owner.
+    #[inline]
+    pub fn owner(&self) -> u8 {
+        self.owner.load(Ordering::Relaxed)
+    }
+    /// The flags byte.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
+    }
+    /// Sets `next`.
+    #[inline]
+    pub fn set_next(&self, v: u32) {
+        self.next.store(v, Ordering::Relaxed)
+    }
+    /// Sets `prev`.
+    #[inline]
+    pub fn set_prev(&self, v: u32) {
+        self.prev.store(v, Ordering::Relaxed)
+    }
+    /// Sets `order`.
+    #[inline]
+    pub fn set_order(&self, v: u8) {
+        self.order.store(v, Ordering::Relaxed)
+    }
+    /// Sets `state`.
+    #[inline]
+    pub fn set_state(&self, v: u8) {
+        self.state.store(v, Ordering::Relaxed)
+    }
+    /// Sets `owner`.
+    #[inline]
+    pub fn set_owner(&self, v: u8) {
+        self.owner.store(v, Ordering::Relaxed)
+    }
+    /// Sets `flags`.
+    #[inline]
+    pub fn set_flags(&self, v: u8) {
+        self.flags.store(v, Ordering::Relaxed)
+    }
+    /// The per-CPU caches' state byte.
+    #[inline]
+    pub fn cache_state(&self) -> &AtomicU8 {
+        &self.cache_state
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page::new()
+    }
+}
+
+/// A snapshot (tests build arrays with `vec![Page::new(); n]`).
+impl Clone for Page {
+    fn clone(&self) -> Self {
+        let p = Page::new();
+        p.set_next(self.next());
+        p.set_prev(self.prev());
+        p.set_order(self.order());
+        p.set_state(self.state());
+        p.set_owner(self.owner());
+        p.set_flags(self.flags());
+        p.cache_state
+            .store(self.cache_state.load(Ordering::Relaxed), Ordering::Relaxed);
+        p
+    }
+}
+
+/// Compares snapshots of the fields (tests check that a refused free changed nothing).
+impl PartialEq for Page {
+    fn eq(&self, other: &Self) -> bool {
+        self.next() == other.next()
+            && self.prev() == other.prev()
+            && self.order() == other.order()
+            && self.state() == other.state()
+            && self.owner() == other.owner()
+            && self.flags() == other.flags()
+            && self.cache_state.load(Ordering::Relaxed) == other.cache_state.load(Ordering::Relaxed)
+    }
+}
+
+impl Eq for Page {}
+
+impl fmt::Debug for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("next", &self.next())
+            .field("prev", &self.prev())
+            .field("order", &self.order())
+            .field("state", &self.state())
+            .field("owner", &self.owner())
+            .field("flags", &self.flags())
+            .field("cache_state", &self.cache_state.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// Bytes of metadata per frame.
@@ -58,6 +203,10 @@ pub const PAGE_STRUCT_SIZE: u64 = core::mem::size_of::<Page>() as u64;
 const _: () = assert!(
     core::mem::size_of::<Page>() <= 16,
     "struct Page must stay within 16 bytes"
+);
+const _: () = assert!(
+    core::mem::align_of::<Page>() <= 16,
+    "struct Page must not need more than the 16-byte alignment of its array"
 );
 
 /// Most separate usable ranges the section table holds.

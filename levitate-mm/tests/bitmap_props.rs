@@ -176,6 +176,8 @@ struct Model {
     live: BTreeMap<u64, Live>,
     /// Chunks held, by first byte, each with the frames that started a run since it was taken.
     chunks: BTreeMap<u64, BTreeSet<u64>>,
+    /// The wholly free chunk the layer keeps (the first to empty), if any.
+    idle: Option<u64>,
     /// Runs freed, as (address, frames).
     freed: Vec<(u64, u64)>,
     patterns: u8,
@@ -326,6 +328,9 @@ impl<const N: usize> World<'_, N> {
                 }
             };
             ever.insert(addr);
+            if self.model.idle == Some(chunk) {
+                self.model.idle = None;
+            }
             None
         } else {
             let order = order_for(frames);
@@ -398,7 +403,12 @@ impl<const N: usize> World<'_, N> {
                 self.model.freed.push((addr, frames));
                 let chunk = addr & !(CHUNK_BYTES - 1);
                 if run.order.is_none() && self.model.chunk_runs(chunk).next().is_none() {
-                    self.model.chunks.remove(&chunk);
+                    // The first chunk to empty stays, idle; another goes back at once.
+                    if self.model.idle.is_none() {
+                        self.model.idle = Some(chunk);
+                    } else {
+                        self.model.chunks.remove(&chunk);
+                    }
                 }
             }
             Verdict::Layer(want) => {
@@ -513,9 +523,9 @@ impl<const N: usize> World<'_, N> {
 
 fn run<const N: usize>(m: &Machine, ops: &[Op]) -> Result<(), TestCaseError> {
     let layout = Layout::new(&m.usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
+    let pages = vec![Page::new(); layout.frames() as usize];
     let ram = [m.ram];
-    let buddy = Buddy::new(&mut pages, &layout, &ram).unwrap();
+    let buddy = Buddy::new(&pages, &layout, &ram).unwrap();
     let initial = buddy_state(&buddy);
     // Frames from 64 below RAM to 64 above, for the random addresses.
     let first = m.ram.base.pfn().as_u64() - 64;
@@ -543,6 +553,16 @@ fn run<const N: usize>(m: &Machine, ops: &[Op]) -> Result<(), TestCaseError> {
         world.free(addr, frames)?;
         world.check()?;
     }
+    prop_assert_eq!(
+        world.runs.stats().idle_chunks,
+        u64::from(world.model.idle.is_some())
+    );
+    let released = world.runs.release_idle(&mut world.buddy, &mut world.mem);
+    prop_assert_eq!(
+        released,
+        CHUNK_FRAMES * u64::from(world.model.idle.is_some())
+    );
+    world.runs.validate(&world.buddy).unwrap();
     let s = world.runs.stats();
     prop_assert_eq!((s.chunks, s.frames_in_use), (0, 0));
     prop_assert_eq!(s.chunks_taken, s.chunks_returned);
@@ -580,8 +600,8 @@ fn poison_is_never_a_false_alarm_across_chunk_turnover() {
         0x4000_0000 + 16 * CHUNK_BYTES,
     )];
     let layout = Layout::new(&usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let mut b = Buddy::new(&mut pages, &layout, &usable).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut b = Buddy::new(&pages, &layout, &usable).unwrap();
     let mut mem = ByteMemory {
         first: 0x40000,
         frames: vec![0x5a; (16 * CHUNK_FRAMES) as usize],
@@ -598,6 +618,7 @@ fn poison_is_never_a_false_alarm_across_chunk_turnover() {
         assert_eq!(r.find_use_after_free(&mem), None);
         assert_eq!(b.find_use_after_free(&mem), None);
     }
+    r.release_idle(&mut b, &mut mem);
     assert_eq!(r.stats().chunks, 0);
     assert!(mem.frames.iter().all(|&x| x == POISON));
     b.validate().unwrap();

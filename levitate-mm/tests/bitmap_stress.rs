@@ -148,11 +148,11 @@ fn worker(id: u64, layers: &Mutex<Layers<'_>>, mem: WordMemory<'_>, claims: &[At
 fn threads_sharing_the_layers_never_share_a_frame() {
     let usable = [Region::new(PhysAddr::new(RAM), FRAMES * PAGE_SIZE)];
     let layout = Layout::new(&usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
+    let pages = vec![Page::new(); layout.frames() as usize];
     let words: Vec<AtomicU64> = (0..FRAMES).map(|_| AtomicU64::new(0)).collect();
     let claims: Vec<AtomicU64> = (0..FRAMES).map(|_| AtomicU64::new(0)).collect();
     let mut mem = WordMemory { words: &words };
-    let mut buddy = Buddy::new(&mut pages, &layout, &usable).unwrap();
+    let mut buddy = Buddy::new(&pages, &layout, &usable).unwrap();
     buddy.set_poisoning(true, &mut mem);
     let initial = buddy.stats().free_frames;
     let layers: Mutex<Layers<'_>> = Mutex::new((Box::default(), buddy));
@@ -162,8 +162,11 @@ fn threads_sharing_the_layers_never_share_a_frame() {
             s.spawn(move || worker(id, layers, mem, claims));
         }
     });
-    let (runs, buddy) = layers.into_inner().unwrap();
+    let (mut runs, mut buddy) = layers.into_inner().unwrap();
     buddy.validate().unwrap();
+    runs.validate(&buddy).unwrap();
+    assert!(runs.stats().idle_chunks <= 1);
+    runs.release_idle(&mut buddy, &mut mem);
     runs.validate(&buddy).unwrap();
     let s = runs.stats();
     assert_eq!((s.chunks, s.frames_in_use), (0, 0));

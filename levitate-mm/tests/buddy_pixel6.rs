@@ -49,8 +49,8 @@ fn pixel6() {
     let layout = &placement.layout;
     let usable_frames: u64 = map.usable().iter().map(|r| r.size / PAGE_SIZE).sum();
     assert_eq!(layout.frames(), usable_frames);
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let mut b = Buddy::new(&mut pages, layout, map.memory()).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut b = Buddy::new(&pages, layout, map.memory()).unwrap();
 
     let s = b.stats();
     assert_eq!(s.managed_frames, usable_frames);

@@ -492,8 +492,8 @@ impl Run<'_, '_> {
 
 fn run(m: &Machine, ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     let layout = Layout::new(&m.usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let mut b = Buddy::new(&mut pages, &layout, &m.ram).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut b = Buddy::new(&pages, &layout, &m.ram).unwrap();
     let initial = snapshot(&b).0;
     let managed: u64 = m.usable.iter().map(|r| r.size / PAGE_SIZE).sum();
     prop_assert_eq!(b.stats().managed_frames, managed);

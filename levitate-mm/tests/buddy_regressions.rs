@@ -25,8 +25,8 @@ fn with_buddy<R>(
     f: impl FnOnce(&mut Buddy<'_>) -> R,
 ) -> R {
     let layout = Layout::new(&regions(usable)).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let mut b = Buddy::new(&mut pages, &layout, &regions(ram)).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut b = Buddy::new(&pages, &layout, &regions(ram)).unwrap();
     f(&mut b)
 }
 

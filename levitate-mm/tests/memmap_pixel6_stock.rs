@@ -261,8 +261,8 @@ fn the_stock_like_tree_maps_as_the_phone_has_it() {
     let placement = mem_map::place(&mut map).unwrap();
     let usable: Vec<Region> = map.usable().to_vec();
     let reservations: Vec<Region> = map.reserved().iter().map(|r| r.region).collect();
-    let mut pages = vec![Page::EMPTY; placement.layout.frames() as usize];
-    let mut buddy = Buddy::new(&mut pages, &placement.layout, map.memory()).unwrap();
+    let pages = vec![Page::new(); placement.layout.frames() as usize];
+    let mut buddy = Buddy::new(&pages, &placement.layout, map.memory()).unwrap();
     let managed = buddy.stats().free_frames;
     assert_eq!(
         managed,

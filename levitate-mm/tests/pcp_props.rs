@@ -23,7 +23,6 @@ mod common;
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicU8;
 
 const BASE: u64 = 0x4000_0000;
 
@@ -491,10 +490,9 @@ fn run(setup: &Setup, ops: &[Op], finish_order: &[usize]) -> Result<(), TestCase
     let usable = setup.usable();
     let ram = setup.ram();
     let layout = Layout::new(&usable).unwrap();
-    let mut pages = vec![Page::EMPTY; layout.frames() as usize];
-    let bytes: Vec<AtomicU8> = (0..layout.frames()).map(|_| AtomicU8::new(0)).collect();
-    let buddy = Buddy::new(&mut pages, &layout, &[ram]).unwrap();
-    let states = FrameStates::new(&layout, &bytes).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let buddy = Buddy::new(&pages, &layout, &[ram]).unwrap();
+    let states = FrameStates::new(&layout, &pages).unwrap();
     let caches = setup
         .caches
         .iter()

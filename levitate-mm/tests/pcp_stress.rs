@@ -16,7 +16,7 @@ use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits};
 use levitate_mm::region::Region;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 
 const BASE: u64 = 0x4000_0000;
@@ -343,10 +343,9 @@ fn worker(shared: &Shared<'_, '_>, me: usize, ops: u32, start: &Barrier) {
 fn threads_allocating_and_freeing_across_caches_lose_nothing() {
     const THREADS: usize = 4;
     let m = machine();
-    let mut pages = vec![Page::EMPTY; m.layout.frames() as usize];
-    let bytes: Vec<AtomicU8> = (0..m.layout.frames()).map(|_| AtomicU8::new(0)).collect();
-    let buddy = Mutex::new(Buddy::new(&mut pages, &m.layout, &[m.ram]).unwrap());
-    let states = FrameStates::new(&m.layout, &bytes).unwrap();
+    let pages = vec![Page::new(); m.layout.frames() as usize];
+    let buddy = Mutex::new(Buddy::new(&pages, &m.layout, &[m.ram]).unwrap());
+    let states = FrameStates::new(&m.layout, &pages).unwrap();
     let caches: Vec<Mutex<CpuCache>> = (0..THREADS)
         .map(|i| {
             Mutex::new(
@@ -450,10 +449,9 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
 fn racing_double_frees_have_exactly_one_winner() {
     const ROUNDS: usize = 300;
     let m = machine();
-    let mut pages = vec![Page::EMPTY; m.layout.frames() as usize];
-    let bytes: Vec<AtomicU8> = (0..m.layout.frames()).map(|_| AtomicU8::new(0)).collect();
-    let buddy = Mutex::new(Buddy::new(&mut pages, &m.layout, &[m.ram]).unwrap());
-    let states = FrameStates::new(&m.layout, &bytes).unwrap();
+    let pages = vec![Page::new(); m.layout.frames() as usize];
+    let buddy = Mutex::new(Buddy::new(&pages, &m.layout, &[m.ram]).unwrap());
+    let states = FrameStates::new(&m.layout, &pages).unwrap();
     // Caches 0 and 1 race; cache 2 allocates.
     let caches: Vec<Mutex<CpuCache>> = (0..3)
         .map(|i| Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).unwrap()))

@@ -37,8 +37,6 @@ pub enum MemoryError {
     TooManyRanges,
     /// The frame allocator could not be built.
     Frames(frames::InitError),
-    /// An early allocation failed.
-    Early(levitate_mm::early::EarlyAllocError),
     /// The final page tables could not be built.
     Paging(super::paging::PagingError),
     /// The kernel image (BSS included) does not lie inside the RAM the tree describes.
@@ -58,7 +56,6 @@ impl fmt::Display for MemoryError {
             ),
             Self::TooManyRanges => write!(f, "too many separate RAM ranges to map"),
             Self::Frames(e) => write!(f, "{e}"),
-            Self::Early(e) => write!(f, "{e}"),
             Self::Paging(e) => write!(f, "{e}"),
             Self::ImageOutsideRam(r) => write!(
                 f,
@@ -145,18 +142,6 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
             .map_err(|e| MemoryError::Linear(*r, e))?;
     }
 
-    // One state byte per usable frame for the per-CPU caches, taken before the mem_map is
-    // placed (the mem_map then describes only what remains usable, which is fewer frames).
-    let usable_frames: u64 = map.usable().iter().map(|r| r.pages()).sum();
-    let states_region = levitate_mm::early::alloc(
-        &mut map,
-        usable_frames.max(1),
-        PAGE_SIZE,
-        u64::MAX,
-        "frame states",
-        Source::Early,
-    )
-    .map_err(MemoryError::Early)?;
     let placement = mem_map::place(&mut map).map_err(MemoryError::MemMap)?;
     if let Err(e) = map.validate() {
         panic!("memory map invariant broken after placing the mem_map: {e}");
@@ -165,9 +150,11 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     let pages_at = linear_range(placement.region)?;
     // SAFETY: the mem_map's frames were just reserved for it alone (so nothing else uses
     // them), they are RAM outside every no-map region and so lie in the linear map mapped
-    // above (both ends checked by linear_range), and `Page` is plain integers, valid for any
-    // bit pattern (Buddy::new resets every entry before reading one).
-    let pages = unsafe { core::slice::from_raw_parts_mut(pages_at.cast::<Page>(), frames) };
+    // above (both ends checked by linear_range), and `Page` is atomic integers (the layout and
+    // validity of plain integers), valid for any bit pattern (Buddy::new resets every entry
+    // before reading one). Shared from here on: the buddy and the per-CPU caches' state bytes
+    // both live in it, each field an atomic.
+    let pages = unsafe { core::slice::from_raw_parts(pages_at.cast::<Page>(), frames) };
     log_map(&map);
     log::info!(
         "mem_map: {} for {} frames at {} ({} sections); early page tables {}/{} used",
@@ -180,23 +167,9 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     );
     let placement = physmem::set_mem_map(placement);
     boottime::mark(Phase::MemMap);
-    let states_at = linear_range(states_region)?;
-    // SAFETY: the states region was just reserved for this array alone, lies in RAM mapped by
-    // the linear map (both ends checked), and is zeroed here before use; AtomicU8 has the
-    // size, alignment and validity of u8, so zeroed bytes are valid atomics (state 0: owned by
-    // the buddy).
-    let states = unsafe {
-        let p = states_at;
-        core::ptr::write_bytes(p, 0, states_region.size as usize);
-        core::slice::from_raw_parts(
-            p.cast::<core::sync::atomic::AtomicU8>(),
-            usable_frames as usize,
-        )
-    };
     // The watermarks and reclaim listen from the first frame operation on.
     pressure::init();
-    frames::init(pages, &placement.layout, map.memory(), states, poison)
-        .map_err(MemoryError::Frames)?;
+    frames::init(pages, &placement.layout, map.memory(), poison).map_err(MemoryError::Frames)?;
     boottime::mark(Phase::Buddy);
     paging::init(&map).map_err(MemoryError::Paging)?;
     boottime::mark(Phase::Paging);

@@ -61,6 +61,9 @@ impl<const N: usize> SmallRuns<N> {
         }
         let chunk = &mut self.chunks[slot];
         chunk.take(spot.start, n, owner, spot.first_free);
+        if self.idle == spot.slot {
+            self.idle = super::chunk::NIL;
+        }
         if chunk.free == 0 {
             self.unlink(spot.slot);
         }

@@ -27,8 +27,13 @@
 //!   list.
 //! * **Finding the chunk of an address** (a free) is a binary search of the sorted chunk
 //!   bases: O(log N), in an 8-byte-per-chunk array.
-//! * **Chunks come and go whole.** A chunk is taken from the buddy when no listed chunk has the
-//!   run, and goes back the moment its last run is freed. When all `N` slots are in use (or the
+//! * **Chunks come and go whole, with one kept idle.** A chunk is taken from the buddy when no
+//!   listed chunk has the run. When its last run is freed, the first wholly free chunk stays
+//!   (the idle chunk, listed like any other): alloc/free pairs at a chunk boundary would
+//!   otherwise take and return 2 MiB every time. A second chunk that empties goes back at
+//!   once. [`SmallRuns::release_idle`] gives the idle chunk back; the front calls it before
+//!   any allocation reports `OutOfMemory` and whenever the kernel reclaims, so the idle chunk
+//!   never makes an allocation fail that could succeed. When all `N` slots are in use (or the
 //!   buddy has no free 2 MiB block) the front serves a small request from the buddy rounded
 //!   up to a power of two, and counts it; [`free_frames`] hands any address that no chunk
 //!   holds to the buddy, which checks it as a block of the rounded-up order. So a small run
@@ -89,6 +94,8 @@ pub struct SmallRuns<const N: usize = MAX_CHUNKS> {
     held: usize,
     /// Slots freed since they were first used, a stack linked through `Chunk::next`.
     spare: u16,
+    /// The one wholly free chunk kept (hysteresis), or [`NIL`].
+    idle: u16,
     /// Slots from here on have never been used.
     fresh: u16,
     /// Per free-run bound `b` (1..=512), the first chunk on list `b - 1`.
@@ -135,6 +142,7 @@ impl<const N: usize> SmallRuns<N> {
             slots: [0; N],
             held: 0,
             spare: NIL,
+            idle: NIL,
             fresh: 0,
             heads: [NIL; BITS as usize],
             listed: [0; WORDS],
@@ -301,6 +309,9 @@ impl<const N: usize> SmallRuns<N> {
 
     /// Forgets a wholly free chunk (the caller gives it back to the buddy).
     fn remove_chunk(&mut self, slot: u16) {
+        if self.idle == slot {
+            self.idle = NIL;
+        }
         self.unlink(slot);
         let base = self.chunks[usize::from(slot)].base;
         if let Ok(at) = self.keys[..self.held].binary_search(&base) {

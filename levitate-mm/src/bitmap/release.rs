@@ -1,9 +1,10 @@
 //! Freeing a run: check everything first (a refused free changes nothing), then clear it,
 //! raise the chunk's bound to the free run it merged into, and give the chunk back to the
-//! buddy when it is wholly free.
+//! buddy when it is wholly free, unless it is the first to be: that one stays, idle.
 
 use super::bits;
-use super::{FrameError, SmallRuns};
+use super::chunk::NIL;
+use super::{FrameError, SmallRuns, CHUNK_FRAMES};
 use crate::addr::PhysAddr;
 use crate::buddy::{Buddy, FrameMemory, Owner, MAX_ORDER, POISON};
 
@@ -24,6 +25,25 @@ impl<const N: usize> SmallRuns<N> {
             self.record(e);
         }
         freed
+    }
+
+    /// Gives the idle chunk (the one wholly free chunk kept, if any) back to the buddy and
+    /// returns the frames released: 0 or [`CHUNK_FRAMES`]. The front calls it before it
+    /// reports `OutOfMemory`, and the kernel when it reclaims.
+    pub fn release_idle<M: FrameMemory + ?Sized>(
+        &mut self,
+        buddy: &mut Buddy<'_>,
+        mem: &mut M,
+    ) -> u64 {
+        if self.idle == NIL {
+            return 0;
+        }
+        // Frees of a chunk this layer holds: only corruption makes the buddy refuse it, and
+        // then the chunk stays (validate reports the disagreement).
+        match self.return_chunk(self.idle, buddy, mem) {
+            Ok(()) => CHUNK_FRAMES,
+            Err(_) => 0,
+        }
     }
 
     /// Counts a refusal by its kind.
@@ -48,7 +68,8 @@ impl<const N: usize> SmallRuns<N> {
         let chunk = &self.chunks[usize::from(slot)];
         let owner = chunk.owner_at(start);
         let empties = u32::from(chunk.free) + n == bits::BITS;
-        if empties {
+        // The first chunk to empty stays, idle; another one goes back at once.
+        if empties && self.idle != NIL && self.idle != slot {
             // The buddy poisons the whole chunk when poisoning is on.
             self.return_chunk(slot, buddy, mem)
                 .map_err(FrameError::Free)?;
@@ -68,6 +89,9 @@ impl<const N: usize> SmallRuns<N> {
             }
             if self.poisoned {
                 mem.fill(addr.pfn(), frames, POISON);
+            }
+            if empties {
+                self.idle = slot;
             }
         }
         self.in_use = self.in_use.saturating_sub(frames);

@@ -54,6 +54,8 @@ pub struct BitmapStats {
     pub chunks_taken: u64,
     /// Chunks given back since boot.
     pub chunks_returned: u64,
+    /// Wholly free chunks kept (0 or 1: the idle chunk, see [`SmallRuns::release_idle`]).
+    pub idle_chunks: u64,
     /// Allocations that found a write into a free frame of a chunk (poisoning).
     pub use_after_free: u64,
     /// Refused calls, per kind.
@@ -81,6 +83,7 @@ impl<const N: usize> SmallRuns<N> {
             failures: self.failures,
             chunks_taken: self.chunks_taken,
             chunks_returned: self.chunks_returned,
+            idle_chunks: u64::from(self.idle != super::chunk::NIL),
             use_after_free: self.use_after_free,
             misuse: self.misuse,
         }

@@ -209,8 +209,11 @@ impl<const N: usize> SmallRuns<N> {
         if u32::from(c.free) != free {
             return bad("the free count disagrees with the map");
         }
-        if free == BITS {
-            return bad("wholly free but not given back to the buddy");
+        if free == BITS && self.idle != slot {
+            return bad("wholly free but not given back to the buddy (and not the idle chunk)");
+        }
+        if free != BITS && self.idle == slot {
+            return bad("the idle chunk is not wholly free");
         }
         if u32::from(c.hint) > BITS || !bits::all_set(&c.used, 0, u32::from(c.hint)) {
             return bad("a free frame below the hint");

@@ -121,11 +121,11 @@ impl Buddy<'_> {
                 });
             }
         }
-        let head = &mut self.pages[index as usize];
-        head.state = STATE_ALLOCATED;
-        head.order = order;
-        head.owner = req.owner as u8;
-        head.flags |= FLAG_EVER_ALLOCATED;
+        let head = &self.pages[index as usize];
+        head.set_state(STATE_ALLOCATED);
+        head.set_order(order);
+        head.set_owner(req.owner as u8);
+        head.set_flags(head.flags() | FLAG_EVER_ALLOCATED);
         self.allocated[req.owner.index()] += frames;
         if req.zero {
             mem.fill(Pfn::new(pfn), frames, 0);
@@ -180,7 +180,7 @@ impl Buddy<'_> {
                     self.zones[zone.index()].unlink(self.pages, found, index);
                     return Some((zone, found, index));
                 }
-                index = self.pages[index as usize].next;
+                index = self.pages[index as usize].next();
                 left -= 1;
             }
         }

@@ -87,7 +87,7 @@ const FLAG_EVER_ALLOCATED: u8 = 1 << 0;
 /// The buddy allocator over one mem_map.
 pub struct Buddy<'m> {
     /// One entry per usable frame, exactly `layout.frames()` long.
-    pages: &'m mut [Page],
+    pages: &'m [Page],
     layout: &'m Layout,
     /// RAM, to tell a reserved frame from an address that is not memory at all.
     ram: RegionSet<MAX_MEMORY>,
@@ -113,11 +113,7 @@ impl<'m> Buddy<'m> {
     /// each section separately. `pages` is the mem_map (its contents are overwritten; it may be
     /// longer than the layout) and `ram` the RAM ranges (`MemoryMap::memory`), used only to
     /// classify refused frees.
-    pub fn new(
-        pages: &'m mut [Page],
-        layout: &'m Layout,
-        ram: &[Region],
-    ) -> Result<Self, BuddyError> {
+    pub fn new(pages: &'m [Page], layout: &'m Layout, ram: &[Region]) -> Result<Self, BuddyError> {
         let frames = layout.frames();
         if frames == 0 {
             return Err(BuddyError::NoFrames);
@@ -149,8 +145,10 @@ impl<'m> Buddy<'m> {
                 });
             }
         }
-        let pages = &mut pages[..frames as usize];
-        pages.fill(Page::EMPTY);
+        let pages = &pages[..frames as usize];
+        for page in pages {
+            page.reset();
+        }
         let mut buddy = Buddy {
             pages,
             layout,
@@ -279,20 +277,18 @@ impl<'m> Buddy<'m> {
                 break;
             }
             let page = &self.pages[(index - (pfn - head) as u32) as usize];
-            let covers = page.order <= MAX_ORDER && head + (1u64 << page.order) > pfn;
-            if page.state == STATE_TAIL || !covers {
+            let (state, order) = (page.state(), page.order());
+            let covers = order <= MAX_ORDER && head + (1u64 << order) > pfn;
+            if state == STATE_TAIL || !covers {
                 continue;
             }
             let block = Pfn::new(head).addr();
-            return match page.state {
-                STATE_FREE => Holder::Free {
-                    block,
-                    order: page.order,
-                },
+            return match state {
+                STATE_FREE => Holder::Free { block, order },
                 STATE_ALLOCATED => Holder::Allocated {
                     block,
-                    order: page.order,
-                    owner: Owner::from_u8(page.owner).unwrap_or(Owner::Other),
+                    order,
+                    owner: Owner::from_u8(page.owner()).unwrap_or(Owner::Other),
                 },
                 _ => Holder::Lost,
             };
@@ -340,7 +336,7 @@ impl Iterator for FreeBlocks<'_, '_> {
         let index = self.next;
         let page = self.buddy.pages.get(index as usize)?;
         self.left = self.left.checked_sub(1)?;
-        self.next = page.next;
+        self.next = page.next();
         Some(FreeBlock {
             zone: Zone::ALL[self.zone],
             addr: Pfn::new(self.buddy.pfn_of(index)).addr(),

@@ -27,7 +27,7 @@ impl<'m> Buddy<'m> {
                 return Err(e);
             }
         };
-        let owner = Owner::from_u8(self.pages[index as usize].owner).unwrap_or(Owner::Other);
+        let owner = Owner::from_u8(self.pages[index as usize].owner()).unwrap_or(Owner::Other);
         let frames = 1u64 << order;
         let held = &mut self.allocated[owner.index()];
         *held = held.saturating_sub(frames);
@@ -66,19 +66,19 @@ impl<'m> Buddy<'m> {
             return Err(FreeError::Misaligned { addr, order });
         }
         let page = &self.pages[index as usize];
-        if page.state == STATE_ALLOCATED {
-            if page.order == order {
+        if page.state() == STATE_ALLOCATED {
+            if page.order() == order {
                 return Ok((section, index));
             }
             return Err(FreeError::WrongOrder {
                 addr,
                 order,
-                actual: page.order,
-                owner: Owner::from_u8(page.owner).unwrap_or(Owner::Other),
+                actual: page.order(),
+                owner: Owner::from_u8(page.owner()).unwrap_or(Owner::Other),
             });
         }
         let now = self.holder_of(section, addr.pfn(), index);
-        if page.flags & FLAG_EVER_ALLOCATED != 0 {
+        if page.flags() & FLAG_EVER_ALLOCATED != 0 {
             Err(FreeError::DoubleFree { addr, order, now })
         } else if !addr.pfn().as_u64().is_multiple_of(1 << order) {
             Err(FreeError::Misaligned { addr, order })
@@ -102,13 +102,13 @@ impl<'m> Buddy<'m> {
             }
             let buddy_index = (section.first_index + (buddy - section.start)) as u32;
             let page = &self.pages[buddy_index as usize];
-            if page.state != STATE_FREE || page.order != order {
+            if page.state() != STATE_FREE || page.order() != order {
                 break;
             }
             area.unlink(self.pages, order, buddy_index);
             // The upper of the two heads is inside the merged block now.
             let upper = index.max(buddy_index);
-            self.pages[upper as usize].state = STATE_TAIL;
+            self.pages[upper as usize].set_state(STATE_TAIL);
             if buddy < pfn {
                 pfn = buddy;
                 index = buddy_index;

@@ -203,7 +203,7 @@ impl Buddy<'_> {
                     let Some(page) = self.pages.get(index as usize) else {
                         return Err(broken("link outside the mem_map"));
                     };
-                    if page.prev != prev {
+                    if page.prev() != prev {
                         return Err(broken("back link does not match"));
                     }
                     listed += 1;
@@ -217,17 +217,17 @@ impl Buddy<'_> {
                         addr: Pfn::new(pfn).addr(),
                         why,
                     };
-                    if page.state != STATE_FREE {
+                    if page.state() != STATE_FREE {
                         return Err(bad("not a free block head"));
                     }
-                    if page.order != order {
+                    if page.order() != order {
                         return Err(bad("its order differs from the list's"));
                     }
                     if Zone::of_pfn(pfn) != zone {
                         return Err(bad("it belongs to the other zone"));
                     }
                     prev = index;
-                    index = page.next;
+                    index = page.next();
                 }
                 if listed != area.counts[o] {
                     return Err(Violation::ListCount {
@@ -270,9 +270,9 @@ impl Buddy<'_> {
             while pfn < end {
                 let addr = Pfn::new(pfn).addr();
                 let page = &self.pages[index_of(pfn)];
-                let order = page.order;
+                let order = page.order();
                 let bad = |why| Violation::BadBlock { addr, order, why };
-                if page.state == STATE_TAIL {
+                if page.state() == STATE_TAIL {
                     return Err(Violation::Uncovered { addr });
                 }
                 if order > MAX_ORDER {
@@ -286,20 +286,20 @@ impl Buddy<'_> {
                     return Err(bad("runs past its section"));
                 }
                 let inner = &self.pages[index_of(pfn) + 1..index_of(pfn) + frames as usize];
-                if let Some(i) = inner.iter().position(|p| p.state != STATE_TAIL) {
+                if let Some(i) = inner.iter().position(|p| p.state() != STATE_TAIL) {
                     return Err(Violation::BadBlock {
                         addr: Pfn::new(pfn + 1 + i as u64).addr(),
                         order,
                         why: "a block head inside another block",
                     });
                 }
-                match page.state {
+                match page.state() {
                     STATE_FREE => {
                         free_heads += 1;
                         let buddy = pfn ^ frames;
                         if order < MAX_ORDER && buddy >= s.start && buddy < end {
                             let b = &self.pages[index_of(buddy)];
-                            if b.state == STATE_FREE && b.order == order {
+                            if b.state() == STATE_FREE && b.order() == order {
                                 return Err(Violation::UnmergedBuddies {
                                     addr: Pfn::new(pfn.min(buddy)).addr(),
                                     order,
@@ -307,7 +307,7 @@ impl Buddy<'_> {
                             }
                         }
                     }
-                    STATE_ALLOCATED => match Owner::from_u8(page.owner) {
+                    STATE_ALLOCATED => match Owner::from_u8(page.owner()) {
                         Some(owner) => owned[owner.index()] += frames,
                         None => return Err(bad("allocated with an unknown owner")),
                     },

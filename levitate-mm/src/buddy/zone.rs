@@ -93,16 +93,16 @@ impl FreeArea {
 
     /// Makes `index` the head of a free block of `order` and puts it first on its list
     /// (last freed, first reused: its cache lines are the likeliest to be warm).
-    pub fn push(&mut self, pages: &mut [Page], order: u8, index: u32) {
+    pub fn push(&mut self, pages: &[Page], order: u8, index: u32) {
         let o = usize::from(order);
         let old_head = self.heads[o];
-        let page = &mut pages[index as usize];
-        page.state = STATE_FREE;
-        page.order = order;
-        page.next = old_head;
-        page.prev = Page::NONE;
+        let page = &pages[index as usize];
+        page.set_state(STATE_FREE);
+        page.set_order(order);
+        page.set_next(old_head);
+        page.set_prev(Page::NONE);
         if old_head != Page::NONE {
-            pages[old_head as usize].prev = index;
+            pages[old_head as usize].set_prev(index);
         }
         self.heads[o] = index;
         self.counts[o] += 1;
@@ -112,16 +112,17 @@ impl FreeArea {
 
     /// Takes the free block headed by `index` off list `order`. The caller gives the head
     /// its next state.
-    pub fn unlink(&mut self, pages: &mut [Page], order: u8, index: u32) {
+    pub fn unlink(&mut self, pages: &[Page], order: u8, index: u32) {
         let o = usize::from(order);
-        let Page { next, prev, .. } = pages[index as usize];
+        let page = &pages[index as usize];
+        let (next, prev) = (page.next(), page.prev());
         if prev == Page::NONE {
             self.heads[o] = next;
         } else {
-            pages[prev as usize].next = next;
+            pages[prev as usize].set_next(next);
         }
         if next != Page::NONE {
-            pages[next as usize].prev = prev;
+            pages[next as usize].set_prev(prev);
         }
         self.counts[o] -= 1;
         if self.heads[o] == Page::NONE {
@@ -131,7 +132,7 @@ impl FreeArea {
     }
 
     /// Takes the first block off list `order`.
-    pub fn pop(&mut self, pages: &mut [Page], order: u8) -> Option<u32> {
+    pub fn pop(&mut self, pages: &[Page], order: u8) -> Option<u32> {
         let head = self.heads[usize::from(order)];
         if head == Page::NONE {
             return None;

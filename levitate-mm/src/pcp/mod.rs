@@ -139,9 +139,9 @@ pub enum PcpError {
     },
     /// The state array is shorter than the layout.
     StatesTooSmall {
-        /// Bytes the layout needs (one per frame).
+        /// Entries the layout needs (one per frame).
         needed: u64,
-        /// Bytes given.
+        /// Entries given.
         got: u64,
     },
 }
@@ -172,6 +172,7 @@ impl fmt::Display for PcpError {
 ///
 /// [`Owner::FrameCache`] belongs to the caches: a request for it that the buddy serves
 /// directly would count as a cached frame that no cache holds (`validate` reports it).
+#[inline]
 pub fn alloc<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
@@ -201,6 +202,7 @@ where
     try_alloc(caches, states, buddy, req, mem)
 }
 
+#[inline]
 fn try_alloc<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
@@ -226,6 +228,7 @@ where
 /// calling CPU's cache whichever CPU allocated the frame (a frame the buddy holds, or an
 /// address that is no managed frame, is passed on to the buddy's free); other orders go to
 /// the buddy. A refused free changes nothing but the misuse counters.
+#[inline]
 pub fn free<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,

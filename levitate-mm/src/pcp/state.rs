@@ -1,4 +1,5 @@
-//! One atomic byte per usable frame that says which layer holds it. The buddy sees every
+//! One atomic byte per usable frame that says which layer holds it, kept in the frame's
+//! mem_map entry ([`Page::cache_state`]: no array of its own, so no extra byte per frame). The buddy sees every
 //! frame in a per-CPU cache as "allocated to the frame cache", so only this byte can tell a
 //! frame parked in a cache from one handed out of it, and so catch a double free into a cache.
 //!
@@ -32,8 +33,8 @@
 use super::PcpError;
 use crate::addr::Pfn;
 use crate::buddy::Owner;
-use crate::mem_map::Layout;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use crate::mem_map::{Layout, Page};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most caches (CPUs) the state byte can name: six bits of payload.
 pub const MAX_CACHES: usize = 64;
@@ -113,7 +114,7 @@ impl FrameState {
 /// The state bytes of every usable frame, indexed like the mem_map, shared by all CPUs.
 pub struct FrameStates<'a> {
     layout: &'a Layout,
-    states: &'a [AtomicU8],
+    pages: &'a [Page],
     /// A copy of the buddy's poisoning switch that the caches' free path reads without the
     /// buddy's lock (it holds only its own per-CPU cache lock). Stale for a moment after a
     /// switch; harmless, since each frame records whether it was filled.
@@ -130,22 +131,22 @@ impl core::fmt::Debug for FrameStates<'_> {
 }
 
 impl<'a> FrameStates<'a> {
-    /// Sets every frame of `layout` to "buddy" in `states` (one byte per frame, at least
-    /// `layout.frames()` long; the kernel carves it from early memory). Build it before any
-    /// frame is cached, over the same layout as the buddy.
-    pub fn new(layout: &'a Layout, states: &'a [AtomicU8]) -> Result<Self, PcpError> {
+    /// Sets every frame of `layout` to "buddy" in the state bytes of `pages` (the mem_map the
+    /// buddy was built over, at least `layout.frames()` long). Build it before any frame is
+    /// cached, over the same layout as the buddy.
+    pub fn new(layout: &'a Layout, pages: &'a [Page]) -> Result<Self, PcpError> {
         let needed = layout.frames();
-        let got = states.len() as u64;
+        let got = pages.len() as u64;
         if got < needed {
             return Err(PcpError::StatesTooSmall { needed, got });
         }
-        let states = &states[..needed as usize];
-        for s in states {
-            s.store(BUDDY, Ordering::Relaxed);
+        let pages = &pages[..needed as usize];
+        for p in pages {
+            p.cache_state().store(BUDDY, Ordering::Relaxed);
         }
         Ok(Self {
             layout,
-            states,
+            pages,
             poisoning: AtomicBool::new(false),
         })
     }
@@ -179,14 +180,18 @@ impl<'a> FrameStates<'a> {
     /// through the same layout).
     #[inline]
     pub(super) fn load(&self, index: u32) -> u8 {
-        self.states[index as usize].load(Ordering::Acquire)
+        self.pages[index as usize]
+            .cache_state()
+            .load(Ordering::Acquire)
     }
 
     /// Sets the byte of a frame only the caller may move (a parked frame of the caller's own
     /// cache). Release: whoever sees the new state also sees the caller's writes before it.
     #[inline]
     pub(super) fn publish(&self, index: u32, to: u8) {
-        self.states[index as usize].store(to, Ordering::Release);
+        self.pages[index as usize]
+            .cache_state()
+            .store(to, Ordering::Release);
     }
 
     /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns
@@ -194,7 +199,8 @@ impl<'a> FrameStates<'a> {
     /// whoever sees the new state takes it.
     #[inline]
     pub(super) fn transition(&self, index: u32, from: u8, to: u8) -> Result<(), u8> {
-        self.states[index as usize]
+        self.pages[index as usize]
+            .cache_state()
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }

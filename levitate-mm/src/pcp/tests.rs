@@ -9,7 +9,7 @@ use crate::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use crate::buddy::{Holder, Misuse, NullMemory, POISON};
 use crate::mem_map::{Layout, Page};
 use crate::region::Region;
-use core::sync::atomic::AtomicU8;
+use core::sync::atomic::Ordering;
 use std::format;
 use std::string::ToString;
 use std::vec;
@@ -28,7 +28,6 @@ struct Fixture {
     layout: Layout,
     pages: Vec<Page>,
     ram: Vec<Region>,
-    states: Vec<AtomicU8>,
 }
 
 impl Fixture {
@@ -41,8 +40,7 @@ impl Fixture {
         let layout = Layout::new(&usable).unwrap();
         let frames = layout.frames() as usize;
         Fixture {
-            pages: vec![Page::EMPTY; frames],
-            states: (0..frames).map(|_| AtomicU8::new(0xff)).collect(),
+            pages: vec![Page::new(); frames],
             layout,
             ram: vec![Region::from_bounds(BASE, pa(ram_frames).as_u64())],
         }
@@ -55,8 +53,8 @@ impl Fixture {
 
     fn parts(&mut self) -> (Buddy<'_>, FrameStates<'_>) {
         let layout: &Layout = &self.layout;
-        let buddy = Buddy::new(&mut self.pages, layout, &self.ram).unwrap();
-        let states = FrameStates::new(layout, &self.states).unwrap();
+        let buddy = Buddy::new(&self.pages, layout, &self.ram).unwrap();
+        let states = FrameStates::new(layout, &self.pages).unwrap();
         (buddy, states)
     }
 }
@@ -813,11 +811,14 @@ fn limits_ids_and_the_state_array_are_checked() {
     assert!(Limits::DEFAULT.check().is_ok());
     let f = Fixture::flat(8);
     assert_eq!(
-        FrameStates::new(&f.layout, &f.states[..7]).unwrap_err(),
+        FrameStates::new(&f.layout, &f.pages[..7]).unwrap_err(),
         PcpError::StatesTooSmall { needed: 8, got: 7 }
     );
     // Every byte starts as "buddy", whatever the memory held.
-    let states = FrameStates::new(&f.layout, &f.states).unwrap();
+    for p in &f.pages {
+        p.cache_state().store(0xff, Ordering::Relaxed);
+    }
+    let states = FrameStates::new(&f.layout, &f.pages).unwrap();
     assert!((0..8).all(|i| states.load(i) == BUDDY));
     assert_eq!(states.get(Pfn::new(0)), None);
     for e in [

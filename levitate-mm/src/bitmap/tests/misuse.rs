@@ -285,6 +285,7 @@ fn a_run_freed_again_after_its_chunk_went_back_is_refused_by_the_buddy() {
     let run = alloc_frames(&mut r, &mut b, 1, Owner::Test, false, m).unwrap();
     let addr = run.addr;
     crate::bitmap::free_run(&mut r, &mut b, run, m).unwrap();
+    r.release_idle(&mut b, m);
     assert_eq!(r.stats().chunks, 0);
     let buddy_before = buddy_state(&b);
     let e = free_frames(&mut r, &mut b, addr, 1, m).unwrap_err();

@@ -102,7 +102,7 @@ impl Fixture {
         };
         let layout = Layout::new(&regions(usable)).unwrap();
         Fixture {
-            pages: vec![Page::EMPTY; layout.frames() as usize],
+            pages: vec![Page::new(); layout.frames() as usize],
             layout,
             ram: regions(ram),
         }
@@ -115,7 +115,7 @@ impl Fixture {
     }
 
     pub fn buddy(&mut self) -> Buddy<'_> {
-        Buddy::new(&mut self.pages, &self.layout, &self.ram).unwrap()
+        Buddy::new(&self.pages, &self.layout, &self.ram).unwrap()
     }
 }
 

@@ -29,6 +29,15 @@ fn a_run_costs_exactly_its_length_and_the_empty_chunk_goes_back() {
     assert_eq!(r.stats().chunks, 1);
     assert_eq!(r.free(c, 5, &mut b, &mut NullMemory), Ok(Owner::Test));
     check(&r, &b);
+    // The first chunk to empty stays, idle, until released.
+    let s = r.stats();
+    assert_eq!(
+        (s.chunks, s.idle_chunks, s.frames_in_use, s.chunks_returned),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(r.release_idle(&mut b, &mut NullMemory), CHUNK_FRAMES);
+    assert_eq!(r.release_idle(&mut b, &mut NullMemory), 0);
+    check(&r, &b);
     let s = r.stats();
     assert_eq!(
         (s.chunks, s.frames_in_use, s.chunks_taken, s.chunks_returned),
@@ -182,6 +191,7 @@ fn the_front_sends_short_runs_to_chunks_and_long_ones_to_the_buddy() {
         free_run(&mut r, &mut b, run, m).unwrap();
         check(&r, &b);
     }
+    r.release_idle(&mut b, m);
     assert_eq!(b.stats().free_frames, total);
     assert_eq!(r.stats().fallbacks, 0);
 }
@@ -217,6 +227,7 @@ fn a_full_table_falls_back_to_the_buddy_rounded_up() {
         free_run(&mut r, &mut b, run, m).unwrap();
     }
     check(&r, &b);
+    r.release_idle(&mut b, m);
     assert_eq!(b.stats().free_frames, total);
 }
 
@@ -270,4 +281,36 @@ fn when_even_the_buddy_is_out_the_failure_is_reported() {
     assert_eq!(r.stats().failures, 1);
     let _: Run = all;
     check(&r, &b);
+}
+
+#[test]
+fn pairs_at_a_chunk_boundary_keep_one_idle_chunk_instead_of_churning() {
+    let mut f = Fixture::mib(16);
+    let mut b = f.buddy();
+    let mut r = SmallRuns::<4>::new();
+    let m = &mut NullMemory;
+    let total = b.stats().free_frames;
+    for _ in 0..100 {
+        let run = alloc_frames(&mut r, &mut b, 2, Owner::Test, false, m).unwrap();
+        free_run(&mut r, &mut b, run, m).unwrap();
+        check(&r, &b);
+    }
+    let s = r.stats();
+    assert_eq!(
+        (s.chunks_taken, s.chunks_returned, s.idle_chunks),
+        (1, 0, 1)
+    );
+    // A second chunk that empties while one is idle goes back at once.
+    let big = alloc_frames(&mut r, &mut b, 500, Owner::Test, false, m).unwrap();
+    let other = alloc_frames(&mut r, &mut b, 100, Owner::Test, false, m).unwrap();
+    assert_eq!(r.stats().chunks, 2);
+    free_run(&mut r, &mut b, big, m).unwrap();
+    assert_eq!(r.stats().idle_chunks, 1);
+    free_run(&mut r, &mut b, other, m).unwrap();
+    check(&r, &b);
+    let s = r.stats();
+    assert_eq!((s.chunks, s.chunks_returned, s.idle_chunks), (1, 1, 1));
+    assert_eq!(r.release_idle(&mut b, m), CHUNK_FRAMES);
+    check(&r, &b);
+    assert_eq!(b.stats().free_frames, total);
 }

@@ -56,6 +56,7 @@ fn freed_runs_are_poisoned_and_a_write_after_free_is_reported() {
     assert!(mem.holds(a, 3, 0));
     r.free(a, 3, &mut b, &mut mem).unwrap();
     r.free(keep, 1, &mut b, &mut mem).unwrap();
+    r.release_idle(&mut b, &mut mem);
     // The chunk went back; the buddy poisoned it whole.
     assert_eq!(r.stats().chunks, 0);
     assert_eq!(b.find_use_after_free(&mem), None);

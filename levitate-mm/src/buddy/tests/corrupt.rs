@@ -56,14 +56,14 @@ fn list_and_counter_damage() {
     b.zones[0].free_frames += 1;
     assert!(matches!(b.validate(), Err(Violation::ZoneFrames { .. })));
     b.zones[0].free_frames -= 1;
-    b.pages[0].prev = 5;
+    b.pages[0].set_prev(5);
     let v = b.validate().unwrap_err();
     assert_eq!(
         v.to_string(),
         "buddy: DMA32 order-3 free list broken at mem_map index 0: back link does not match"
     );
-    b.pages[0].prev = Page::NONE;
-    b.pages[0].next = 99;
+    b.pages[0].set_prev(Page::NONE);
+    b.pages[0].set_next(99);
     assert!(matches!(
         b.validate(),
         Err(Violation::BrokenList {
@@ -71,13 +71,13 @@ fn list_and_counter_damage() {
             ..
         })
     ));
-    b.pages[0].next = Page::NONE;
+    b.pages[0].set_next(Page::NONE);
     b.zones[0].nonempty = 0;
     assert!(matches!(b.validate(), Err(Violation::BrokenList { .. })));
     b.zones[0].nonempty = 1 << 3;
-    b.pages[0].order = 2;
+    b.pages[0].set_order(2);
     assert!(matches!(b.validate(), Err(Violation::BadListEntry { .. })));
-    b.pages[0].order = 3;
+    b.pages[0].set_order(3);
     assert_eq!(b.validate(), Ok(()));
 }
 
@@ -86,24 +86,24 @@ fn block_damage() {
     let mut f = eight_frames();
     let mut b = f.buddy();
     // A head inside the free order-3 block.
-    b.pages[5].state = STATE_ALLOCATED;
+    b.pages[5].set_state(STATE_ALLOCATED);
     assert_eq!(
         b.validate().unwrap_err().to_string(),
         "buddy: order-3 block at 0x40005000: a block head inside another block"
     );
-    b.pages[5].state = STATE_TAIL;
+    b.pages[5].set_state(STATE_TAIL);
     let all = take(&mut b, Request::new(3, Owner::Heap), &mut NullMemory);
-    b.pages[0].state = STATE_TAIL;
+    b.pages[0].set_state(STATE_TAIL);
     assert_eq!(
         b.validate(),
         Err(Violation::Uncovered {
             addr: pa(0x4000_0000)
         })
     );
-    b.pages[0].state = STATE_ALLOCATED;
-    b.pages[0].owner = 200;
+    b.pages[0].set_state(STATE_ALLOCATED);
+    b.pages[0].set_owner(200);
     assert!(matches!(b.validate(), Err(Violation::BadBlock { .. })));
-    b.pages[0].owner = Owner::Heap as u8;
+    b.pages[0].set_owner(Owner::Heap as u8);
     b.allocated[Owner::Heap.index()] = 7;
     assert_eq!(
         b.validate().unwrap_err().to_string(),
@@ -119,7 +119,7 @@ fn a_free_head_on_no_list() {
     let mut f = Fixture::all_usable(&[(0x4000_0000, 0x4000_1000)]);
     let mut b = f.buddy();
     let _x = take(&mut b, Request::new(0, Owner::Test), &mut NullMemory);
-    b.pages[0].state = STATE_FREE;
+    b.pages[0].set_state(STATE_FREE);
     b.allocated[Owner::Test.index()] = 0;
     assert_eq!(
         b.validate(),

@@ -37,7 +37,7 @@ impl Fixture {
             .collect();
         let layout = Layout::new(&usable).unwrap();
         Fixture {
-            pages: vec![Page::EMPTY; layout.frames() as usize],
+            pages: vec![Page::new(); layout.frames() as usize],
             layout,
             ram: ram
                 .iter()
@@ -52,7 +52,7 @@ impl Fixture {
     }
 
     pub fn buddy(&mut self) -> Buddy<'_> {
-        Buddy::new(&mut self.pages, &self.layout, &self.ram).unwrap()
+        Buddy::new(&self.pages, &self.layout, &self.ram).unwrap()
     }
 }
 

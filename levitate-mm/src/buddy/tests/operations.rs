@@ -56,42 +56,38 @@ fn a_section_across_4_gib_is_split_between_the_zones() {
 fn new_refuses_bad_inputs() {
     let usable = [Region::from_bounds(0x4000_0000, 0x4000_4000)];
     let layout = Layout::new(&usable).unwrap();
-    let mut short = vec![Page::EMPTY; 3];
+    let short = vec![Page::new(); 3];
     assert_eq!(
-        Buddy::new(&mut short, &layout, &usable).unwrap_err(),
+        Buddy::new(&short, &layout, &usable).unwrap_err(),
         BuddyError::MemMapTooSmall { needed: 4, got: 3 }
     );
-    let mut pages = vec![Page::EMPTY; 8];
+    let pages = vec![Page::new(); 8];
     let other_ram = [Region::from_bounds(0x8000_0000, 0x9000_0000)];
-    let e = Buddy::new(&mut pages, &layout, &other_ram).unwrap_err();
+    let e = Buddy::new(&pages, &layout, &other_ram).unwrap_err();
     assert_eq!(
         e.to_string(),
         "buddy: usable frames at 0x40000000 (16 KiB) lie outside RAM"
     );
     let empty = Layout::new(&[]).unwrap();
     assert_eq!(
-        Buddy::new(&mut pages, &empty, &usable).unwrap_err(),
+        Buddy::new(&pages, &empty, &usable).unwrap_err(),
         BuddyError::NoFrames
     );
     let many: Vec<Region> = (0..=MAX_MEMORY as u64)
         .map(|i| Region::from_bounds(0x4000_0000 + i * 0x2000, 0x4000_1000 + i * 0x2000))
         .collect();
     assert_eq!(
-        Buddy::new(&mut pages, &layout, &many).unwrap_err(),
+        Buddy::new(&pages, &layout, &many).unwrap_err(),
         BuddyError::TooManyRamRanges {
             capacity: MAX_MEMORY
         }
     );
     // A longer mem_map than needed is fine, and stale contents are overwritten.
-    let mut long = vec![
-        Page {
-            state: 2,
-            order: 7,
-            ..Page::EMPTY
-        };
-        6
-    ];
-    let b = Buddy::new(&mut long, &layout, &usable).unwrap();
+    let stale = Page::new();
+    stale.set_state(2);
+    stale.set_order(7);
+    let long = vec![stale; 6];
+    let b = Buddy::new(&long, &layout, &usable).unwrap();
     assert_eq!(free_list(&b), [(pa(0x4000_0000), 2)]);
     b.validate().unwrap();
 }

@@ -1,0 +1,176 @@
+//! The frame allocator's front: the one implementation of "which layer serves this request,
+//! and what happens before `OutOfMemory`", shared by the kernel (kernel/src/frames.rs) and
+//! the host bench (bench/src/frames.rs), so both run the same code paths. The caller supplies
+//! the locking through [`CacheAccess`], [`RunsAccess`] and [`BuddyAccess`].
+//!
+//! ```text
+//! Front::alloc(order, ...)     order 0, no limit -> this CPU's cache (pcp); else -> buddy
+//! Front::alloc_frames(n, ...)  1 -> as order 0; 2..=511 -> bitmap layer (exact); more -> buddy
+//! before OutOfMemory           drain every CPU's cache and release the bitmap layer's idle
+//!                              chunk, then try once more
+//! ```
+//!
+//! Lock order (outermost first): the bitmap layer, one per-CPU cache, the buddy. The retry
+//! path takes them one at a time with nothing held: the cache drain locks one cache at a time
+//! (then the buddy), the idle chunk's release the bitmap layer then the buddy.
+
+use crate::addr::PhysAddr;
+use crate::bitmap::{self, FrameError, Run, SmallRuns};
+use crate::buddy::{AllocError, Block, FrameMemory, FreeError, Owner, Request};
+use crate::pcp::{self, BuddyAccess, CacheAccess, Drained, FrameStates};
+
+/// How the front reaches the bitmap layer: the kernel over its spin lock (interrupts
+/// masked), tests and the bench over theirs. Taken before a cache or the buddy.
+pub trait RunsAccess {
+    /// Runs `f` with the bitmap layer locked.
+    fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R;
+}
+
+/// A bitmap layer nobody else reaches (one CPU, or a test).
+impl RunsAccess for SmallRuns {
+    fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R {
+        f(self)
+    }
+}
+
+/// The three layers as one allocator, for one call (the access objects are usually
+/// zero-sized handles on the caller's locks).
+pub struct Front<'s, 'm, C, R, B> {
+    /// The per-CPU caches.
+    pub caches: C,
+    /// The bitmap layer.
+    pub runs: R,
+    /// The buddy.
+    pub buddy: B,
+    /// The per-frame state bytes the caches use (inside the mem_map entries).
+    pub states: &'s FrameStates<'m>,
+}
+
+impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
+    /// A block of 2^order frames: order 0 without an address limit from this CPU's cache,
+    /// anything else from the buddy. Before it reports `OutOfMemory` every cache is drained
+    /// (by [`pcp::alloc`]) and the bitmap layer's idle chunk released, and the request tried
+    /// once more: parked frames and the idle chunk are free memory, and once back in the buddy
+    /// they may merge into the block asked for.
+    #[inline]
+    pub fn alloc<M: FrameMemory + ?Sized>(
+        &mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        let first = pcp::alloc(&mut self.caches, self.states, &mut self.buddy, req, mem);
+        if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
+            return first;
+        }
+        if self.release_idle_chunk(mem) == 0 {
+            return first;
+        }
+        pcp::alloc(&mut self.caches, self.states, &mut self.buddy, req, mem)
+    }
+
+    /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
+    /// cache, with the state byte's double-free check; other orders to the buddy).
+    #[inline]
+    pub fn free<M: FrameMemory + ?Sized>(
+        &mut self,
+        addr: PhysAddr,
+        order: u8,
+        mem: &mut M,
+    ) -> Result<Owner, FreeError> {
+        pcp::free(
+            &mut self.caches,
+            self.states,
+            &mut self.buddy,
+            addr,
+            order,
+            mem,
+        )
+    }
+
+    /// `n` contiguous frames at their exact cost: one frame through this CPU's cache,
+    /// 2..=511 from the bitmap layer, more from the buddy (rounded to a power of two only
+    /// there). The same promise as [`Self::alloc`] before `OutOfMemory`.
+    pub fn alloc_frames<M: FrameMemory + ?Sized>(
+        &mut self,
+        n: u64,
+        owner: Owner,
+        zero: bool,
+        mem: &mut M,
+    ) -> Result<Run, FrameError> {
+        if n == 1 {
+            let req = Request {
+                order: 0,
+                owner,
+                zero,
+                below: None,
+            };
+            return self
+                .alloc(req, mem)
+                .map(|b| Run {
+                    addr: b.addr,
+                    frames: 1,
+                })
+                .map_err(FrameError::Alloc);
+        }
+        let first = self.try_run(n, owner, zero, mem);
+        if !matches!(
+            first,
+            Err(FrameError::Alloc(AllocError::OutOfMemory { .. }))
+        ) {
+            return first;
+        }
+        // The bitmap layer's lock is released here: the drain takes one cache at a time.
+        let released = self.release_cached(mem);
+        if let Some(e) = released.use_after_free {
+            // As in `pcp::alloc`: this call fails, the frame is poisoned again, a retry works.
+            return Err(FrameError::Alloc(e));
+        }
+        if released.frames == 0 {
+            return first;
+        }
+        self.try_run(n, owner, zero, mem)
+    }
+
+    fn try_run<M: FrameMemory + ?Sized>(
+        &mut self,
+        n: u64,
+        owner: Owner,
+        zero: bool,
+        mem: &mut M,
+    ) -> Result<Run, FrameError> {
+        let buddy = &mut self.buddy;
+        self.runs.with_runs(|runs| {
+            buddy.with_buddy(|b| bitmap::alloc_frames(runs, b, n, owner, zero, mem))
+        })
+    }
+
+    /// Frees `n` frames at `addr` as [`Self::alloc_frames`] gave them (the same `n`).
+    pub fn free_frames<M: FrameMemory + ?Sized>(
+        &mut self,
+        addr: PhysAddr,
+        n: u64,
+        mem: &mut M,
+    ) -> Result<Owner, FrameError> {
+        if n == 1 {
+            return self.free(addr, 0, mem).map_err(FrameError::Free);
+        }
+        let buddy = &mut self.buddy;
+        self.runs
+            .with_runs(|runs| buddy.with_buddy(|b| bitmap::free_frames(runs, b, addr, n, mem)))
+    }
+
+    /// Gives back everything the front holds free for speed: every frame parked in a per-CPU
+    /// cache and the bitmap layer's idle chunk (out of memory, memory pressure, `memcheck`).
+    /// Call it holding none of the front's locks.
+    pub fn release_cached<M: FrameMemory + ?Sized>(&mut self, mem: &mut M) -> Drained {
+        let mut released = pcp::drain_all(&mut self.caches, self.states, &mut self.buddy, mem);
+        released.frames += self.release_idle_chunk(mem);
+        released
+    }
+
+    fn release_idle_chunk<M: FrameMemory + ?Sized>(&mut self, mem: &mut M) -> u64 {
+        let buddy = &mut self.buddy;
+        self.runs
+            .with_runs(|runs| buddy.with_buddy(|b| runs.release_idle(b, mem)))
+    }
+}
