@@ -5,8 +5,9 @@
 //!
 //! * **Growth**: a request that fits no segment grows the heap by max([`MIN_GROWTH`], twice
 //!   its worst-case need), so a run of similar requests does not grow every time; when that
-//!   does not fit under the limit, by exactly the need ([`Segments::plan`]): the heap never
-//!   refuses a request the limit still has room for.
+//!   would take more than half the room left under the limit, by exactly the need
+//!   ([`Segments::plan`]): the heap never refuses a request the limit still has room for, and
+//!   does not spend the last of its room on slack.
 //! * **Placement**: segments are kept sorted by address; a new one takes the first gap of the
 //!   window big enough (aligned to 2 MiB when it is that large, so the mapping can use large
 //!   blocks), so address space freed by a release is used again. With every slot taken, the
@@ -167,7 +168,9 @@ impl<T> Segments<T> {
             .saturating_mul(2)
             .max(MIN_GROWTH)
             .next_multiple_of(PAGE);
-        let bytes = if generous <= room { generous } else { need };
+        // Near the limit, a generous step would spend room that later requests need: grow
+        // generously only while that leaves at least as much room again.
+        let bytes = if generous <= room / 2 { generous } else { need };
         if self.count == MAX_SEGMENTS {
             // Every slot taken: extend the highest segment, whose end has the window's rest.
             let last = self.count - 1;
