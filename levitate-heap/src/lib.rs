@@ -20,7 +20,9 @@
 //!
 //! # Idle memory
 //!
-//! A free that empties a segment gives it back at once unless it is the one small reserve
+//! A block of `DEDICATED_MIN` (256 KiB) or more gets a segment of its own, so freeing it
+//! gives its memory back at once and no small block left behind can pin it. A free that
+//! empties a shared segment gives it back at once unless it is the one small reserve
 //! segment the policy keeps; a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages empty
 //! unmaps down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory pressure) gives back every
 //! empty segment and slab page. A `Mapper::unmap` that cannot run now (page tables busy)
@@ -44,7 +46,7 @@ mod tests;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
-use levitate_mm::slab::segments::{GrowError, Plan, Segments};
+use levitate_mm::slab::segments::{GrowError, Plan, Segments, DEDICATED_MIN};
 use levitate_mm::slab::{
     PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES,
     CHUNK_PAGES, MAX_CHUNKS, PAGE,
@@ -344,19 +346,25 @@ impl<M: Mapper> Heap<M> {
     }
 
     fn alloc_large(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        if let Some(seg) = self.segs.get_mut(self.hint) {
-            if let Ok(p) = seg.payload.allocate_first_fit(layout) {
-                return Some(p);
+        // Big blocks get a segment of their own; the rest first-fit over the shared ones,
+        // the one that served last first.
+        let alone = levitate_mm::slab::segments::need_for(layout.size(), layout.align())
+            .is_none_or(|n| n >= DEDICATED_MIN);
+        if !alone {
+            if let Some(seg) = self.segs.get_mut(self.hint).filter(|s| !s.dedicated) {
+                if let Ok(p) = seg.payload.allocate_first_fit(layout) {
+                    return Some(p);
+                }
             }
-        }
-        let hint = self.hint;
-        for (i, seg) in self.segs.iter_mut().enumerate() {
-            if i == hint {
-                continue;
-            }
-            if let Ok(p) = seg.payload.allocate_first_fit(layout) {
-                self.hint = i;
-                return Some(p);
+            let hint = self.hint;
+            for (i, seg) in self.segs.iter_mut().enumerate() {
+                if i == hint || seg.dedicated {
+                    continue;
+                }
+                if let Ok(p) = seg.payload.allocate_first_fit(layout) {
+                    self.hint = i;
+                    return Some(p);
+                }
             }
         }
         match self.grow(layout) {

@@ -185,30 +185,46 @@ fn every_misuse_is_refused_and_changes_nothing() {
 
 #[test]
 fn growth_falls_back_to_the_exact_need() {
-    // 3.5 MiB asked for with 6 MiB of room: twice would not fit, exactly does.
-    let mut h = heap(256 * MB, 12 * MB);
-    // A 6 MiB segment (twice the need), 3 MiB of it free.
-    let keep = h.alloc(layout(3 * MB, 8)).unwrap();
-    let room = 12 * MB - h.mapped();
-    assert_eq!(room, 6 * MB);
-    let p = h.alloc(layout(7 * MB / 2, 8)).expect("exact growth");
+    use levitate_mm::slab::segments::need_for;
+    let mut h = heap(256 * MB, MB);
+    let a = h.alloc(layout(100 << 10, 8)).unwrap();
+    let b = h.alloc(layout(200 << 10, 8)).unwrap();
+    // A request whose need fits the room but twice it does not (the 56 MB request
+    // with 89 MB of room, in small).
+    let room = MB - h.mapped();
+    let size = (room * 5 / 8).min(DEDICATED_MIN - PAGE);
+    let need = need_for(size, 8).unwrap();
+    assert!(need <= room && 2 * need > room / 2, "room {room}, need {need}");
+    let before = h.mapped();
+    let c = h.alloc(layout(size, 8)).expect("exact growth");
+    assert_eq!(h.mapped(), before + need);
     assert_eq!(h.stats().failures, 0);
     h.validate().unwrap();
     // Past the room: a clean failure naming the need.
-    assert!(h.alloc(layout(4 * MB, 8)).is_none());
+    assert!(h.alloc(layout(MB, 8)).is_none());
     assert!(matches!(h.last_error(), Some(AllocError::Limit { .. })));
     assert_eq!(h.stats().failures, 1);
     // Out of frames for the generous step but not for the need.
     let mut h2 = heap(256 * MB, 64 * MB);
-    h2.mapper_mut().frames = 3 * MB;
-    assert!(h2.alloc(layout(2 * MB, 8)).is_some());
-    assert_eq!(h2.stats().growths, 1);
+    h2.mapper_mut().frames = 150 << 10;
+    assert!(h2.alloc(layout(100 << 10, 8)).is_some());
+    assert_eq!(h2.mapped(), need_for(100 << 10, 8).unwrap());
+    // Big requests get exactly their need, alone.
+    let mut h3 = heap(512 * MB, 128 * MB);
+    let big = h3.alloc(layout(56_000_000, 8)).unwrap();
+    assert_eq!(h3.mapped(), need_for(56_000_000, 8).unwrap());
+    assert!(h3.alloc(layout(5000, 8)).is_some());
+    assert_eq!(h3.stats().segments, 2, "a small block went into the big one's segment");
     // SAFETY: live blocks with their layouts.
     unsafe {
-        h.free(keep, layout(3 * MB, 8)).unwrap();
-        h.free(p, layout(7 * MB / 2, 8)).unwrap();
+        h3.free(big, layout(56_000_000, 8)).unwrap();
+        h.free(a, layout(100 << 10, 8)).unwrap();
+        h.free(b, layout(200 << 10, 8)).unwrap();
+        h.free(c, layout(size, 8)).unwrap();
     }
+    assert_eq!(h3.stats().segments, 1);
     h.validate().unwrap();
+    h3.validate().unwrap();
 }
 
 #[test]

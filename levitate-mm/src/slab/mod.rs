@@ -103,7 +103,7 @@ const FULL_BITMAP: [[u64; WORDS]; NCLASSES] = {
         let slots = PAGE / CLASSES[c];
         let mut w = 0;
         while w < WORDS {
-            let have = if slots > w * 64 { slots - w * 64 } else { 0 };
+            let have = slots.saturating_sub(w * 64);
             t[c][w] = if have >= 64 {
                 u64::MAX
             } else {

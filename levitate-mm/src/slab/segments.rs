@@ -12,10 +12,25 @@
 //!   window big enough (aligned to 2 MiB when it is that large, so the mapping can use large
 //!   blocks), so address space freed by a release is used again. With every slot taken, the
 //!   highest segment is extended instead.
+//! * **Big blocks alone**: a request of [`DEDICATED_MIN`] or more gets a segment of exactly
+//!   its need that nothing else shares, given back as soon as the block is freed.
 //! * **Release**: a segment whose blocks are all free is given back at once, except one, at most
 //!   [`RETAIN_MAX`] bytes, kept as a reserve so that allocating and freeing one medium block in
 //!   a loop does not map and unmap every time ([`Segments::surplus_empty`]). Under pressure or
 //!   at the limit every empty segment goes ([`Segments::any_empty`]).
+
+/// The heap never maps more than this, whatever the RAM.
+pub const HEAP_MAX: u64 = 1 << 30;
+
+/// The heap's limit for `usable` bytes of RAM: all but a quarter of it (at least 4 MiB left
+/// for page tables, stacks and frame users), at most [`HEAP_MAX`], in pages. The heap gives
+/// idle memory back on its own, so the limit guards against a runaway, not against an idle
+/// heap holding memory; half of RAM (the old limit) made a 16 MiB stress fail at 32 MiB of RAM
+/// with 12 MiB of frames free.
+pub fn limit_for(usable: u64) -> u64 {
+    let reserve = (usable / 4).max(4 << 20);
+    usable.saturating_sub(reserve).min(HEAP_MAX) / PAGE as u64 * PAGE as u64
+}
 
 /// Most segments.
 pub const MAX_SEGMENTS: usize = 64;
@@ -23,6 +38,11 @@ pub const MAX_SEGMENTS: usize = 64;
 pub const MIN_GROWTH: usize = 64 << 10;
 /// The largest empty segment kept mapped as a reserve (one at most).
 pub const RETAIN_MAX: usize = 1 << 20;
+/// Requests needing this much or more get a segment of their own, exactly their size, that no
+/// other block shares (as Linux's vmalloc maps each area alone): freeing the block empties
+/// the segment, so it goes back at once, and a small long-lived block can never pin the
+/// memory of a big one that was freed.
+pub const DEDICATED_MIN: usize = 256 << 10;
 const PAGE: usize = super::PAGE;
 const LARGE_ALIGN: usize = 2 << 20;
 
@@ -33,6 +53,8 @@ pub struct Segment<T> {
     pub start: usize,
     /// Bytes mapped.
     pub size: usize,
+    /// Made for one block alone ([`DEDICATED_MIN`]): no other block is placed in it.
+    pub dedicated: bool,
     /// The shell's heap over it.
     pub payload: T,
 }
@@ -45,13 +67,14 @@ impl<T> Segment<T> {
     }
 }
 
-/// A growth to make: map `bytes` at `at`, as a new segment, or at the end of segment
-/// `extend` when every slot is taken.
+/// A growth to make: map `bytes` at `at`, as a new segment (`dedicated` to one block), or at
+/// the end of segment `extend` when every slot is taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub at: usize,
     pub bytes: usize,
     pub extend: Option<usize>,
+    pub dedicated: bool,
 }
 
 /// Why the heap cannot grow for a request.
@@ -170,7 +193,12 @@ impl<T> Segments<T> {
             .next_multiple_of(PAGE);
         // Near the limit, a generous step would spend room that later requests need: grow
         // generously only while that leaves at least as much room again.
-        let bytes = if generous <= room / 2 { generous } else { need };
+        let dedicated = need >= DEDICATED_MIN;
+        let bytes = if !dedicated && generous <= room / 2 {
+            generous
+        } else {
+            need
+        };
         if self.count == MAX_SEGMENTS {
             // Every slot taken: extend the highest segment, whose end has the window's rest.
             let last = self.count - 1;
@@ -181,6 +209,7 @@ impl<T> Segments<T> {
                     at,
                     bytes,
                     extend: Some(last),
+                    dedicated: false,
                 }),
                 _ => Err(GrowError::Window { need }),
             };
@@ -198,6 +227,7 @@ impl<T> Segments<T> {
                     at,
                     bytes,
                     extend: None,
+                    dedicated,
                 });
             }
             from = seg.start + seg.size;
@@ -208,6 +238,7 @@ impl<T> Segments<T> {
                 at,
                 bytes,
                 extend: None,
+                dedicated,
             }),
             _ => Err(GrowError::Window { need }),
         }
@@ -220,7 +251,9 @@ impl<T> Segments<T> {
         self.mapped += plan.bytes;
         if let Some(i) = plan.extend {
             if let Some(seg) = self.slots[i].as_mut() {
+                // Extended for another block: shared from now on.
                 seg.size += plan.bytes;
+                seg.dedicated = false;
             }
             return i;
         }
@@ -232,6 +265,7 @@ impl<T> Segments<T> {
         self.slots[i] = Some(Segment {
             start: plan.at,
             size: plan.bytes,
+            dedicated: plan.dedicated,
             payload,
         });
         self.count += 1;
@@ -251,8 +285,8 @@ impl<T> Segments<T> {
     }
 
     /// An empty segment to give back now, by the idle policy: every empty segment except one
-    /// of at most [`RETAIN_MAX`] bytes (the smallest). `is_empty` says whether a payload holds
-    /// no block.
+    /// shared one of at most [`RETAIN_MAX`] bytes (the smallest). `is_empty` says whether a
+    /// payload holds no block.
     pub fn surplus_empty(&self, is_empty: impl Fn(&T) -> bool) -> Option<usize> {
         let empties = || {
             self.iter()
@@ -260,7 +294,7 @@ impl<T> Segments<T> {
                 .filter(|(_, s)| is_empty(&s.payload))
         };
         let keep = empties()
-            .filter(|(_, s)| s.size <= RETAIN_MAX)
+            .filter(|(_, s)| s.size <= RETAIN_MAX && !s.dedicated)
             .min_by_key(|(_, s)| s.size)
             .map(|(i, _)| i);
         empties().map(|(i, _)| i).find(|&i| Some(i) != keep)
@@ -307,12 +341,25 @@ mod tests {
     const MB: usize = 1 << 20;
 
     #[test]
+    fn the_limit_leaves_a_quarter_of_ram() {
+        assert_eq!(limit_for(28 * MB as u64), 21 * MB as u64);
+        assert_eq!(limit_for(8 * MB as u64), 4 * MB as u64);
+        assert_eq!(limit_for(2 * MB as u64), 0);
+        assert_eq!(limit_for(8 << 30), HEAP_MAX);
+        assert_eq!(limit_for(1_000_001) % PAGE as u64, 0);
+    }
+
+    #[test]
     fn growth_is_generous_then_exact_then_refused() {
         let mut s: Segments<bool> = Segments::empty();
         s.set_window(BASE, 1 << 40);
         // Plenty of room: twice the need, at least MIN_GROWTH.
         assert_eq!(s.plan(100, 8, 100 * MB).unwrap().bytes, MIN_GROWTH);
-        assert_eq!(s.plan(3 * MB, 8, 100 * MB).unwrap().bytes, 6 * MB);
+        assert_eq!(s.plan(100_000, 8, 100 * MB).unwrap().bytes, 204_800);
+        // Big requests alone, exactly.
+        assert_eq!(s.plan(3 * MB, 8, 100 * MB).unwrap().bytes, 3 * MB);
+        // Near the limit, the need.
+        assert_eq!(s.plan(100_000, 8, 300_000).unwrap().bytes, 102_400);
         // The case: 56 MB asked for with 89 MB of room takes exactly 56 MB.
         let p = s.plan(56_000_000, 8, 89 * MB).unwrap();
         assert_eq!(p.bytes, need_for(56_000_000, 8).unwrap());
@@ -328,6 +375,20 @@ mod tests {
         // Large alignments need their padding.
         assert_eq!(need_for(100, 1 << 16), Some(PAGE + (1 << 16)));
         assert_eq!(need_for(usize::MAX, 8), None);
+    }
+
+    #[test]
+    fn big_requests_get_a_segment_of_their_own() {
+        let mut s: Segments<bool> = Segments::empty();
+        s.set_window(BASE, 1 << 40);
+        let p = s.plan(DEDICATED_MIN, 8, usize::MAX).unwrap();
+        assert!(p.dedicated);
+        assert_eq!(p.bytes, DEDICATED_MIN);
+        assert!(!s.plan(DEDICATED_MIN - PAGE, 8, usize::MAX).unwrap().dedicated);
+        let i = s.add(p, true);
+        assert!(s.get(i).unwrap().dedicated);
+        // An empty dedicated segment is never the reserve.
+        assert_eq!(s.surplus_empty(|e| *e), Some(i));
     }
 
     #[test]
@@ -356,7 +417,7 @@ mod tests {
             s.plan(64 * MB, 8, usize::MAX),
             Err(GrowError::Window { .. })
         ));
-        assert_eq!(s.mapped(), MB + 2 * MB);
+        assert_eq!(s.mapped(), MB + MB / 2);
     }
 
     #[test]
@@ -381,7 +442,7 @@ mod tests {
     fn one_small_empty_segment_is_kept_the_rest_released() {
         let mut s: Segments<bool> = Segments::empty();
         s.set_window(BASE, 1 << 40);
-        for (size, empty) in [(MB / 4, true), (4 * MB, true), (MB / 2, true), (MB, false)] {
+        for (size, empty) in [(MB / 8, true), (4 * MB, true), (MB / 5, true), (MB, false)] {
             let p = s.plan(size, 8, usize::MAX).unwrap();
             s.add(
                 Plan {
@@ -400,7 +461,7 @@ mod tests {
         assert_eq!(released, 2);
         assert_eq!(s.len(), 2);
         // The reserve kept is the smallest empty one.
-        assert!(s.iter().any(|seg| seg.payload && seg.size == MB / 4));
+        assert!(s.iter().any(|seg| seg.payload && seg.size == MB / 8));
         assert!(s.any_empty(empty).is_some());
         s.validate().unwrap();
     }
