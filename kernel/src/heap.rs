@@ -319,8 +319,12 @@ levitate_hal::ktest!(
         let refused = stats().refused - before.refused;
         // SAFETY: live blocks of these sizes (the refused frees changed nothing).
         let intact = unsafe {
-            core::slice::from_raw_parts(a, 40).iter().all(|&x| x == 0x5a)
-                && core::slice::from_raw_parts(b, 10_000).iter().all(|&x| x == 0x3c)
+            core::slice::from_raw_parts(a, 40)
+                .iter()
+                .all(|&x| x == 0x5a)
+                && core::slice::from_raw_parts(b, 10_000)
+                    .iter()
+                    .all(|&x| x == 0x3c)
         };
         // SAFETY: the real frees of the live blocks, then a double free to be refused.
         unsafe {

@@ -187,8 +187,9 @@ levitate_hal::ktest!(
         levitate_hal::kassert!(held.try_reserve_exact(8192).is_ok());
         // Empty slab pages the heap keeps mapped at low pressure (its idle reserve): 100 pages
         // of 2 KiB objects, all freed.
-        let objects: Vec<alloc::boxed::Box<[u8; 2048]>> =
-            (0..200).map(|_| alloc::boxed::Box::new([7; 2048])).collect();
+        let objects: Vec<alloc::boxed::Box<[u8; 2048]>> = (0..200)
+            .map(|_| alloc::boxed::Box::new([7; 2048]))
+            .collect();
         drop(objects);
         let before = crate::heap::stats();
         levitate_hal::kassert!(before.empty_slab_pages > 0, "no empty slab page kept");

@@ -48,8 +48,8 @@ use core::fmt;
 use core::ptr::NonNull;
 use levitate_mm::slab::segments::{GrowError, Plan, Segments, DEDICATED_MIN};
 use levitate_mm::slab::{
-    PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES,
-    CHUNK_PAGES, MAX_CHUNKS, PAGE,
+    PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES, CHUNK_PAGES,
+    MAX_CHUNKS, PAGE,
 };
 use linked_list_allocator::Heap as List;
 
@@ -93,7 +93,10 @@ impl fmt::Display for Misuse {
                 write!(f, "{addr:#x} is not aligned to {align} as its layout says")
             }
             Self::PastSegment { addr, size } => {
-                write!(f, "a {size}-byte block at {addr:#x} would run past its segment")
+                write!(
+                    f,
+                    "a {size}-byte block at {addr:#x} would run past its segment"
+                )
             }
         }
     }
@@ -377,7 +380,9 @@ impl<M: Mapper> Heap<M> {
                         // The growth was sized for this request; not fitting is a bug in
                         // the need computation, reported as a failure rather than a panic.
                         self.failures += 1;
-                        self.last_error = Some(AllocError::Window { need: layout.size() });
+                        self.last_error = Some(AllocError::Window {
+                            need: layout.size(),
+                        });
                         None
                     }
                 }
@@ -401,10 +406,12 @@ impl<M: Mapper> Heap<M> {
             Ok(p) => p,
             Err(GrowError::Limit { .. }) => {
                 self.reclaim();
-                self.segs.plan(size, align, self.room()).map_err(|e| match e {
-                    GrowError::Limit { need, room } => AllocError::Limit { need, room },
-                    GrowError::Window { need } => AllocError::Window { need },
-                })?
+                self.segs
+                    .plan(size, align, self.room())
+                    .map_err(|e| match e {
+                        GrowError::Limit { need, room } => AllocError::Limit { need, room },
+                        GrowError::Window { need } => AllocError::Window { need },
+                    })?
             }
             Err(GrowError::Window { need }) => return Err(AllocError::Window { need }),
         };
@@ -541,11 +548,8 @@ impl<M: Mapper> Heap<M> {
         let mut skip = 0;
         // Walk by index: a release shifts the later segments down.
         while skip < self.segs.len() {
-            let found = (skip..self.segs.len()).find(|&i| {
-                self.segs
-                    .get(i)
-                    .is_some_and(|s| s.payload.used() == 0)
-            });
+            let found = (skip..self.segs.len())
+                .find(|&i| self.segs.get(i).is_some_and(|s| s.payload.used() == 0));
             let Some(i) = found else { break };
             let size = self.segs.get(i).map_or(0, |s| s.size);
             if self.release_segment(i) {

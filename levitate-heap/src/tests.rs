@@ -66,8 +66,11 @@ impl Plain {
 
 impl Mapper for Plain {
     fn map(&mut self, at: usize, bytes: usize) -> bool {
-        assert!(at >= self.base && at + bytes <= self.base + self.size, "outside the window");
-        assert!(at % PAGE == 0 && bytes % PAGE == 0 && bytes > 0);
+        assert!(
+            at >= self.base && at + bytes <= self.base + self.size,
+            "outside the window"
+        );
+        assert!(at.is_multiple_of(PAGE) && bytes.is_multiple_of(PAGE) && bytes > 0);
         if self.bytes + bytes > self.frames {
             return false;
         }
@@ -194,7 +197,10 @@ fn growth_falls_back_to_the_exact_need() {
     let room = MB - h.mapped();
     let size = (room * 5 / 8).min(DEDICATED_MIN - PAGE);
     let need = need_for(size, 8).unwrap();
-    assert!(need <= room && 2 * need > room / 2, "room {room}, need {need}");
+    assert!(
+        need <= room && 2 * need > room / 2,
+        "room {room}, need {need}"
+    );
     let before = h.mapped();
     let c = h.alloc(layout(size, 8)).expect("exact growth");
     assert_eq!(h.mapped(), before + need);
@@ -214,7 +220,11 @@ fn growth_falls_back_to_the_exact_need() {
     let big = h3.alloc(layout(56_000_000, 8)).unwrap();
     assert_eq!(h3.mapped(), need_for(56_000_000, 8).unwrap());
     assert!(h3.alloc(layout(5000, 8)).is_some());
-    assert_eq!(h3.stats().segments, 2, "a small block went into the big one's segment");
+    assert_eq!(
+        h3.stats().segments,
+        2,
+        "a small block went into the big one's segment"
+    );
     // SAFETY: live blocks with their layouts.
     unsafe {
         h3.free(big, layout(56_000_000, 8)).unwrap();
@@ -292,7 +302,11 @@ fn a_second_stress_after_the_first_finds_room() {
             };
             let l = layout(size, 8);
             let p = h.alloc(l).unwrap_or_else(|| {
-                panic!("{size} bytes failed after {bytes}: {:?} {:?}", h.last_error(), h.stats())
+                panic!(
+                    "{size} bytes failed after {bytes}: {:?} {:?}",
+                    h.last_error(),
+                    h.stats()
+                )
             });
             bytes += size;
             live.push((p, l));
@@ -310,7 +324,11 @@ fn a_second_stress_after_the_first_finds_room() {
         kept
     };
     let kept = run(&mut h, 10 * MB, 5);
-    assert!(h.mapped() < 2 * MB, "{} mapped after the first stress", h.mapped());
+    assert!(
+        h.mapped() < 2 * MB,
+        "{} mapped after the first stress",
+        h.mapped()
+    );
     let p = h.alloc(layout(3_500_000, 8)).expect("the 3.5 MB request");
     // SAFETY: a live block with its layout.
     unsafe { h.free(p, layout(3_500_000, 8)) }.unwrap();
@@ -366,7 +384,10 @@ fn random_workload_matches_a_model() {
             let (l, tag) = live.remove(&a).unwrap();
             // SAFETY: a live block of `l.size()` bytes.
             let bytes = unsafe { core::slice::from_raw_parts(a as *const u8, l.size()) };
-            assert!(bytes.iter().all(|&b| b == tag), "step {step}: contents changed");
+            assert!(
+                bytes.iter().all(|&b| b == tag),
+                "step {step}: contents changed"
+            );
             let p = NonNull::new(a as *mut u8).unwrap();
             // SAFETY: a live block with its layout.
             unsafe { h.free(p, l) }.unwrap();

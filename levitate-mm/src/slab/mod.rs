@@ -39,8 +39,8 @@ pub const PAGE: usize = 4096;
 /// The size classes, in bytes: steps of 16 to 128, then four per doubling to 512, then sizes
 /// that fill a page (6 x 640, 5 x 816, 4 x 1024, 3 x 1360, 2 x 2048).
 pub const CLASSES: [usize; 21] = [
-    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 816, 1024,
-    1360, 2048,
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 816, 1024, 1360,
+    2048,
 ];
 /// The largest size served here.
 pub const MAX_SMALL: usize = 2048;
@@ -644,7 +644,11 @@ impl<'a> SlabHeap<'a> {
                         return Err("a slab of no class");
                     }
                     let free: u32 = p.free.iter().map(|w| w.count_ones()).sum();
-                    if p.free.iter().zip(FULL_BITMAP[class]).any(|(w, f)| w & !f != 0) {
+                    if p.free
+                        .iter()
+                        .zip(FULL_BITMAP[class])
+                        .any(|(w, f)| w & !f != 0)
+                    {
                         return Err("a slab's bitmap marks slots past its end");
                     }
                     if free + u32::from(p.used) != u32::from(SLOTS[class]) {

@@ -34,8 +34,9 @@ pub fn limit_for(usable: u64) -> u64 {
 
 /// Most segments.
 pub const MAX_SEGMENTS: usize = 64;
-/// Smallest growth step.
-pub const MIN_GROWTH: usize = 64 << 10;
+/// Smallest growth step: large enough that a segment holds a few dozen blocks of 4-64 KiB
+/// (fewer segments to search, fewer that empty and go back only to be mapped again).
+pub const MIN_GROWTH: usize = 1 << 20;
 /// The largest empty segment kept mapped as a reserve (one at most).
 pub const RETAIN_MAX: usize = 1 << 20;
 /// Requests needing this much or more get a segment of their own, exactly their size, that no
@@ -202,7 +203,9 @@ impl<T> Segments<T> {
         if self.count == MAX_SEGMENTS {
             // Every slot taken: extend the highest segment, whose end has the window's rest.
             let last = self.count - 1;
-            let seg = self.slots[last].as_ref().ok_or(GrowError::Window { need })?;
+            let seg = self.slots[last]
+                .as_ref()
+                .ok_or(GrowError::Window { need })?;
             let at = seg.start + seg.size;
             return match at.checked_add(bytes) {
                 Some(e) if e <= self.end => Ok(Plan {
@@ -355,7 +358,8 @@ mod tests {
         s.set_window(BASE, 1 << 40);
         // Plenty of room: twice the need, at least MIN_GROWTH.
         assert_eq!(s.plan(100, 8, 100 * MB).unwrap().bytes, MIN_GROWTH);
-        assert_eq!(s.plan(100_000, 8, 100 * MB).unwrap().bytes, 204_800);
+        assert_eq!(s.plan(100_000, 8, 100 * MB).unwrap().bytes, MIN_GROWTH);
+        assert_eq!(s.plan(200_000, 8, 100 * MB).unwrap().bytes, MIN_GROWTH);
         // Big requests alone, exactly.
         assert_eq!(s.plan(3 * MB, 8, 100 * MB).unwrap().bytes, 3 * MB);
         // Near the limit, the need.
@@ -384,7 +388,11 @@ mod tests {
         let p = s.plan(DEDICATED_MIN, 8, usize::MAX).unwrap();
         assert!(p.dedicated);
         assert_eq!(p.bytes, DEDICATED_MIN);
-        assert!(!s.plan(DEDICATED_MIN - PAGE, 8, usize::MAX).unwrap().dedicated);
+        assert!(
+            !s.plan(DEDICATED_MIN - PAGE, 8, usize::MAX)
+                .unwrap()
+                .dedicated
+        );
         let i = s.add(p, true);
         assert!(s.get(i).unwrap().dedicated);
         // An empty dedicated segment is never the reserve.

@@ -2,8 +2,8 @@
 //! and a random workload checked against a model after every step.
 
 use super::*;
-use std::collections::BTreeMap;
 use std::boxed::Box;
+use std::collections::BTreeMap;
 use std::vec::Vec;
 
 const BASE: usize = 0x10_0000_0000;
@@ -54,7 +54,6 @@ fn pages(limit: usize) -> Pages {
         ..Pages::default()
     }
 }
-
 
 #[test]
 fn classes_hold_size_and_alignment() {

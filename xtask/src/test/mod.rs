@@ -6,6 +6,7 @@ mod bootimg;
 mod console_drivers;
 mod hardware;
 mod harness;
+mod heap;
 mod initramfs_hostile;
 mod interrupts;
 mod irq_safety;
@@ -315,6 +316,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     bootimg::run(&mut tally, &normal.image, &work, &base)?;
     console_drivers::run(&mut tally, &normal.image, &work, &base)?;
     irq_safety::run(&mut tally, &normal.image, &work, &base)?;
+    heap::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
