@@ -121,6 +121,8 @@ pub fn enable_growth(base: usize, region: usize, limit: usize, grow: GrowFn, rel
     // through `release`; the heap lives in this static for the kernel's life.
     unsafe { s.main.init(base, region, limit) };
     s.enabled = true;
+    // The reserve segment now, at boot, rather than inside the first caller that needs one.
+    s.main.prime();
 }
 
 /// Heap statistics.

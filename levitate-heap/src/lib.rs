@@ -276,6 +276,16 @@ impl<M: Mapper> Heap<M> {
             .set_window(segs_base, (mapper_base + size).saturating_sub(segs_base));
     }
 
+    /// Maps the idle reserve now (one shared segment of the smallest growth step), so the
+    /// first few medium blocks after boot do not map memory inside whatever asked for them.
+    /// False when the limit or the frames do not allow it.
+    pub fn prime(&mut self) -> bool {
+        if self.segs.iter().any(|s| !s.dedicated) {
+            return true;
+        }
+        self.grow(Layout::new::<u8>()).is_ok()
+    }
+
     /// The mapper (for the caller's own figures).
     pub fn mapper(&self) -> &M {
         &self.mapper

@@ -261,6 +261,25 @@ fn empty_segments_go_back_at_once_but_a_small_reserve() {
 }
 
 #[test]
+fn priming_maps_the_reserve_once() {
+    let mut h = heap(256 * MB, 64 * MB);
+    assert!(h.prime());
+    let mapped = h.mapped();
+    assert_eq!(mapped, levitate_mm::slab::segments::MIN_GROWTH);
+    assert!(h.prime());
+    let p = h.alloc(layout(4000, 8)).unwrap();
+    // SAFETY: a live block with its layout.
+    unsafe { h.free(p, layout(4000, 8)) }.unwrap();
+    assert_eq!(
+        h.mapped(),
+        mapped,
+        "a medium block mapped more than the reserve"
+    );
+    let mut tiny = heap(256 * MB, 0);
+    assert!(!tiny.prime());
+}
+
+#[test]
 fn busy_page_tables_keep_memory_mapped_until_later() {
     let mut h = heap(256 * MB, 64 * MB);
     let p = h.alloc(layout(4 * MB, 8)).unwrap();
