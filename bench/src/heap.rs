@@ -28,9 +28,20 @@ pub trait Heap {
     }
 }
 
-/// A fresh arena, leaked (one per heap per run).
+/// A fresh arena of `bytes`, leaked (one per heap per run), every page written once so the
+/// host backs it before any timing: a first-touch fault would otherwise land in whichever
+/// timed operation writes a page first (a kernel heap's memory is present when mapped).
+fn prefaulted(bytes: usize) -> &'static mut [MaybeUninit<u8>] {
+    let mem = Box::leak(Box::new_uninit_slice(bytes));
+    for page in mem.chunks_mut(4096) {
+        page[0].write(0);
+    }
+    mem
+}
+
+/// A fresh arena for a peer heap.
 fn arena() -> &'static mut [MaybeUninit<u8>] {
-    Box::leak(Box::new_uninit_slice(ARENA))
+    prefaulted(ARENA)
 }
 
 /// talc with its default (error on out of memory) handler.
@@ -138,8 +149,9 @@ impl Heap for Tlsf {
 }
 
 /// The bench's side of `levitate_heap::Mapper`: plain host memory, already there, so
-/// "mapping" only counts bytes (the kernel maps a frame per slab page and frames per segment
-/// there; that cost, once per 2 to 256 objects or per segment, is not in these numbers).
+/// "mapping" only counts bytes (the window is prefaulted, as every arena here; the kernel maps
+/// a frame per slab page and frames per segment there; that cost, once per 2 to 256 objects
+/// or per segment, is not in these numbers).
 #[derive(Default)]
 pub struct PlainMemory {
     mapped: usize,
@@ -165,12 +177,10 @@ impl levitate_heap::Mapper for PlainMemory {
 pub struct LevitateHeap(levitate_heap::Heap<PlainMemory>);
 
 impl LevitateHeap {
-    /// Over a fresh window (4 x the arena of address space, 2 MiB aligned; the host backs
-    /// only what is touched).
+    /// Over a fresh window (2 x the arena of address space, 2 MiB aligned, prefaulted).
     pub fn new() -> Self {
-        let window = 4 * ARENA;
-        let mem: &'static mut [MaybeUninit<u8>] =
-            Box::leak(Box::new_uninit_slice(window + (2 << 20)));
+        let window = 2 * ARENA;
+        let mem = prefaulted(window + (2 << 20));
         let skip = mem.as_mut_ptr().align_offset(2 << 20);
         let base = mem.as_mut_ptr() as usize + skip;
         let mut h = levitate_heap::Heap::new(PlainMemory::default());

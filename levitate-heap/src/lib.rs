@@ -364,14 +364,20 @@ impl<M: Mapper> Heap<M> {
         let alone = levitate_mm::slab::segments::need_for(layout.size(), layout.align())
             .is_none_or(|n| n >= DEDICATED_MIN);
         if !alone {
-            if let Some(seg) = self.segs.get_mut(self.hint).filter(|s| !s.dedicated) {
+            // A segment with fewer free bytes than the request cannot hold it: skip its walk.
+            let size = layout.size();
+            if let Some(seg) = self
+                .segs
+                .get_mut(self.hint)
+                .filter(|s| !s.dedicated && s.payload.free() >= size)
+            {
                 if let Ok(p) = seg.payload.allocate_first_fit(layout) {
                     return Some(p);
                 }
             }
             let hint = self.hint;
             for (i, seg) in self.segs.iter_mut().enumerate() {
-                if i == hint || seg.dedicated {
+                if i == hint || seg.dedicated || seg.payload.free() < size {
                     continue;
                 }
                 if let Ok(p) = seg.payload.allocate_first_fit(layout) {
