@@ -49,7 +49,7 @@ use core::ptr::NonNull;
 use levitate_mm::slab::segments::{GrowError, Plan, Segments, DEDICATED_MIN};
 use levitate_mm::slab::{
     PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES, CHUNK_PAGES,
-    MAX_CHUNKS, PAGE,
+    MAX_CHUNKS, MAX_SMALL, PAGE,
 };
 use linked_list_allocator::Heap as List;
 
@@ -276,10 +276,22 @@ impl<M: Mapper> Heap<M> {
             .set_window(segs_base, (mapper_base + size).saturating_sub(segs_base));
     }
 
-    /// Maps the idle reserve now (one shared segment of the smallest growth step), so the
-    /// first few medium blocks after boot do not map memory inside whatever asked for them.
+    /// Maps the idle reserve now (16 empty slab pages, one shared segment of the smallest
+    /// growth step), so the first objects after boot do not map memory inside whatever asked
+    /// for them (an interrupt handler, a measurement of free frames).
     /// False when the limit or the frames do not allow it.
     pub fn prime(&mut self) -> bool {
+        // A few empty slab pages first (SLAB_RETAIN_LOW of them, made by filling and
+        // freeing them), so the first small objects of a new class map nothing either.
+        let two_k = Layout::from_size_align(MAX_SMALL, 8).unwrap_or(Layout::new::<u8>());
+        let mut held = [None; 2 * SLAB_RETAIN_LOW];
+        for slot in held.iter_mut() {
+            *slot = self.alloc(two_k);
+        }
+        for p in held.into_iter().flatten() {
+            // SAFETY: a block just allocated above with this layout, not used since.
+            let _ = unsafe { self.free(p, two_k) };
+        }
         if self.segs.iter().any(|s| !s.dedicated) {
             return true;
         }

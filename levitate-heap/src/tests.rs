@@ -265,7 +265,21 @@ fn priming_maps_the_reserve_once() {
     let mut h = heap(256 * MB, 64 * MB);
     assert!(h.prime());
     let mapped = h.mapped();
-    assert_eq!(mapped, levitate_mm::slab::segments::MIN_GROWTH);
+    assert_eq!(h.stats().slab.empty_pages, SLAB_RETAIN_LOW as u64);
+    assert_eq!(
+        mapped,
+        levitate_mm::slab::segments::MIN_GROWTH + SLAB_RETAIN_LOW * PAGE + CHUNK_BYTES
+    );
+    for size in [16, 100, 700, 2000] {
+        let p = h.alloc(layout(size, 8)).unwrap();
+        // SAFETY: a live block with its layout.
+        unsafe { h.free(p, layout(size, 8)) }.unwrap();
+    }
+    assert_eq!(
+        h.mapped(),
+        mapped,
+        "a small object mapped more than the reserve"
+    );
     assert!(h.prime());
     let p = h.alloc(layout(4000, 8)).unwrap();
     // SAFETY: a live block with its layout.

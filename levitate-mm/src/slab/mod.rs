@@ -53,6 +53,8 @@ pub type RecordChunk = [SlabPage; CHUNK_PAGES];
 /// Bytes of one record chunk (a whole number of pages).
 pub const CHUNK_BYTES: usize = CHUNK_PAGES * core::mem::size_of::<SlabPage>();
 
+/// Most empty pages one free unmaps when it finds more empty than the retained reserve.
+pub const TRIM_BATCH: usize = 4;
 const NONE: u32 = u32::MAX;
 const WORDS: usize = PAGE / 16 / 64;
 const NCLASSES: usize = CLASSES.len();
@@ -249,8 +251,9 @@ pub struct SlabHeap<'a> {
     empty: u32,
     /// Pages unmapped again, a stack through `next`.
     unmapped: u32,
-    /// A free that leaves more than `retain_high` pages empty unmaps down to `retain_low`
-    /// (by default never: until [`Self::set_retain`], only `release_empty` unmaps).
+    /// A free that leaves more than `retain_high` pages empty unmaps a few, never below
+    /// `retain_low` (by default never: until [`Self::set_retain`], only `release_empty`
+    /// unmaps).
     retain_low: u32,
     retain_high: u32,
     stats: SlabStats,
@@ -328,7 +331,8 @@ impl<'a> SlabHeap<'a> {
     }
 
     /// Empty pages kept mapped for reuse: a free that leaves more than `high` of them unmaps
-    /// down to `low` (0, 0: every empty page goes back at once).
+    /// up to [`TRIM_BATCH`] of them, never below `low` (0, 0: every empty page goes back at
+    /// once).
     pub fn set_retain(&mut self, low: usize, high: usize) {
         self.retain_low = low.min(u32::MAX as usize) as u32;
         self.retain_high = high.max(low).min(u32::MAX as usize) as u32;
@@ -417,7 +421,12 @@ impl<'a> SlabHeap<'a> {
         match self.free_checked(addr, size, align) {
             Ok(()) => {
                 if self.stats.empty_pages > u64::from(self.retain_high) {
-                    self.release_empty(self.retain_low as usize, src);
+                    // A few pages per free, not the whole surplus at once: each unmap is a
+                    // page-table edit and a TLB invalidation in the kernel, done with the
+                    // heap lock held and interrupts masked.
+                    let keep = (self.stats.empty_pages as usize - TRIM_BATCH)
+                        .max(self.retain_low as usize);
+                    self.release_empty(keep, src);
                 }
                 Ok(())
             }

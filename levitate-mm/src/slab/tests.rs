@@ -197,10 +197,26 @@ fn frees_trim_empty_pages_beyond_the_reserve() {
         .collect();
     assert_eq!(src.mapped.len(), 10);
     for (i, a) in objs.into_iter().enumerate() {
+        let before = h.stats().released_pages;
         h.free(a, 512, 8, &mut src).unwrap();
         assert!(h.stats().empty_pages <= 4, "after free {i}");
+        assert!(h.stats().released_pages - before <= TRIM_BATCH as u64);
     }
     assert!(src.mapped.len() <= 4 && src.mapped.len() >= 2);
+    // A larger surplus goes back a batch per free.
+    let mut h = SlabHeap::new(BASE, 64).unwrap();
+    let mut src = pages(64);
+    let objs: Vec<usize> = (0..320)
+        .map(|_| h.alloc(512, 8, &mut src).unwrap())
+        .collect();
+    h.set_retain(2, 8);
+    for a in objs {
+        let before = h.stats().released_pages;
+        h.free(a, 512, 8, &mut src).unwrap();
+        assert!(h.stats().released_pages - before <= TRIM_BATCH as u64);
+    }
+    assert!(h.stats().empty_pages <= 8);
+    h.validate().unwrap();
     h.validate().unwrap();
 }
 
