@@ -6,7 +6,7 @@
 //! (16 B to 2 KiB, one page each, mapped one frame at a time) in front, linked_list_allocator
 //! segments behind for large and odd blocks. Its policy (growth by twice the need or exactly the
 //! need near the limit, empty segments and slab pages given back when a free empties them
-//! beyond a small reserve, everything empty given back under pressure or at the limit) lives in
+//! beyond a small reserve, under pressure too, and everything empty at the limit) lives in
 //! `levitate_mm::slab`, host-tested and benchmarked as the kernel runs it. This file provides
 //! the lock, the mapping of heap pages ([`KernelMapper`] over the memory module's grow and
 //! release functions: frames and page tables) and the figures for `heap` and `meminfo`.
@@ -189,8 +189,11 @@ pub fn stats() -> Stats {
     }
 }
 
-/// Gives every empty segment and empty slab page back to the frame allocator (memory
-/// pressure). Returns the bytes released, or `None` when the heap or the page tables are busy
+/// Gives empty segments and slab pages back to the frame allocator (memory pressure), all but
+/// the heap's small idle reserve (one segment of at most 1 MiB, 16 slab pages), which spares
+/// the next allocation, maybe in an interrupt handler, a mapping; a request at the heap's
+/// limit takes the reserve too. Returns the bytes released, or `None` when the heap or the
+/// page tables are busy
 /// (the caller may hold either: frame allocations happen under heap growth and under
 /// page-table edits), so the reclaim is tried again later.
 pub fn try_reclaim() -> Option<usize> {

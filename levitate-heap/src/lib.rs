@@ -24,8 +24,9 @@
 //! gives its memory back at once and no small block left behind can pin it. A free that
 //! empties a shared segment gives it back at once unless it is the one small reserve
 //! segment the policy keeps; a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages empty
-//! unmaps down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory pressure) gives back every
-//! empty segment and slab page. A `Mapper::unmap` that cannot run now (page tables busy)
+//! unmaps a few at a time down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory pressure)
+//! gives back every empty segment and slab page beyond that reserve; a request at the limit
+//! takes the reserve too. A `Mapper::unmap` that cannot run now (page tables busy)
 //! leaves the memory mapped and empty; the next free or reclaim tries again.
 //!
 //! # Misuse
@@ -433,7 +434,7 @@ impl<M: Mapper> Heap<M> {
         let plan = match self.segs.plan(size, align, self.room()) {
             Ok(p) => p,
             Err(GrowError::Limit { .. }) => {
-                self.reclaim();
+                self.release_all_empty();
                 self.segs
                     .plan(size, align, self.room())
                     .map_err(|e| match e {
@@ -591,8 +592,37 @@ impl<M: Mapper> Heap<M> {
         r
     }
 
-    /// Gives back every empty segment and every empty slab page (memory pressure).
+    /// Gives back what is empty beyond the idle reserve (memory pressure): every empty
+    /// segment but the one small reserve, every empty slab page but [`SLAB_RETAIN_LOW`]. The
+    /// reserve (at most 1 MiB and 64 KiB) stays so that the next small or medium request, maybe
+    /// in an interrupt handler, maps nothing; a request at the limit takes it too
+    /// ([`Self::release_all_empty`]).
     pub fn reclaim(&mut self) -> Reclaimed {
+        let mut r = Reclaimed::default();
+        while let Some(i) = self.segs.surplus_empty(|l| l.used() == 0) {
+            let size = self.segs.get(i).map_or(0, |s| s.size);
+            if !self.release_segment(i) {
+                r.busy = true;
+                break;
+            }
+            r.bytes += size;
+        }
+        let mut src = Source {
+            mapper: &mut self.mapper,
+            room: 0,
+            records_base: self.records_base,
+            record_bytes: &mut self.record_bytes,
+        };
+        let surplus = (self.slab.stats().empty_pages as usize).saturating_sub(SLAB_RETAIN_LOW);
+        let pages = self.slab.release_empty(SLAB_RETAIN_LOW, &mut src);
+        r.bytes += pages * PAGE;
+        r.busy |= pages < surplus;
+        r
+    }
+
+    /// Gives back every empty segment and every empty slab page, the reserve too (a request
+    /// at the limit; the bench's and tests' final figure).
+    pub fn release_all_empty(&mut self) -> Reclaimed {
         let mut r = self.release_empty_segments();
         let mut src = Source {
             mapper: &mut self.mapper,

@@ -253,8 +253,10 @@ fn empty_segments_go_back_at_once_but_a_small_reserve() {
     assert!(s.segments <= 1, "{} segments left", s.segments);
     assert!(s.segment_bytes <= levitate_mm::slab::segments::RETAIN_MAX);
     assert_eq!(h.mapped(), h.mapper().bytes);
-    // Reclaim takes the reserve and the empty slab pages too; only records stay.
+    // Reclaim keeps the reserve; a release of everything leaves only the records.
     h.reclaim();
+    assert_eq!(h.stats().segments, 1);
+    h.release_all_empty();
     assert_eq!(h.mapped(), h.stats().record_bytes);
     assert_eq!(h.mapper().bytes, h.mapped());
     h.validate().unwrap();
@@ -437,7 +439,11 @@ fn random_workload_matches_a_model() {
         // SAFETY: a live block with its layout.
         unsafe { h.free(NonNull::new(a as *mut u8).unwrap(), l) }.unwrap();
     }
+    let kept = h.mapped();
     h.reclaim();
+    assert!(h.mapped() <= kept);
+    assert!(h.stats().slab.empty_pages <= SLAB_RETAIN_LOW as u64);
+    h.release_all_empty();
     assert_eq!(h.mapped(), h.stats().record_bytes);
     assert_eq!(h.stats().failures, 0);
     h.validate().unwrap();
