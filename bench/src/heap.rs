@@ -1,7 +1,8 @@
-//! The heaps under test, behind one trait, each over its own arena of host memory: talc,
-//! linked_list_allocator alone, buddy_system_allocator's `Heap`, and rlsf (TLSF). The unsafe
-//! here is the allocator contract itself (raw memory handed out and taken back); it stays in
-//! this bench crate, outside the `forbid(unsafe_code)` of levitate-mm.
+//! The heaps under test, behind one trait, each over its own arena of host memory: Levitate's
+//! (the kernel's `levitate-heap`), talc, linked_list_allocator alone, buddy_system_allocator's
+//! `Heap`, and rlsf (TLSF). The unsafe here is the allocator contract itself (raw memory
+//! handed out and taken back); it stays in this bench crate, outside the
+//! `forbid(unsafe_code)` of levitate-mm.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -27,9 +28,20 @@ pub trait Heap {
     }
 }
 
-/// A fresh arena, leaked (one per heap per run).
+/// A fresh arena of `bytes`, leaked (one per heap per run), every page written once so the
+/// host backs it before any timing: a first-touch fault would otherwise land in whichever
+/// timed operation writes a page first (a kernel heap's memory is present when mapped).
+fn prefaulted(bytes: usize) -> &'static mut [MaybeUninit<u8>] {
+    let mem = Box::leak(Box::new_uninit_slice(bytes));
+    for page in mem.chunks_mut(4096) {
+        page[0].write(0);
+    }
+    mem
+}
+
+/// A fresh arena for a peer heap.
 fn arena() -> &'static mut [MaybeUninit<u8>] {
-    Box::leak(Box::new_uninit_slice(ARENA))
+    prefaulted(ARENA)
 }
 
 /// talc with its default (error on out of memory) handler.
@@ -136,70 +148,69 @@ impl Heap for Tlsf {
     }
 }
 
-/// Slab pages come from the arena: "mapping" one only counts it (the kernel maps a frame
-/// there; that cost, once per 8 to 256 objects, is not in these numbers).
+/// The bench's side of `levitate_heap::Mapper`: plain host memory, already there, so
+/// "mapping" only counts bytes (the window is prefaulted, as every arena here; the kernel maps
+/// a frame per slab page and frames per segment there; that cost, once per 2 to 256 objects
+/// or per segment, is not in these numbers).
 #[derive(Default)]
-struct ArenaPages {
+pub struct PlainMemory {
     mapped: usize,
     peak: usize,
+    mark: usize,
 }
 
-impl levitate_mm::slab::PageSource for ArenaPages {
-    fn map(&mut self, _addr: usize) -> bool {
-        self.mapped += 1;
+impl levitate_heap::Mapper for PlainMemory {
+    fn map(&mut self, _at: usize, bytes: usize) -> bool {
+        self.mapped += bytes;
         self.peak = self.peak.max(self.mapped);
         true
     }
-    fn unmap(&mut self, _addr: usize) {
-        self.mapped -= 1;
+    fn unmap(&mut self, _at: usize, bytes: usize) -> bool {
+        self.mapped -= bytes;
+        true
     }
 }
 
-/// Levitate's heap design: the size-class bookkeeping of levitate_mm::slab for 16-512 bytes
-/// over half the arena, linked_list_allocator for larger objects over the other half (the
-/// kernel's large-object path). The adapter is the only unsafe part.
-pub struct LevitateHeap {
-    slab: levitate_mm::slab::SlabHeap<'static>,
-    pages: ArenaPages,
-    /// The arena's first byte: slab addresses become pointers derived from it.
-    base: *mut u8,
-    large: linked_list_allocator::Heap,
-}
+/// Levitate's heap exactly as the kernel runs it: the `levitate-heap` crate (levitate_mm's
+/// size classes 16 B - 2 KiB in front, linked_list_allocator segments behind) over a window of
+/// plain memory, allowed to map the same 64 MiB the other heaps get.
+pub struct LevitateHeap(levitate_heap::Heap<PlainMemory>);
 
 impl LevitateHeap {
-    /// Over a fresh arena.
+    /// Over a fresh window (2 x the arena of address space, 2 MiB aligned, prefaulted).
     pub fn new() -> Self {
-        use levitate_mm::slab::{SlabHeap, SlabPage, PAGE};
-        let mem = arena();
-        let (small, large) = mem.split_at_mut(ARENA / 2);
-        let base: *mut u8 = small.as_mut_ptr().cast();
-        // The arena comes from the global allocator with byte alignment: start slabs at the
-        // first page boundary.
-        let skip = base.align_offset(PAGE);
-        let records = vec![SlabPage::UNMAPPED; (ARENA / 2 - skip) / PAGE].leak();
-        let base = base.wrapping_add(skip);
-        let slab = SlabHeap::new(base as usize, records).expect("page-aligned range");
-        Self {
-            slab,
-            pages: ArenaPages::default(),
-            base,
-            large: linked_list_allocator::Heap::from_slice(large),
-        }
+        let window = 2 * ARENA;
+        let mem = prefaulted(window + (2 << 20));
+        let skip = mem.as_mut_ptr().align_offset(2 << 20);
+        let base = mem.as_mut_ptr() as usize + skip;
+        let mut h = levitate_heap::Heap::new(PlainMemory::default());
+        // SAFETY: the window lies in a leaked allocation used by nothing else, so it stays
+        // valid for the program; PlainMemory's "mapping" leaves it valid throughout.
+        unsafe { h.init(base, window, ARENA) };
+        Self(h)
     }
 
     /// Bytes lost to class rounding over bytes asked for, of the live small objects.
     pub fn rounding_waste(&self) -> Option<f64> {
-        let s = self.slab.stats();
+        let s = self.0.stats().slab;
         (s.requested_bytes > 0)
             .then(|| (s.class_bytes - s.requested_bytes) as f64 / s.requested_bytes as f64)
     }
 
-    /// Unmaps every empty slab page: the share of the peak mapped pages given back.
+    /// Starts counting the mapped peak from here.
+    pub fn mark(&mut self) {
+        let m = self.0.mapper_mut();
+        m.mark = m.mapped;
+        m.peak = m.mapped;
+    }
+
+    /// Reclaims (as under memory pressure): the share of the bytes mapped since `mark`
+    /// (at its peak) given back.
     pub fn reclaim(&mut self) -> f64 {
-        let peak = self.pages.peak.max(1);
-        let released = self.slab.release_empty(0, &mut self.pages);
-        self.pages.peak = self.pages.mapped;
-        released as f64 / peak as f64
+        self.0.reclaim();
+        let m = self.0.mapper();
+        let grown = m.peak.saturating_sub(m.mark).max(1);
+        (m.peak.saturating_sub(m.mapped) as f64 / grown as f64).min(1.0)
     }
 }
 
@@ -208,26 +219,12 @@ impl Heap for LevitateHeap {
         "levitate"
     }
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        match self
-            .slab
-            .alloc(layout.size(), layout.align(), &mut self.pages)
-        {
-            Ok(addr) => NonNull::new(self.base.wrapping_add(addr - self.base as usize)),
-            Err(levitate_mm::slab::SlabError::NotSmall) => {
-                self.large.allocate_first_fit(layout).ok()
-            }
-            Err(levitate_mm::slab::SlabError::OutOfPages) => None,
-        }
+        self.0.alloc(layout)
     }
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        let addr = ptr.as_ptr() as usize;
-        if self.slab.contains(addr) {
-            if let Err(e) = self.slab.free(addr, layout.size(), layout.align()) {
-                panic!("bench bug: {e}");
-            }
-        } else {
-            // SAFETY: not in the slab range, so it came from `large` (the caller's contract).
-            unsafe { self.large.deallocate(ptr, layout) }
+        // SAFETY: the caller's contract is the heap's.
+        if let Err(e) = unsafe { self.0.free(ptr, layout) } {
+            panic!("bench bug: {e}");
         }
     }
     fn as_levitate(&mut self) -> Option<&mut LevitateHeap> {

@@ -23,8 +23,9 @@ fn alloc(h: &mut dyn Heap, layout: Layout) -> NonNull<u8> {
     p
 }
 
-/// `live` blocks of `lo..=hi` bytes, then `ops` replacements (free a random block, allocate
-/// a new random size): ns per single alloc or free, clock cost subtracted. For Levitate's
+/// `live` blocks of `lo..=hi` bytes, `live` untimed replacements (free a random block,
+/// allocate a new random size) to reach a steady state, then `ops` timed ones: ns per single
+/// alloc or free, clock cost subtracted. For Levitate's
 /// heap, `waste` gets the bytes lost to class rounding of the live blocks at the end.
 pub fn steady(
     h: &mut dyn Heap,
@@ -43,6 +44,16 @@ pub fn steady(
             (alloc(h, layout), layout)
         })
         .collect();
+    // Bring the heap to its steady state first: `live` replacements, untimed (a first-fit
+    // list is fast while its holes are few, slow once every block has been replaced once).
+    for _ in 0..live {
+        let i = rng.below(live as u64) as usize;
+        let (p, layout) = blocks[i];
+        // SAFETY: a live block of this heap, freed once (replaced below).
+        unsafe { h.free(p, layout) };
+        let layout = Layout::from_size_align(size(&mut rng), 8).expect("layout");
+        blocks[i] = (alloc(h, layout), layout);
+    }
     let mut samples = Vec::with_capacity(2 * ops);
     for _ in 0..ops {
         let i = rng.below(live as u64) as usize;
@@ -121,12 +132,15 @@ pub fn mix(h: &mut dyn Heap, rounds: usize, seed: u64) -> Vec<f64> {
 }
 
 /// Grows to 16 MiB of live small blocks (16-512 B) and frees everything: ns per operation,
-/// one sample per round. For Levitate's heap, `reclaimed` gets the share of its slab pages
-/// a reclaim then gives back.
+/// one sample per round. For Levitate's heap, `reclaimed` gets the share of the memory it
+/// mapped for this that it holds no longer after a reclaim.
 pub fn grow_and_free(h: &mut dyn Heap, seed: u64, reclaimed: &mut Option<f64>) -> Vec<f64> {
     let mut rng = Rng::new(seed);
     let mut blocks = Vec::new();
     let mut bytes = 0;
+    if let Some(l) = h.as_levitate() {
+        l.mark();
+    }
     let t = Instant::now();
     while bytes < 16 << 20 {
         let size = 16 + rng.below(497) as usize;

@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(report.waste["bitmap_allocator"], 0.0);
         assert!(report.waste["reference"] > 0.2);
         assert!(report.waste["buddy_system_allocator"] > 0.2);
-        assert_eq!(report.heap_reclaimed, Some(1.0));
+        assert!(report.heap_reclaimed.is_some_and(|r| r >= 0.9));
         assert!(report.heap_waste.is_some_and(|w| w > 0.0 && w < 0.5));
         assert!(json.contains("\"scaling_2_threads\""));
         assert!(json.contains("\"metadata_percent_of_ram\""));

@@ -25,8 +25,8 @@ pub struct Report {
     pub chunk_churn: f64,
     /// Levitate's heap: bytes lost to class rounding over bytes asked for (10k live).
     pub heap_waste: Option<f64>,
-    /// Levitate's heap: share of its slab pages given back after growing to 16 MiB and
-    /// freeing all.
+    /// Levitate's heap: share of the memory it mapped given back after growing to 16 MiB,
+    /// freeing all and a reclaim.
     pub heap_reclaimed: Option<f64>,
     /// The clock cost subtracted from single-operation samples.
     pub clock: f64,
@@ -135,8 +135,8 @@ impl Report {
         }
         if let Some(r) = self.heap_reclaimed {
             println!(
-                "levitate heap: {:.1} % of its slab pages given back after growing to 16 MiB \
-                 and freeing all",
+                "levitate heap: {:.1} % of the memory it mapped given back after growing to \
+                 16 MiB, freeing all and a reclaim",
                 r * 100.0
             );
         }
@@ -240,7 +240,7 @@ impl Report {
             t.push((
                 r >= 0.9,
                 format!(
-                    "heap: {:.1} % of slab pages back after free-all (at least 90 %)",
+                    "heap: {:.1} % of its frames back after free-all and reclaim (at least 90 %)",
                     r * 100.0
                 ),
             ));
@@ -296,6 +296,12 @@ impl Report {
             "  \"chunk_takes_per_boundary_pair\": {:.4},",
             self.chunk_churn
         );
+        if let Some(r) = self.heap_reclaimed {
+            let _ = writeln!(s, "  \"heap_reclaimed_percent\": {:.2},", r * 100.0);
+        }
+        if let Some(w) = self.heap_waste {
+            let _ = writeln!(s, "  \"heap_rounding_waste_percent\": {:.2},", w * 100.0);
+        }
         let targets: Vec<String> = self
             .targets()
             .into_iter()

@@ -174,7 +174,7 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     paging::init(&map).map_err(MemoryError::Paging)?;
     boottime::mark(Phase::Paging);
     let usable: u64 = map.usable().iter().map(|r| r.size).sum();
-    let limit = (usable / 2).min(HEAP_MAX) / PAGE_SIZE * PAGE_SIZE;
+    let limit = levitate_mm::slab::segments::limit_for(usable);
     heap::enable_growth(
         layout::HEAP_BASE as usize,
         layout::HEAP_SIZE as usize,
@@ -192,9 +192,6 @@ pub fn init(dt: &DeviceTree, image: Region, poison: bool) -> Result<(), MemoryEr
     );
     Ok(())
 }
-
-/// The heap never grows past this, whatever the RAM.
-const HEAP_MAX: u64 = 1 << 30;
 
 /// Maps `bytes` of fresh frames at `at` for the heap: the largest blocks that fit, so a big
 /// growth costs few allocations. On failure everything mapped so far is given back.

@@ -190,25 +190,21 @@ levitate_hal::ktest!(
 );
 
 levitate_hal::ktest!(
-    fn high_pressure_reclaims_free_heap_segments() -> KtestResult {
+    fn high_pressure_reclaims_free_heap_memory() -> KtestResult {
         extern crate alloc;
         use alloc::vec::Vec;
         use levitate_mm::buddy::{Owner, Request};
-        // Room for every block we will hold, reserved first so no later push lands in the
-        // segment we are about to empty.
+        // Room for every block we will hold, reserved first so no later push uses the heap.
         let mut held = Vec::new();
         levitate_hal::kassert!(held.try_reserve_exact(8192).is_ok());
-        // Two fresh segments, then empty the older one. `a` is larger than all the free heap
-        // (earlier tests may leave a big, partly used segment it would otherwise land in), so
-        // it gets a segment of its own; growth maps about twice the request, and `b` does not
-        // fit what is left of that, so it makes the newest segment.
-        let a_size = (super::heap::stats().free + (64 << 10)).max(4 << 20);
-        let mut a: Vec<u8> = Vec::new();
-        let mut b: Vec<u8> = Vec::new();
-        levitate_hal::kassert!(a.try_reserve_exact(a_size).is_ok());
-        levitate_hal::kassert!(b.try_reserve_exact(a_size + (128 << 10)).is_ok());
-        drop(a);
+        // Empty slab pages the heap keeps mapped at low pressure (its idle reserve): 100 pages
+        // of 2 KiB objects, all freed.
+        let objects: Vec<alloc::boxed::Box<[u8; 2048]>> = (0..200)
+            .map(|_| alloc::boxed::Box::new([7; 2048]))
+            .collect();
+        drop(objects);
         let before = super::heap::stats();
+        levitate_hal::kassert!(before.empty_slab_pages > 0, "no empty slab page kept");
         // Push usage past 80 % with 2 MiB blocks.
         while level() < Level::High && held.len() < held.capacity() {
             match super::frames::alloc(Request::new(9, Owner::Test)) {
@@ -223,12 +219,11 @@ levitate_hal::ktest!(
         for block in held {
             freed &= super::frames::free(block).is_ok();
         }
-        drop(b);
         levitate_hal::kassert!(freed);
         levitate_hal::kassert!(reached >= Level::High, "could not reach high pressure");
         levitate_hal::kassert!(
-            after.releases > before.releases,
-            "no free heap segment was given back"
+            after.released_pages > before.released_pages,
+            "no empty slab page was given back"
         );
         levitate_hal::kassert!(after.size < before.size);
         levitate_hal::kassert_eq!(level(), Level::Low);

@@ -461,7 +461,21 @@ fn heap(args: &[&str]) -> Result<(), CmdError> {
         "growths:  {} ({} segments live, {} given back)",
         h.growths, h.segments, h.releases
     );
+    println!(
+        "slabs:    {} pages in use, {} empty, {} given back; {} small objects; records {}",
+        h.slab_pages,
+        h.empty_slab_pages,
+        h.released_pages,
+        h.objects,
+        human_size(h.record_bytes as u64)
+    );
+    println!(
+        "segments: {} mapped; {} small requests served there",
+        human_size(h.segment_bytes as u64),
+        h.slab_fallbacks
+    );
     println!("failures: {}", h.failures);
+    println!("refused frees: {}", h.refused);
     println!("boot arena: {}", human_size(h.boot_size as u64));
     Ok(())
 }

@@ -7,6 +7,7 @@ mod boottime;
 mod console_drivers;
 mod hardware;
 mod harness;
+mod heap;
 mod initramfs_hostile;
 mod interrupts;
 mod irq_safety;
@@ -317,6 +318,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     console_drivers::run(&mut tally, &normal.image, &work, &base)?;
     irq_safety::run(&mut tally, &normal.image, &work, &base)?;
     boottime::run(&mut tally, &normal.image, &work, &base)?;
+    heap::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
