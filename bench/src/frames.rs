@@ -1,5 +1,5 @@
 //! The frame allocators under test, behind one trait: Levitate's front wired as
-//! kernel/src/frames.rs wires it, the reference buddy, buddy_system_allocator and
+//! kernel/src/mm/frames.rs wires it, the reference buddy, buddy_system_allocator and
 //! bitmap-allocator. Frame
 //! contents are never touched (no zeroing, no poisoning): the bench measures bookkeeping.
 
@@ -58,14 +58,14 @@ impl FrameMemory for NoMemory {
 /// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
 /// around each buddy use (statistics read, pressure level stored) and after each call (the
 /// reclaim check). The routing and the out-of-memory path are not mirrored: both this and
-/// kernel/src/frames.rs call the one implementation, `levitate_mm::front::Front`; only the
+/// kernel/src/mm/frames.rs call the one implementation, `levitate_mm::front::Front`; only the
 /// locks (the access objects below) are the bench's own, and they do what the kernel's do.
 pub struct Levitate {
     buddy: spin::Mutex<Option<Buddy<'static>>>,
     runs: Box<spin::Mutex<SmallRuns>>,
     caches: Box<[spin::Mutex<CpuCache>]>,
     states: FrameStates<'static>,
-    /// Stand-ins for kernel/src/pressure.rs: the level stored after each buddy use, and the
+    /// Stand-ins for kernel/src/mm/pressure.rs: the level stored after each buddy use, and the
     /// flag `reclaim_if_due` loads after each call.
     pressure: AtomicU64,
     due: AtomicBool,

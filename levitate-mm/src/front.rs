@@ -1,5 +1,5 @@
 //! The frame allocator's front: the one implementation of "which layer serves this request,
-//! and what happens before `OutOfMemory`", shared by the kernel (kernel/src/frames.rs) and
+//! and what happens before `OutOfMemory`", shared by the kernel (kernel/src/mm/frames.rs) and
 //! the host bench (bench/src/frames.rs), so both run the same code paths. The caller supplies
 //! the locking through [`CacheAccess`], [`RunsAccess`] and [`BuddyAccess`].
 //!

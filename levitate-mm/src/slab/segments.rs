@@ -88,13 +88,24 @@ pub enum GrowError {
 }
 
 /// The bytes a fresh page-aligned segment needs to serve `size` bytes aligned to `align`
-/// with linked_list_allocator (which rounds blocks up to 16 bytes; alignments up to a page
-/// are met at the segment's start, larger ones may need up to `align` of padding), rounded
-/// to pages. `None` on overflow.
+/// with linked_list_allocator, rounded to pages. `None` on overflow.
+///
+/// linked_list_allocator 0.10 rounds a block up to 8 bytes (at least 16) and takes a hole
+/// only when what it leaves behind is nothing or a hole of its own (16 bytes or more): a
+/// tail of 8 bytes makes the hole unusable. So a need whose page rounding would leave such a
+/// tail gets one page more. Alignments up to a page are met at the segment's start; larger
+/// ones may need up to `align` of padding.
 pub fn need_for(size: usize, align: usize) -> Option<usize> {
-    let block = size.max(16).checked_next_multiple_of(16)?;
+    const MIN_HOLE: usize = 16;
+    let block = size.max(MIN_HOLE).checked_next_multiple_of(8)?;
     let pad = if align > PAGE { align } else { 0 };
-    block.checked_add(pad)?.checked_next_multiple_of(PAGE)
+    let want = block.checked_add(pad)?;
+    let need = want.checked_next_multiple_of(PAGE)?;
+    if (1..MIN_HOLE).contains(&(need - want)) {
+        need.checked_add(PAGE)
+    } else {
+        Some(need)
+    }
 }
 
 /// The segments, sorted by address, over the window `[base, end)`.
