@@ -20,8 +20,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long the kernel may take to boot to its prompt, and the shell to answer the piped
-/// lines once they have all been sent.
-pub const PROMPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// lines once they have all been sent: 120 s, or `$XTASK_PROMPT_TIMEOUT` seconds (the
+/// scenario that boots a kernel which never prompts sets it short).
+fn prompt_timeout() -> Duration {
+    std::env::var("XTASK_PROMPT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map_or(Duration::from_secs(120), Duration::from_secs)
+}
 
 /// Errors unless this QEMU has the `ramfb` device.
 pub fn ensure_ramfb() -> Result<()> {
@@ -131,7 +137,8 @@ pub fn screenshot(image: &Path, opts: &RunOptions, png: &Path) -> Result<ExitCod
 
 fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<ExitCode> {
     let mut session = Session::spawn(opts.command(image), true)?;
-    let deadline = Instant::now() + PROMPT_TIMEOUT;
+    let timeout = prompt_timeout();
+    let deadline = Instant::now() + timeout;
     let mut monitor = Monitor::connect(socket, deadline)?;
     // Read stdin on a thread, so that a QEMU that dies meanwhile is noticed.
     let (lines, from_stdin) = mpsc::channel::<String>();
@@ -164,7 +171,7 @@ fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<E
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let deadline = Instant::now() + PROMPT_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     match session.wait_for_commands(deadline)? {
         Waited::Ready => {}
         Waited::Exited => {
@@ -178,14 +185,14 @@ fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<E
                 bail!(
                     "the kernel showed no shell prompt (`{}`) within {}s; no screenshot taken",
                     crate::session::PROMPT.trim_end(),
-                    PROMPT_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 );
             }
             bail!(
                 "the shell answered {} of {} piped lines within {}s; no screenshot taken",
                 seen - 1,
                 session.sent(),
-                PROMPT_TIMEOUT.as_secs()
+                timeout.as_secs()
             );
         }
     }

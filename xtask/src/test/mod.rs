@@ -11,6 +11,7 @@ mod interrupts;
 mod irq_safety;
 mod memmap_hostile;
 mod scenarios;
+mod screen;
 mod shell_hostile;
 
 pub use harness::boot;
@@ -315,6 +316,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     bootimg::run(&mut tally, &normal.image, &work, &base)?;
     console_drivers::run(&mut tally, &normal.image, &work, &base)?;
     irq_safety::run(&mut tally, &normal.image, &work, &base)?;
+    screen::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
