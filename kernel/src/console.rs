@@ -138,7 +138,8 @@ pub fn driver_name() -> Option<&'static str> {
 }
 
 /// The console device. Protects the UART's registers and the order of what is written.
-/// Lock order: a leaf; nothing else is taken while it is held (the formatting done under it
+/// Lock order: taken before the screen's lock (`screen::SCREEN`, which mirrors the output and
+/// is a leaf), and nothing else is taken while it is held (the formatting done under it
 /// only calls `Display` impls, which take no kernel lock). IRQ-safe: an `IrqSafeMutex`, so
 /// IRQ+FIQ are masked on this CPU while it is held, and an interrupt handler that logs never
 /// finds it held by the code it interrupted; other CPUs wait their turn (a line's worth of
@@ -186,6 +187,8 @@ impl Held {
                 &mut Writer {
                     console: dev.as_console(),
                     panic,
+                    // Lock order: CONSOLE, then the screen (a leaf).
+                    screen: crate::screen::mirror(panic),
                 },
                 args,
             );
@@ -219,6 +222,8 @@ struct Writer<'a> {
     console: &'a mut dyn Console,
     /// Writing a panic report: never suppressed.
     panic: bool,
+    /// The screen console, when there is one: it shows what the UART gets.
+    screen: Option<crate::screen::Mirror>,
 }
 
 impl fmt::Write for Writer<'_> {
@@ -229,6 +234,9 @@ impl fmt::Write for Writer<'_> {
             return Err(fmt::Error);
         }
         self.console.write_str(s);
+        if let Some(screen) = self.screen.as_mut() {
+            screen.write(s.as_bytes());
+        }
         Ok(())
     }
 }
@@ -246,6 +254,9 @@ pub fn write_bytes(bytes: &[u8]) {
         let c = dev.as_console();
         for &b in bytes {
             c.write_byte(b);
+        }
+        if let Some(mut screen) = crate::screen::mirror(false) {
+            screen.write(bytes);
         }
     }
 }

@@ -23,6 +23,7 @@ mod paging;
 mod panic;
 mod power;
 mod pressure;
+mod screen;
 mod shell;
 mod smp;
 mod stacks;
@@ -202,6 +203,9 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64) -
     }
     // Before memory::init: the final page tables re-map the MMIO windows ioremap made.
     irq::probe();
+    // Also before memory::init: QEMU's ramfb is configured through fw_cfg registers that are
+    // ioremapped here.
+    screen::probe();
 
     let image = Region::new(image_phys, early::image_size());
     let poison = cfg!(feature = "poison") || args.poison;
@@ -222,6 +226,8 @@ const BOOT_STACK_SIZE: u64 = 64 << 10;
 
 /// The rest of boot, on the frame-backed boot stack.
 extern "C" fn continue_boot() -> ! {
+    // The screen console as early as frames, the heap and the final tables allow.
+    screen::init();
     initramfs::init();
     // Interrupts on for this CPU (controller interface, tick, DAIF.I); each secondary does
     // the same for itself in smp::secondary_main.

@@ -3,6 +3,7 @@
 //! ```text
 //! 0xffff_0000_0000_0000 .. 0xffff_8000_0000_0000  linear map: VA = LINEAR_BASE + PA (128 TiB)
 //! 0xffff_8000_0000_0000 .. 0xffff_8100_0000_0000  kernel heap (grows on demand; memory issues)
+//! 0xffff_9000_0000_0000 .. 0xffff_9001_0000_0000  screen: the scan-out framebuffer (4 GiB)
 //! 0xffff_a000_0000_0000 .. 0xffff_a100_0000_0000  kernel stacks with guard pages
 //! 0xffff_f000_0000_0000 .. 0xffff_f100_0000_0000  MMIO window (ioremap), Device-nGnRE
 //! 0xffff_f100_0000_0000 .. 0xffff_f200_0000_0000  boot window: the bootloader's device tree
@@ -21,6 +22,11 @@ pub const LINEAR_SIZE: u64 = 0x0000_8000_0000_0000;
 pub const HEAP_BASE: u64 = 0xffff_8000_0000_0000;
 /// Size of the kernel heap region.
 pub const HEAP_SIZE: u64 = 0x0000_0100_0000_0000;
+/// Start of the screen window: the framebuffer the display scans out, mapped once with an
+/// attribute fit for scan-out (kernel/src/screen/).
+pub const SCREEN_BASE: u64 = 0xffff_9000_0000_0000;
+/// Size of the screen window (the largest framebuffer the kernel maps).
+pub const SCREEN_SIZE: u64 = 0x0000_0001_0000_0000;
 /// Start of the kernel stack region.
 pub const STACKS_BASE: u64 = 0xffff_a000_0000_0000;
 /// Start of the MMIO window.
@@ -73,6 +79,7 @@ mod tests {
         let regions = [
             (LINEAR_BASE, LINEAR_SIZE),
             (HEAP_BASE, 0x100_0000_0000),
+            (SCREEN_BASE, SCREEN_SIZE),
             (STACKS_BASE, 0x100_0000_0000),
             (MMIO_BASE, MMIO_SIZE),
             (BOOT_WINDOW_BASE, BOOT_WINDOW_SIZE),

@@ -13,6 +13,7 @@ pub mod buddy;
 pub mod cpio;
 pub mod dtb;
 pub mod early;
+pub mod fw_cfg;
 pub mod lz4;
 pub mod mem_map;
 pub mod memmap;

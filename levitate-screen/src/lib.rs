@@ -188,6 +188,53 @@ impl<const N: usize> Write for Line<N> {
 /// Pixels between the band, the strip and the text.
 const GAP: usize = 4;
 
+/// Where everything goes on a `width` x `height` screen: what [`Screen::new`] uses, public
+/// so that a host program (the screenshot tests) can find the text rows in a screenshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The glyph size: each text row is `font.val()` pixels high.
+    pub font: RasterHeight,
+    /// Pixels per text column ([`text::glyph_width`] of `font`).
+    pub glyph_width: usize,
+    /// Pixel row of text row 0 (0 when the screen is too small for the band and strip).
+    pub text_top: usize,
+    /// Pixel column of text column 0.
+    pub text_left: usize,
+    /// Text columns and rows.
+    pub grid: (usize, usize),
+    /// Pixel rows of the status band (top, height), if shown.
+    pub band: Option<(usize, usize)>,
+    /// Pixel rows of the memory strip (top, height), if shown.
+    pub strip: Option<(usize, usize)>,
+}
+
+/// The layout of a `width` x `height` screen: the largest glyph size that leaves at least
+/// 64 columns and 24 text rows under the band and strip (else the smallest), the band on
+/// row 0, a gap, the strip, a gap, then the text area from the left edge down to the bottom.
+pub fn layout(width: usize, height: usize) -> Layout {
+    let (w, h) = (width, height);
+    let font = text::SIZES
+        .into_iter()
+        .find(|&s| {
+            let reserved = 2 * s.val() + 2 * GAP;
+            w / text::glyph_width(s) >= 64 && h.saturating_sub(reserved) / s.val() >= 24
+        })
+        .unwrap_or(RasterHeight::Size16);
+    let line = font.val();
+    let bands = h >= 3 * line + 2 * GAP;
+    let text_top = if bands { 2 * line + 2 * GAP } else { 0 };
+    let gw = text::glyph_width(font);
+    Layout {
+        font,
+        glyph_width: gw,
+        text_top,
+        text_left: 0,
+        grid: ((w / gw).max(1), (h.saturating_sub(text_top) / line).max(1)),
+        band: bands.then_some((0, line)),
+        strip: bands.then_some((line + GAP, line)),
+    }
+}
+
 /// The whole screen: band, strip and text area over one surface.
 pub struct Screen<'a> {
     surface: Surface<'a>,
@@ -196,32 +243,30 @@ pub struct Screen<'a> {
 }
 
 impl<'a> Screen<'a> {
-    /// Lays the screen out on `surface` and clears it. A surface too small for the band and
-    /// strip gets the text area alone.
+    /// Lays the screen out on `surface` ([`layout`]) and clears it.
     pub fn new(mut surface: Surface<'a>) -> Self {
         let (w, h) = (surface.width(), surface.height());
-        // Decide the font by the height left for text with bands of the largest size first.
-        let size = text::SIZES
-            .into_iter()
-            .find(|&s| {
-                let reserved = 2 * s.val() + 2 * GAP;
-                w / text::glyph_width(s) >= 64 && h.saturating_sub(reserved) / s.val() >= 24
-            })
-            .unwrap_or(RasterHeight::Size16);
-        let line = size.val();
-        let top = if h >= 3 * line + 2 * GAP {
-            2 * line + 2 * GAP
-        } else {
-            0
-        };
-        let mut text = TextArea::new(top, h - top, w, size, palette::FG, palette::BG);
+        let l = layout(w, h);
+        let mut text = TextArea::new(
+            l.text_top,
+            h - l.text_top,
+            w,
+            l.font,
+            palette::FG,
+            palette::BG,
+        );
         surface.fill(0, 0, w, h, palette::BG);
         text.clear(&mut surface);
         Self {
             surface,
             text,
-            size,
+            size: l.font,
         }
+    }
+
+    /// The surface, mutable: for a caller that draws its own (tests) or tracks damage.
+    pub fn surface_mut(&mut self) -> &mut Surface<'a> {
+        &mut self.surface
     }
 
     /// The glyph size chosen.

@@ -301,3 +301,46 @@ proptest! {
         prop_assert!(buf[stride * h..].iter().all(|&b| b == 0xaa));
     }
 }
+
+#[test]
+fn layout_is_what_the_screen_uses() {
+    // The screenshot tests find text rows from `layout` alone; it must agree with `Screen`.
+    for (w, h) in [
+        (1024, 768),
+        (1080, 2400),
+        (640, 480),
+        (800, 600),
+        (320, 200),
+        (100, 30),
+    ] {
+        let format = PixelFormat::X8R8G8B8;
+        let stride = w * 4;
+        let mut buf = vec![0u8; stride * h];
+        let screen = Screen::new(Surface::new(&mut buf, w, h, stride, format).unwrap());
+        let l = layout(w, h);
+        assert_eq!(l.font, screen.font(), "{w}x{h}");
+        assert_eq!(l.text_top, screen.text().top, "{w}x{h}");
+        assert_eq!(l.grid, screen.text().grid(), "{w}x{h}");
+        assert_eq!(l.glyph_width, text::glyph_width(l.font));
+        assert_eq!(l.strip, l.band.map(|_| screen.strip_rows()));
+    }
+    let l = layout(1024, 768);
+    assert_eq!(
+        (l.glyph_width, l.font.val(), l.text_top, l.grid),
+        (11, 24, 56, (93, 29))
+    );
+    let l = layout(1080, 2400);
+    assert_eq!(l.font.val(), 32);
+    assert_eq!(l.band, Some((0, 32)));
+}
+
+#[test]
+fn scrolling_is_counted() {
+    let (mut buf, w, h, stride) = buffer(8, 2, 0, PixelFormat::X8R8G8B8);
+    let mut s = Surface::new(&mut buf, w, h, stride, PixelFormat::X8R8G8B8).unwrap();
+    let mut t = area(&s);
+    t.write_bytes(&mut s, b"a\n");
+    assert_eq!(t.scrolls(), 0);
+    t.write_bytes(&mut s, b"b\nc\n");
+    assert_eq!(t.scrolls(), 2);
+}

@@ -51,6 +51,8 @@ pub struct TextArea {
     /// Background colour.
     pub bg: Rgb,
     escape: Escape,
+    /// Times the area scrolled (a caller copying damage to a scan-out buffer compares it).
+    scrolls: u64,
     /// Partial UTF-8 sequence.
     utf8: [u8; 4],
     utf8_len: usize,
@@ -79,6 +81,7 @@ impl TextArea {
             fg,
             bg,
             escape: Escape::None,
+            scrolls: 0,
             utf8: [0; 4],
             utf8_len: 0,
         }
@@ -92,6 +95,11 @@ impl TextArea {
     /// The cursor (column, row).
     pub fn cursor(&self) -> (usize, usize) {
         (self.col, self.row)
+    }
+
+    /// How many times the area has scrolled: when it changes, every row of the area moved.
+    pub fn scrolls(&self) -> u64 {
+        self.scrolls
     }
 
     /// The glyph size.
@@ -129,6 +137,7 @@ impl TextArea {
             return;
         }
         // Scroll the area up one text row and clear the last one.
+        self.scrolls += 1;
         let line = self.size.val();
         s.move_rows(self.top + line, self.top, (self.rows - 1) * line);
         s.fill(

@@ -101,6 +101,12 @@ pub static COMMANDS: &[Command] = &[
         run: console_cmd,
     },
     Command {
+        name: "screen",
+        args: "",
+        help: "the screen console: mode, format, buffer, source, mapping, font, text grid; redraws band and strip",
+        run: super::screen::screen,
+    },
+    Command {
         name: "watchdog",
         args: "",
         help: "the SoC watchdog: where, as found at boot, now, timeout, last service",

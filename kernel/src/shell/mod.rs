@@ -5,6 +5,7 @@ mod commands;
 mod interrupts;
 pub mod line;
 mod mm;
+mod screen;
 
 use crate::{console, print, println};
 use alloc::string::String;
@@ -54,6 +55,10 @@ pub fn execute(line: &str) {
             Err(CmdError::Usage) => println!("usage: {} {}", cmd.name, cmd.args),
             Err(CmdError::Failed(why)) => println!("{}: {why}", cmd.name),
         },
+    }
+    // The memory strip shows what the stress left behind.
+    if name == "stress" {
+        crate::screen::redraw_memory();
     }
 }
 

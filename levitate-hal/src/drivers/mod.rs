@@ -3,6 +3,8 @@
 
 pub mod bus;
 pub mod exynos_uart;
+#[cfg(target_os = "none")]
+pub mod fw_cfg;
 pub mod gic;
 pub mod mmio;
 pub mod pl011;
