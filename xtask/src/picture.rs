@@ -108,26 +108,57 @@ pub fn from_ppm(bytes: &[u8]) -> Result<Picture> {
     })
 }
 
-/// Encodes a picture as an 8-bit RGB PNG, compressed hard (screens of text compress well; a
-/// screenshot committed to docs/ should stay small).
+/// Encodes a picture as a PNG, compressed hard (a screenshot committed to docs/ should stay
+/// small): indexed colour when it has at most 256 colours, else 8-bit RGB, with whichever of
+/// no filter and adaptive filtering compresses better (a text screen's flat runs of colour
+/// compress best unfiltered; a photo-like picture with adaptive filters).
 pub fn to_png(p: &Picture) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    {
-        let width = u32::try_from(p.width).map_err(|_| "picture too wide for PNG")?;
-        let height = u32::try_from(p.height).map_err(|_| "picture too tall for PNG")?;
+    let width = u32::try_from(p.width).map_err(|_| "picture too wide for PNG")?;
+    let height = u32::try_from(p.height).map_err(|_| "picture too tall for PNG")?;
+    let mut palette: Vec<[u8; 3]> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let mut indexed = Vec::with_capacity(p.width * p.height);
+    for px in p.rgb.chunks_exact(3) {
+        let c = [px[0], px[1], px[2]];
+        let i = *index.entry(c).or_insert_with(|| {
+            palette.push(c);
+            palette.len() - 1
+        });
+        if palette.len() > 256 {
+            break;
+        }
+        indexed.push(i as u8);
+    }
+    let encode = |filter: png::Filter| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
         let mut encoder = png::Encoder::new(&mut out, width, height);
-        encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_compression(png::Compression::High);
+        encoder.set_filter(filter);
+        let data = if palette.len() <= 256 {
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_palette(palette.concat());
+            &indexed
+        } else {
+            encoder.set_color(png::ColorType::Rgb);
+            &p.rgb
+        };
         let mut writer = encoder
             .write_header()
             .map_err(|e| format!("PNG encoder: {e}"))?;
         writer
-            .write_image_data(&p.rgb)
+            .write_image_data(data)
             .map_err(|e| format!("PNG encoder: {e}"))?;
         writer.finish().map_err(|e| format!("PNG encoder: {e}"))?;
-    }
-    Ok(out)
+        Ok(out)
+    };
+    let plain = encode(png::Filter::NoFilter)?;
+    let adaptive = encode(png::Filter::Adaptive)?;
+    Ok(if adaptive.len() < plain.len() {
+        adaptive
+    } else {
+        plain
+    })
 }
 
 /// Writes a picture to `path` as PNG.
@@ -179,16 +210,49 @@ mod tests {
         assert!(from_ppm(&short).unwrap_err().0.contains("cut short"));
     }
 
-    #[test]
-    fn png_round_trips_through_the_decoder() {
-        let p = from_ppm(&ppm(5, 4, "P6\n5 4\n255\n")).unwrap();
-        let bytes = to_png(&p).unwrap();
-        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    /// Decodes a PNG to 8-bit RGB (palette expanded).
+    fn decode(bytes: Vec<u8>) -> (png::ColorType, Picture) {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND);
         let mut reader = decoder.read_info().unwrap();
+        let stored = reader.info().color_type;
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (5, 4));
         assert_eq!(info.color_type, png::ColorType::Rgb);
-        assert_eq!(&buf[..info.buffer_size()], &p.rgb[..]);
+        buf.truncate(info.buffer_size());
+        let (width, height) = (info.width as usize, info.height as usize);
+        (
+            stored,
+            Picture {
+                width,
+                height,
+                rgb: buf,
+            },
+        )
+    }
+
+    #[test]
+    fn png_round_trips_through_the_decoder() {
+        // Few colours: indexed.
+        let few = Picture {
+            width: 5,
+            height: 4,
+            rgb: (0..60).map(|i| (i % 6 * 40) as u8).collect(),
+        };
+        assert_eq!(
+            decode(to_png(&few).unwrap()),
+            (png::ColorType::Indexed, few)
+        );
+        // More than 256 colours: RGB.
+        let many = Picture {
+            width: 40,
+            height: 20,
+            rgb: (0..800u32)
+                .flat_map(|i| [i as u8, (i >> 8) as u8, 7])
+                .collect(),
+        };
+        let (stored, back) = decode(to_png(&many).unwrap());
+        assert_eq!(stored, png::ColorType::Rgb);
+        assert!(back == many, "RGB pixels differ after the round trip");
     }
 }
