@@ -87,7 +87,7 @@ pub fn choose_viewer() -> Result<Viewer> {
     }
     let n = free_vnc_display()?;
     eprintln!(
-        "vnc: 127.0.0.1:{} (connect a VNC viewer to it, e.g. `vncviewer 127.0.0.1:{}`)",
+        "vnc: 127.0.0.1:{} (connect a VNC viewer to it, e.g. `vncviewer 127.0.0.1::{}`)",
         5900 + n,
         5900 + n
     );

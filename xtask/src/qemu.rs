@@ -431,6 +431,67 @@ mod tests {
         assert!(args.ends_with(&["-d".to_string(), "int".to_string()]));
     }
 
+    fn args_of(o: &RunOptions) -> Vec<String> {
+        o.command(Path::new("k.img"))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn display_flags_and_viewers() {
+        let o = parse(&["--display"]).unwrap();
+        assert!(o.display && o.screenshot.is_none());
+        let o = parse(&["--screenshot", "out/shot.PNG"]).unwrap();
+        assert_eq!(o.screenshot.as_deref(), Some(Path::new("out/shot.PNG")));
+        for bad in [
+            &["--screenshot", "shot.ppm"][..],
+            &["--display", "--screenshot", "a.png"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let has = |args: &[String], want: &[&str]| args.windows(want.len()).any(|w| w == want);
+        // Default: no display device, serial on stdio, no monitor (a pipe) or -nographic.
+        let piped = RunOptions::default();
+        let a = args_of(&piped);
+        assert!(!a.iter().any(|x| x == "ramfb") && has(&a, &["-display", "none"]));
+        assert!(has(&a, &["-monitor", "none"]) && has(&a, &["-serial", "stdio"]));
+        let tty = RunOptions {
+            interactive: true,
+            ..RunOptions::default()
+        };
+        assert!(has(&args_of(&tty), &["-nographic"]));
+        // A window beside the terminal: serial and monitor multiplexed on it.
+        let window = RunOptions {
+            interactive: true,
+            ramfb: true,
+            viewer: Viewer::Window("gtk".into()),
+            ..RunOptions::default()
+        };
+        let a = args_of(&window);
+        assert!(has(&a, &["-device", "ramfb"]) && has(&a, &["-display", "gtk"]));
+        assert!(has(&a, &["-serial", "mon:stdio"]) && !a.iter().any(|x| x == "-nographic"));
+        let vnc = RunOptions {
+            ramfb: true,
+            viewer: Viewer::Vnc(3),
+            ..RunOptions::default()
+        };
+        let a = args_of(&vnc);
+        assert!(has(&a, &["-display", "none", "-vnc", "127.0.0.1:3"]));
+        // A monitor socket replaces the multiplexed monitor, on a terminal too.
+        let monitored = RunOptions {
+            interactive: true,
+            monitor: Some(PathBuf::from("/tmp/m.sock")),
+            ..RunOptions::default()
+        };
+        let a = args_of(&monitored);
+        assert!(has(
+            &a,
+            &["-monitor", "unix:/tmp/m.sock,server=on,wait=off"]
+        ));
+        assert!(has(&a, &["-serial", "stdio"]) && !a.iter().any(|x| x == "-nographic"));
+    }
+
     fn temp(name: &str, bytes: &[u8]) -> PathBuf {
         let dir = crate::target_dir().join("xtask-unit");
         std::fs::create_dir_all(&dir).unwrap();
