@@ -8,6 +8,8 @@
 //! - `smp_timeout_ms=N`: how long a secondary CPU has to come online after PSCI CPU_ON
 //!   (default 1000); one that misses it is given up and its slot never reused.
 //! - `tick=HZ`: timer tick rate on every CPU, 10 to 1000 (default 100).
+//! - `screen=WxH`: the mode the kernel sets up QEMU's ramfb in, each side 16 to 4096
+//!   (default 1024x768); a framebuffer the firmware describes keeps its own size.
 
 use log::LevelFilter;
 
@@ -24,6 +26,8 @@ pub struct BootArgs {
     pub cpu_start_timeout_ms: u64,
     /// Timer ticks a second on each CPU.
     pub tick_hz: u32,
+    /// The ramfb mode asked for (`screen=WxH`).
+    pub screen: Option<(u32, u32)>,
 }
 
 /// An option the kernel did not understand, reported once the logger runs.
@@ -39,6 +43,7 @@ impl BootArgs {
             poison: false,
             cpu_start_timeout_ms: 1000,
             tick_hz: crate::tick::DEFAULT_HZ,
+            screen: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -53,6 +58,10 @@ impl BootArgs {
                 Some(("tick", hz)) => match hz.parse::<u32>() {
                     Ok(hz) if crate::tick::HZ_RANGE.contains(&hz) => args.tick_hz = hz,
                     _ => unknown(Unknown(word)),
+                },
+                Some(("screen", mode)) => match levitate_mm::fw_cfg::parse_mode(mode) {
+                    Some(m) => args.screen = Some(m),
+                    None => unknown(Unknown(word)),
                 },
                 None if word == "semihosting" => args.semihosting = true,
                 None if word == "poison" => args.poison = true,

@@ -142,6 +142,23 @@ impl RamfbCfg {
     }
 }
 
+/// The mode sizes `parse_mode` accepts, per side: ramfb refuses less than 16 pixels, and
+/// 4096 keeps a 32-bit buffer at 64 MiB.
+pub const MODE_RANGE: core::ops::RangeInclusive<u32> = 16..=4096;
+
+/// A `WxH` mode (the `screen=` boot argument), both sides in [`MODE_RANGE`].
+pub fn parse_mode(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once('x')?;
+    let side = |v: &str| {
+        // Plain decimal digits only: no sign, no spaces.
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        v.parse::<u32>().ok().filter(|n| MODE_RANGE.contains(n))
+    };
+    Some((side(w)?, side(h)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +261,29 @@ mod tests {
             dma_access(c, 28, PhysAddr::new(0x4000_1000)),
             [0x00, 0x27, 0x00, 0x18, 0, 0, 0, 28, 0, 0, 0, 0, 0x40, 0x00, 0x10, 0x00]
         );
+    }
+
+    #[test]
+    fn modes_parse_within_range() {
+        assert_eq!(parse_mode("1024x768"), Some((1024, 768)));
+        assert_eq!(parse_mode("1080x2400"), Some((1080, 2400)));
+        assert_eq!(parse_mode("16x4096"), Some((16, 4096)));
+        for bad in [
+            "",
+            "x",
+            "1024",
+            "1024x",
+            "x768",
+            "15x768",
+            "1024x4097",
+            "+1024x768",
+            "1024x-1",
+            "1024 x768",
+            "1024x768x2",
+            "99999999999x1",
+        ] {
+            assert_eq!(parse_mode(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

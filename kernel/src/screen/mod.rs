@@ -387,16 +387,51 @@ impl State {
     }
 }
 
+/// The CPU holding `SCREEN` (MPIDR with a marker bit), or 0: lets the panic path see that the
+/// lock is its own, held further up this CPU's stack (a panic while drawing).
+static OWNER: AtomicU64 = AtomicU64::new(0);
+
+fn cpu_tag() -> u64 {
+    cpu::mpidr() | 1 << 63
+}
+
+/// `SCREEN` held, with `OWNER` naming this CPU while the guard lives.
+struct Held(IrqSafeMutexGuard<'static, Option<State>>);
+
+impl Held {
+    fn new(guard: IrqSafeMutexGuard<'static, Option<State>>) -> Self {
+        OWNER.store(cpu_tag(), Ordering::Relaxed);
+        Self(guard)
+    }
+
+    fn lock() -> Self {
+        Self::new(SCREEN.lock())
+    }
+
+    fn try_lock() -> Option<Self> {
+        SCREEN.try_lock().map(Self::new)
+    }
+
+    fn state(&mut self) -> Option<&mut State> {
+        self.0.as_mut()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        OWNER.store(0, Ordering::Relaxed);
+    }
+}
+
 /// The screen lock, held while the console writes, so that what the console prints shows on
-/// the screen too. `None` (at the cost of one relaxed load) when there is no screen; on the
-/// panic path also when the screen is busy.
-pub struct Mirror(IrqSafeMutexGuard<'static, Option<State>>);
+/// the screen too. `None` (at the cost of one relaxed load) when there is no screen.
+pub struct Mirror(Held);
 
 impl Mirror {
     /// Draws console text (copied to the scan-out buffer when the mirror is dropped, once
     /// per console write).
     pub fn write(&mut self, bytes: &[u8]) {
-        if let Some(state) = self.0.as_mut() {
+        if let Some(state) = self.0.state() {
             state.write(bytes);
         }
     }
@@ -404,23 +439,37 @@ impl Mirror {
 
 impl Drop for Mirror {
     fn drop(&mut self) {
-        if let Some(state) = self.0.as_mut() {
+        if let Some(state) = self.0.state() {
             state.flush_dirty();
         }
     }
 }
 
-/// The mirror for one console write (see `Mirror`); `panic` only try-locks.
+/// The mirror for one console write (see `Mirror`). On the panic path (`panic`) it never
+/// waits: a lock held by this CPU further up the stack (the panic came from drawing code or
+/// from a `Display` impl the console was formatting) is taken over, since the interrupted
+/// drawing never resumes and the worst a half-done draw leaves is wrong pixels, while the
+/// report on the screen is what a phone without a serial cable shows; a lock another CPU
+/// holds means no screen for this report (the serial console still gets it).
 #[inline]
 pub fn mirror(panic: bool) -> Option<Mirror> {
     if !ACTIVE.load(Ordering::Relaxed) {
         return None;
     }
-    if panic {
-        SCREEN.try_lock().map(Mirror)
-    } else {
-        Some(Mirror(SCREEN.lock()))
+    if !panic {
+        return Some(Mirror(Held::lock()));
     }
+    if let Some(held) = Held::try_lock() {
+        return Some(Mirror(held));
+    }
+    if OWNER.load(Ordering::Relaxed) != cpu_tag() {
+        return None;
+    }
+    // SAFETY: the holder is this CPU's own interrupted draw further up the stack, which
+    // never runs again (panics do not return); the state is plain integers and pixels, valid
+    // whatever point the draw stopped at.
+    unsafe { SCREEN.force_unlock() };
+    Held::try_lock().map(Mirror)
 }
 
 /// How often the tick redraws the status band.
@@ -457,13 +506,13 @@ fn draw_status(wait: bool) {
         cpus_online: smp::online() as u32,
         cpus_total: CPUS_TOTAL.load(Ordering::Relaxed) as u32,
     };
-    let guard = if wait {
-        Some(SCREEN.lock())
+    let held = if wait {
+        Some(Held::lock())
     } else {
-        SCREEN.try_lock()
+        Held::try_lock()
     };
-    let Some(mut guard) = guard else { return };
-    let Some(state) = guard.as_mut() else { return };
+    let Some(mut held) = held else { return };
+    let Some(state) = held.state() else { return };
     state.screen.draw_status(&status);
     if let Some((top, h)) = INFO.get().and_then(|i| i.layout.band) {
         state.flush(top, top + h);
@@ -501,8 +550,8 @@ pub fn redraw_memory() {
     };
     let mut spans = sample_owners(&ram, &usable, columns);
     spans.extend(reserved);
-    let mut guard = SCREEN.lock();
-    let Some(state) = guard.as_mut() else { return };
+    let mut held = Held::lock();
+    let Some(state) = held.state() else { return };
     state.screen.draw_memory(&ram, &spans);
     if let Some((top, h)) = info.layout.strip {
         state.flush(top, top + h);

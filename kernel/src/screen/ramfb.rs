@@ -20,16 +20,16 @@ use levitate_mm::dtb::framebuffer::PixelFormat;
 use levitate_mm::fw_cfg::{self as format, File, RamfbCfg, FILE_ENTRY_SIZE};
 use spin::Mutex;
 
-/// The device and its `etc/ramfb` file, between `probe` and `configure`. Only boot takes it
-/// (once in `probe`, once in `configure`, both on the boot CPU before any interrupt handler
-/// could want it), so a plain spin lock: no handler ever takes it.
-static FOUND: Mutex<Option<(FwCfg, File, PhysAddr)>> = Mutex::new(None);
+/// The device and its `etc/ramfb` file (when it has one). Boot takes it in `probe` and
+/// `configure`, the in-kernel tests after boot; no interrupt handler ever does, so a plain
+/// spin lock (no IRQ masking needed). Lock order: before the heap and frame locks (the DMA
+/// frame is allocated while it is held); it is never taken under another lock.
+static FOUND: Mutex<Option<(FwCfg, Option<File>, PhysAddr)>> = Mutex::new(None);
 
-/// The mode the kernel asks for. ramfb takes any size from 16x16 up; 1024x768 is QEMU's
-/// usual default window and leaves 85 columns of 12-pixel glyphs.
-pub const WIDTH: u32 = 1024;
-/// Rows of the mode.
-pub const HEIGHT: u32 = 768;
+/// The mode the kernel asks for unless `screen=WxH` says otherwise. ramfb takes any size
+/// from 16x16 up; 1024x768 is QEMU's usual default window and leaves 93 columns of 11x24
+/// glyphs.
+pub const DEFAULT_MODE: (u32, u32) = (1024, 768);
 /// The format: XR24 (x8r8g8b8, little-endian), which ramfb's pixman table knows.
 pub const FORMAT: PixelFormat = PixelFormat::X8R8G8B8;
 
@@ -68,8 +68,10 @@ pub fn probe() -> Result<(), String> {
             found.phys
         ));
     }
-    let file = find_file(&dev, format::RAMFB_FILE)
-        .ok_or("fw_cfg has no etc/ramfb file: no display (QEMU needs -device ramfb)")?;
+    let file = find_file(&dev, format::RAMFB_FILE);
+    // Kept with or without the file: the in-kernel tests drive its DMA path.
+    *FOUND.lock() = Some((dev, file, found.phys));
+    let file = file.ok_or("fw_cfg has no etc/ramfb file: no display (QEMU needs -device ramfb)")?;
     if (file.size as usize) < format::RAMFB_CFG_SIZE {
         return Err(format!(
             "fw_cfg etc/ramfb is {} bytes, not {}",
@@ -77,7 +79,6 @@ pub fn probe() -> Result<(), String> {
             format::RAMFB_CFG_SIZE
         ));
     }
-    *FOUND.lock() = Some((dev, file, found.phys));
     Ok(())
 }
 
@@ -116,11 +117,14 @@ pub struct Ramfb {
 /// Allocates a zeroed buffer (contiguous frames, owner DMA: the device reads them) and
 /// writes its `RAMFBCfg` to `etc/ramfb`. `Ok(None)` when `probe` found no ramfb.
 pub fn configure() -> Result<Option<Ramfb>, String> {
-    let Some((dev, file, _)) = FOUND.lock().take() else {
+    let found = FOUND.lock();
+    let Some((dev, Some(file), _)) = found.as_ref() else {
         return Ok(None);
     };
-    let stride = WIDTH * FORMAT.bytes_per_pixel();
-    let bytes = u64::from(stride) * u64::from(HEIGHT);
+    let (dev, file) = (dev, *file);
+    let (width, height) = crate::boot_info().args.screen.unwrap_or(DEFAULT_MODE);
+    let stride = width * FORMAT.bytes_per_pixel();
+    let bytes = u64::from(stride) * u64::from(height);
     let pages = bytes.div_ceil(PAGE_SIZE);
     let run = frames::alloc_frames(pages, Owner::Dma, true)
         .map_err(|e| format!("no {bytes:#x} bytes of contiguous frames for ramfb: {e}"))?;
@@ -128,16 +132,16 @@ pub fn configure() -> Result<Option<Ramfb>, String> {
         addr: run.addr,
         fourcc: FORMAT.fourcc(),
         flags: 0,
-        width: WIDTH,
-        height: HEIGHT,
+        width,
+        height,
         stride,
     };
-    match write_file(&dev, file.select, &cfg.encode()) {
+    match write_file(dev, file.select, &cfg.encode()) {
         Ok(()) => Ok(Some(Ramfb {
             base: run.addr,
             frames: pages,
-            width: WIDTH,
-            height: HEIGHT,
+            width,
+            height,
             stride,
             select: file.select,
         })),
@@ -169,9 +173,27 @@ fn write_file(dev: &FwCfg, select: u16, data: &[u8]) -> Result<(), String> {
     let result = unsafe { dev.dma(va, run.addr, access, DMA_TIMEOUT_MS) };
     let _ = frames::free_frames(run.addr, 1);
     result.map_err(|e| match e {
-        DmaError::Device => format!("fw_cfg DMA write to etc/ramfb (key {select:#x}) failed"),
+        DmaError::Device => format!("fw_cfg DMA write to key {select:#x} failed (device error)"),
         DmaError::Timeout => {
-            format!("fw_cfg DMA write to etc/ramfb did not complete in {DMA_TIMEOUT_MS} ms")
+            format!("fw_cfg DMA write to key {select:#x} did not complete in {DMA_TIMEOUT_MS} ms")
         }
     })
 }
+
+levitate_hal::ktest!(
+    fn a_dma_write_to_a_read_only_item_is_refused() -> KtestResult {
+        // QEMU virt always has fw_cfg (with or without -device ramfb): its DMA path reports
+        // the device's error bit as an error instead of hanging or claiming success.
+        let found = FOUND.lock();
+        let Some((dev, _, _)) = found.as_ref() else {
+            return Ok(()); // not QEMU
+        };
+        let r = write_file(dev, format::KEY_SIGNATURE, b"nope");
+        levitate_hal::kassert!(
+            r.as_ref().is_err_and(|e| e.contains("(device error)")),
+            "writing the signature item was not refused by the device"
+        );
+        levitate_hal::kassert!(dev.has_signature(), "the signature changed");
+        Ok(())
+    }
+);

@@ -171,3 +171,18 @@ levitate_hal::ktest!(
         Ok(())
     }
 );
+
+levitate_hal::ktest!(
+    fn the_screen_command_takes_no_arguments() -> KtestResult {
+        let cmd = crate::shell::find("screen");
+        kassert!(cmd.is_some(), "no screen command");
+        let cmd = cmd.unwrap();
+        kassert!(matches!(
+            (cmd.run)(&["1024x768"]),
+            Err(crate::shell::CmdError::Usage)
+        ));
+        // With or without a screen, the report itself succeeds.
+        kassert!((cmd.run)(&[]).is_ok());
+        Ok(())
+    }
+);
