@@ -21,7 +21,9 @@ pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> R
     println!("== screen console: ramfb screenshot, simple-framebuffer, bad nodes, --screenshot");
     let work = work.join("screen");
     std::fs::create_dir_all(&work)?;
-    ramfb_screenshot(tally, image, &work, base)?;
+    // QEMU's usual window, and the Pixel 6 panel's size (its 32-pixel font) on ramfb.
+    ramfb_screenshot(tally, image, &work, base, None)?;
+    ramfb_screenshot(tally, image, &work, base, Some((1080, 2400)))?;
     for fb in [RESERVED_R5G6B5, REG_A8R8G8B8] {
         simple_framebuffer(tally, image, &work, base, &fb)?;
     }
@@ -363,13 +365,27 @@ fn all_of(results: Vec<std::result::Result<(), String>>) -> std::result::Result<
 
 /// Boots with ramfb, runs `meminfo`, takes a screenshot, and holds it against the host
 /// rendering: meminfo's lines on consecutive text rows, pixel for pixel; the band and strip.
-fn ramfb_screenshot(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
-    let name = "ramfb: the screenshot after `meminfo` holds its lines as the host draws them";
-    let opts = RunOptions {
+/// `mode` is a `screen=WxH` boot argument; `None`: the kernel's default, 1024x768.
+fn ramfb_screenshot(
+    tally: &mut Tally,
+    image: &Path,
+    work: &Path,
+    base: &RunOptions,
+    mode: Option<(u32, u32)>,
+) -> Result<()> {
+    let (w, h) = mode.unwrap_or((1024, 768));
+    let name = &format!(
+        "ramfb {w}x{h}: the screenshot after `meminfo` holds its lines as the host draws them"
+    );
+    let mut opts = RunOptions {
         ramfb: true,
         ..base.clone()
     };
-    let ppm = work.join("ramfb.ppm");
+    if mode.is_some() {
+        opts.bootargs = format!("{} screen={w}x{h}", opts.bootargs);
+    }
+    let want_line = format!("screen: {w}x{h} x8r8g8b8 stride {} at 0x", w * 4);
+    let ppm = work.join(format!("ramfb-{w}x{h}.ppm"));
     let (out, shot) = match boot_with_monitor(image, &opts, &["meminfo"], |m, _| m.screendump(&ppm))
     {
         Ok(r) => r,
@@ -386,7 +402,7 @@ fn ramfb_screenshot(tally: &mut Tally, image: &Path, work: &Path, base: &RunOpti
         &out,
         &Expect {
             code: 0,
-            contains: &["screen: 1024x768 x8r8g8b8 stride 4096 at 0x", "(ramfb)"],
+            contains: &[&want_line, "(ramfb)"],
             absent: &["PANIC", "screen: no framebuffer"],
         },
         &says,
@@ -394,7 +410,7 @@ fn ramfb_screenshot(tally: &mut Tally, image: &Path, work: &Path, base: &RunOpti
     match (shot, screen_line(&out.output)) {
         (Some(shot), Some(fb)) => {
             // A picture to look at when it fails.
-            let _ = picture::write_png(&shot, &work.join("ramfb.png"));
+            let _ = picture::write_png(&shot, &work.join(format!("ramfb-{w}x{h}.png")));
             if (shot.width, shot.height) != (fb.width, fb.height) {
                 results.push(Err(format!(
                     "the screenshot is {}x{}, the kernel said {}x{}",
