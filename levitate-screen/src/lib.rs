@@ -264,6 +264,12 @@ impl<'a> Screen<'a> {
         }
     }
 
+    /// Ring mode for the text area ([`TextArea::set_ring`]): scrolling moves no pixels; the
+    /// caller that shows the surface puts the text rows back in order.
+    pub fn set_ring(&mut self, on: bool) {
+        self.text.set_ring(on);
+    }
+
     /// The surface, mutable: for a caller that draws its own (tests) or tracks damage.
     pub fn surface_mut(&mut self) -> &mut Surface<'a> {
         &mut self.surface

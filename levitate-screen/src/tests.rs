@@ -344,3 +344,35 @@ fn scrolling_is_counted() {
     t.write_bytes(&mut s, b"b\nc\n");
     assert_eq!(t.scrolls(), 2);
 }
+
+/// The pixel rows of text row `row` as `t` stores them in `s`.
+fn text_row<'b>(s: &'b Surface<'_>, t: &TextArea, row: usize) -> &'b [u8] {
+    let line = t.size().val();
+    let at = (t.top + t.stored_row(row) * line) * s.stride();
+    &s.bytes()[at..at + line * s.stride()]
+}
+
+proptest! {
+    #[test]
+    fn ring_mode_stores_the_same_rows_rotated(
+        text in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\x08'), Just(b'\t'), 0x20u8..0x7f], 0..400)
+    ) {
+        let format = PixelFormat::R5G6B5;
+        let (mut a, w, h, stride) = buffer(9, 4, 6, format);
+        let mut b = a.clone();
+        let mut plain = Surface::new(&mut a, w, h, stride, format).unwrap();
+        let mut ringed = Surface::new(&mut b, w, h, stride, format).unwrap();
+        let (mut tp, mut tr) = (area(&plain), area(&ringed));
+        tr.set_ring(true);
+        tp.clear(&mut plain);
+        tr.clear(&mut ringed);
+        tp.write_bytes(&mut plain, &text);
+        tr.write_bytes(&mut ringed, &text);
+        prop_assert_eq!(tp.cursor(), tr.cursor());
+        prop_assert_eq!(tp.scrolls(), tr.scrolls());
+        for row in 0..tp.grid().1 {
+            prop_assert_eq!(text_row(&plain, &tp, row), text_row(&ringed, &tr, row));
+        }
+    }
+}

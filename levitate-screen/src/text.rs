@@ -53,6 +53,11 @@ pub struct TextArea {
     escape: Escape,
     /// Times the area scrolled (a caller copying damage to a scan-out buffer compares it).
     scrolls: u64,
+    /// Ring mode: scrolling moves no pixels, text row `r` is stored in pixel row band
+    /// `(first + r) % rows` (see [`TextArea::set_ring`]).
+    ring: bool,
+    /// In ring mode, the stored row that holds text row 0.
+    first: usize,
     /// Partial UTF-8 sequence.
     utf8: [u8; 4],
     utf8_len: usize,
@@ -82,6 +87,8 @@ impl TextArea {
             bg,
             escape: Escape::None,
             scrolls: 0,
+            ring: false,
+            first: 0,
             utf8: [0; 4],
             utf8_len: 0,
         }
@@ -102,6 +109,25 @@ impl TextArea {
         self.scrolls
     }
 
+    /// Ring mode on or off (off by default). In ring mode a scroll clears one row instead of
+    /// moving the whole area up: the buffer then holds the rows rotated, text row `r` in
+    /// stored row [`TextArea::stored_row`]`(r)`, and whoever shows the buffer (the kernel,
+    /// copying a shadow to the scan-out buffer) puts them back in order. Switching clears
+    /// nothing; call it before writing.
+    pub fn set_ring(&mut self, on: bool) {
+        self.ring = on;
+        self.first = 0;
+    }
+
+    /// The stored row that holds text row `row` (itself unless in ring mode).
+    pub fn stored_row(&self, row: usize) -> usize {
+        if self.ring {
+            (self.first + row) % self.rows
+        } else {
+            row
+        }
+    }
+
     /// The glyph size.
     pub fn size(&self) -> RasterHeight {
         self.size
@@ -112,6 +138,7 @@ impl TextArea {
         s.fill(0, self.top, s.width(), self.height, self.bg);
         self.col = 0;
         self.row = 0;
+        self.first = 0;
     }
 
     /// Draws `c` at a cell, background included. Characters the font lacks show as `?`.
@@ -124,7 +151,7 @@ impl TextArea {
         draw_glyph(
             s,
             col * glyph_width(self.size),
-            self.top + row * self.size.val(),
+            self.top + self.stored_row(row) * self.size.val(),
             c,
             pen,
         );
@@ -139,6 +166,13 @@ impl TextArea {
         // Scroll the area up one text row and clear the last one.
         self.scrolls += 1;
         let line = self.size.val();
+        if self.ring {
+            // The old first row becomes the new last row.
+            let last = self.first;
+            self.first = (self.first + 1) % self.rows;
+            s.fill(0, self.top + last * line, s.width(), line, self.bg);
+            return;
+        }
         s.move_rows(self.top + line, self.top, (self.rows - 1) * line);
         s.fill(
             0,

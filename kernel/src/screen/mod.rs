@@ -74,6 +74,9 @@ pub struct Info {
     pub kind: Kind,
     /// The memory type of its mapping.
     pub memory: MemoryKind,
+    /// Copies are cleaned to the point of coherency (a cacheable mapping the reader does not
+    /// snoop).
+    pub clean: bool,
     /// Where it is mapped.
     pub va: VirtAddr,
     /// levitate-screen's layout for this size.
@@ -88,6 +91,14 @@ static INFO: Once<Info> = Once::new();
 
 /// Whether the screen is up: the one relaxed load the console pays when there is none.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The tick runs on CPU 0 and copies console text to the scan-out buffer (set by its first
+/// call): from then on console writes only draw into the shadow, and a burst of lines costs
+/// one copy per tick instead of one per line.
+static TICKING: AtomicBool = AtomicBool::new(false);
+/// Console text was drawn into the shadow and not copied yet (the tick looks at this before
+/// it try-locks the screen).
+static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Counter value at the last status redraw from the tick.
 static LAST_STATUS: AtomicU64 = AtomicU64::new(0);
@@ -244,19 +255,25 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         writable: true,
         executable: false,
     };
-    let window = VirtAddr::new(layout::SCREEN_BASE);
-    paging::map(window, pages.base, pages.size, attrs)
-        .map_err(|e| format!("cannot map the framebuffer at {}: {e}", used.base))?;
-    let offset = (used.base.as_u64() - pages.base.as_u64()) as usize;
+    // ramfb's reader is QEMU itself, which reads guest RAM coherently with the vCPU's
+    // cacheable stores (TCG models no caches; under KVM the host's mapping is cacheable and
+    // hardware-coherent with the guest's), so its copies need no clean; a display engine
+    // reading a framebuffer in linear-mapped RAM does not snoop the CPU caches.
+    let clean = cacheable && !matches!(kind, Kind::Ramfb(_));
     let bytes = used.size as usize;
     // The shadow: heap memory (cacheable, contiguous in virtual addresses only).
     let mut shadow: Vec<u8> = Vec::new();
     if shadow.try_reserve_exact(bytes).is_err() {
-        let _ = paging::unmap(window, pages.size);
         return Err(format!("no {bytes:#x} bytes of heap for the shadow buffer"));
     }
     shadow.resize(bytes, 0);
+    let window = VirtAddr::new(layout::SCREEN_BASE);
+    paging::map(window, pages.base, pages.size, attrs)
+        .map_err(|e| format!("cannot map the framebuffer at {}: {e}", used.base))?;
+    let offset = (used.base.as_u64() - pages.base.as_u64()) as usize;
     let shadow: &'static mut [u8] = Box::leak(shadow.into_boxed_slice());
+    // Framebuffer::new checked the geometry against `used`, which the shadow's size is, so
+    // this cannot fail; a broken invariant would leave the window mapped and unused.
     let surface = Surface::new(
         shadow,
         fb.width as usize,
@@ -274,6 +291,7 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         base: used.base,
         kind,
         memory,
+        clean,
         va: VirtAddr::new(layout::SCREEN_BASE + offset as u64),
         layout: levitate_screen::layout(fb.width as usize, fb.height as usize),
     };
@@ -282,7 +300,7 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         scanout: info.va.as_u64() as *mut u8,
         bytes,
         stride: fb.stride as usize,
-        clean: cacheable,
+        clean,
         dirty: None,
     };
     // The whole buffer once: the boot loader's splash (or ramfb's zeroes) is replaced.
@@ -313,7 +331,7 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         l.text_top,
         memory,
         info.va.as_u64(),
-        if cacheable {
+        if clean {
             ", cleaned to PoC after each update"
         } else {
             ""
@@ -425,13 +443,17 @@ impl Drop for Held {
 
 /// The screen lock, held while the console writes, so that what the console prints shows on
 /// the screen too. `None` (at the cost of one relaxed load) when there is no screen.
-pub struct Mirror(Held);
+pub struct Mirror {
+    held: Held,
+    /// Copy at once when dropped (the panic path: no tick may come again).
+    now: bool,
+}
 
 impl Mirror {
     /// Draws console text (copied to the scan-out buffer when the mirror is dropped, once
     /// per console write).
     pub fn write(&mut self, bytes: &[u8]) {
-        if let Some(state) = self.0.state() {
+        if let Some(state) = self.held.state() {
             state.write(bytes);
         }
     }
@@ -439,9 +461,23 @@ impl Mirror {
 
 impl Drop for Mirror {
     fn drop(&mut self) {
-        if let Some(state) = self.0.state() {
-            state.flush_dirty();
+        let now = self.now || !TICKING.load(Ordering::Relaxed);
+        if let Some(state) = self.held.state() {
+            if now {
+                state.flush_dirty();
+            } else if state.dirty.is_some() {
+                PENDING.store(true, Ordering::Relaxed);
+            }
         }
+    }
+}
+
+/// Copies console text drawn but not yet copied to the scan-out buffer now (the tick does
+/// it otherwise within a tick).
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
+pub fn sync() {
+    if let Some(state) = Held::lock().state() {
+        state.flush_dirty();
     }
 }
 
@@ -457,10 +493,13 @@ pub fn mirror(panic: bool) -> Option<Mirror> {
         return None;
     }
     if !panic {
-        return Some(Mirror(Held::lock()));
+        return Some(Mirror {
+            held: Held::lock(),
+            now: false,
+        });
     }
     if let Some(held) = Held::try_lock() {
-        return Some(Mirror(held));
+        return Some(Mirror { held, now: true });
     }
     if OWNER.load(Ordering::Relaxed) != cpu_tag() {
         return None;
@@ -469,17 +508,25 @@ pub fn mirror(panic: bool) -> Option<Mirror> {
     // never runs again (panics do not return); the state is plain integers and pixels, valid
     // whatever point the draw stopped at.
     unsafe { SCREEN.force_unlock() };
-    Held::try_lock().map(Mirror)
+    Held::try_lock().map(|held| Mirror { held, now: true })
 }
 
 /// How often the tick redraws the status band.
 const STATUS_PERIOD_MS: u64 = 500;
 
-/// The tick hook: on CPU 0, at most every `STATUS_PERIOD_MS`, redraws the band unless the
-/// screen is busy (try-lock: skip, the next tick retries).
+/// The tick hook, on CPU 0 only: copies pending console text, and at most every
+/// `STATUS_PERIOD_MS` redraws the band, each unless the screen is busy (try-lock: skip, the
+/// next tick retries).
 fn tick() {
     if !ACTIVE.load(Ordering::Relaxed) || smp::current().index != 0 {
         return;
+    }
+    TICKING.store(true, Ordering::Relaxed);
+    if PENDING.load(Ordering::Relaxed) {
+        if let Some(state) = Held::try_lock().as_mut().and_then(Held::state) {
+            PENDING.store(false, Ordering::Relaxed);
+            state.flush_dirty();
+        }
     }
     let now = timer::ticks();
     let period = timer::frequency() / 1000 * STATUS_PERIOD_MS;

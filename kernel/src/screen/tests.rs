@@ -47,6 +47,7 @@ levitate_hal::ktest!(
         };
         const MARKER: &str = "Wq#8";
         crate::print!("\nscreen ktest {MARKER}");
+        sync();
         let found = {
             let mut guard = SCREEN.lock();
             let state = guard.as_mut().expect("info is set only with a state");

@@ -4,6 +4,7 @@
 use super::CmdError;
 use crate::println;
 use crate::screen::{self, Kind};
+use levitate_hal::arch::aarch64::mmu::MemoryKind;
 use levitate_mm::report::Size;
 
 /// `screen`: the report, then the band and strip redrawn.
@@ -42,16 +43,13 @@ pub fn screen(args: &[&str]) -> Result<(), CmdError> {
     if let Kind::Ramfb(select) = info.kind {
         println!("          fw_cfg key {select:#06x}");
     }
-    println!(
-        "mapping:  {:#x}, {}{}",
-        info.va.as_u64(),
-        info.memory,
-        if info.memory == levitate_hal::arch::aarch64::mmu::MemoryKind::Normal {
-            " (write-back), cleaned to PoC after each copy from the shadow"
-        } else {
-            " (non-cacheable), rows copied from a cacheable shadow"
-        }
-    );
+    let how = match (info.memory, info.clean) {
+        (MemoryKind::NormalUncached, _) => " (non-cacheable)",
+        (_, true) => " (write-back), cleaned to PoC after each copy",
+        (_, false) => " (write-back; QEMU reads guest RAM coherently, no clean needed)",
+    };
+    println!("mapping:  {:#x}, {}{how}", info.va.as_u64(), info.memory);
+    println!("drawing:  into a cacheable shadow; changed rows copied to the buffer");
     let l = info.layout;
     println!(
         "font:     noto-sans-mono-bitmap {}x{} (regular)",
