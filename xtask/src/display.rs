@@ -205,7 +205,7 @@ fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<E
         );
     }
     let ppm = png.with_extension("ppm.tmp");
-    let shot = monitor.screendump(&ppm);
+    let shot = settled_screendump(&mut monitor, &ppm);
     let _ = std::fs::remove_file(&ppm);
     let shot = shot?;
     picture::write_png(&shot, png)?;
@@ -232,6 +232,34 @@ fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<E
         }
         None => bail!("QEMU was killed by a signal"),
     })
+}
+
+/// How long to wait for the screen to settle after the prompt: the kernel copies console
+/// text to the scan-out buffer from its tick, so the last lines may reach it a tick after
+/// the serial port.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Screendumps until two in a row agree below the status band (whose uptime changes
+/// every half second), at most for a couple of seconds: the screen as it stands once the
+/// kernel's deferred copy has run.
+fn settled_screendump(monitor: &mut Monitor, ppm: &Path) -> Result<picture::Picture> {
+    let deadline = Instant::now() + 20 * SETTLE;
+    std::thread::sleep(SETTLE);
+    let mut last = monitor.screendump(ppm)?;
+    loop {
+        std::thread::sleep(SETTLE);
+        let next = monitor.screendump(ppm)?;
+        let band = levitate_screen::layout(next.width, next.height)
+            .band
+            .map_or(0, |(top, h)| top + h);
+        let below = |p: &picture::Picture| p.rgb.get(band * p.width * 3..).map(<[u8]>::to_vec);
+        let same =
+            (last.width, last.height) == (next.width, next.height) && below(&last) == below(&next);
+        if same || Instant::now() >= deadline {
+            return Ok(next);
+        }
+        last = next;
+    }
 }
 
 #[cfg(test)]

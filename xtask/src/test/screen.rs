@@ -270,6 +270,21 @@ fn lines_on_screen(frame: &Frame, lines: &[&str]) -> std::result::Result<(), Str
     Err("every line is on the screen, but not on consecutive rows in order".into())
 }
 
+/// Reads the screen again until `shown` holds, for a few seconds at most: the kernel copies
+/// console text to the scan-out buffer from its tick, so the last lines reach it up to a tick
+/// after the serial port. The last reading is returned either way; the caller's checks say
+/// what is wrong with it.
+fn until_shown<T>(mut read: impl FnMut() -> Result<T>, shown: impl Fn(&T) -> bool) -> Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        let got = read()?;
+        if shown(&got) || std::time::Instant::now() >= deadline {
+            return Ok(got);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The status band exists (mostly its colour, some text on it) and the memory strip holds
 /// only the strip's colours, among them `required`.
 fn band_and_strip(frame: &Frame, required: &[(&str, Rgb)]) -> std::result::Result<(), String> {
@@ -386,8 +401,24 @@ fn ramfb_screenshot(
     }
     let want_line = format!("screen: {w}x{h} x8r8g8b8 stride {} at 0x", w * 4);
     let ppm = work.join(format!("ramfb-{w}x{h}.ppm"));
-    let (out, shot) = match boot_with_monitor(image, &opts, &["meminfo"], |m, _| m.screendump(&ppm))
-    {
+    let (out, shot) = match boot_with_monitor(image, &opts, &["meminfo"], |m, text| {
+        let lines = printed_lines(
+            command_outputs(text, "meminfo")
+                .first()
+                .copied()
+                .unwrap_or(""),
+        );
+        let fb = screen_line(text);
+        until_shown(
+            || m.screendump(&ppm),
+            |shot| {
+                fb.as_ref().is_some_and(|fb| {
+                    (shot.width, shot.height) == (fb.width, fb.height)
+                        && lines_on_screen(&Frame::from_picture(shot, fb.format), &lines).is_ok()
+                })
+            },
+        )
+    }) {
         Ok(r) => r,
         Err(e) => {
             tally.record(
@@ -558,8 +589,28 @@ fn simple_framebuffer(
         .extend(loader(&pattern_file, fb.base + fb.used()));
     let dump = work.join(format!("simplefb-{tag}.bin"));
     let commands = ["memmap", "stress frames 3000", "meminfo"];
-    let (out, saved) = match boot_with_monitor(image, &opts, &commands, |m, _| {
-        m.pmemsave(fb.base, fb.size, &dump)
+    let line = ScreenLine {
+        width: fb.width,
+        height: fb.height,
+        format: fb.format,
+        stride: fb.stride,
+        base: fb.base,
+        origin: String::new(),
+    };
+    let (out, saved) = match boot_with_monitor(image, &opts, &commands, |m, text| {
+        let lines = printed_lines(
+            command_outputs(text, "meminfo")
+                .first()
+                .copied()
+                .unwrap_or(""),
+        );
+        until_shown(
+            || m.pmemsave(fb.base, fb.size, &dump),
+            |bytes| {
+                Frame::from_memory(bytes, &line)
+                    .is_some_and(|f| lines_on_screen(&f, &lines).is_ok())
+            },
+        )
     }) {
         Ok(r) => r,
         Err(e) => {
@@ -613,14 +664,6 @@ fn simple_framebuffer(
                         fb.base + (used + first) as u64
                     )));
                 }
-                let line = ScreenLine {
-                    width: fb.width,
-                    height: fb.height,
-                    format: fb.format,
-                    stride: fb.stride,
-                    base: fb.base,
-                    origin: String::new(),
-                };
                 let frame = Frame::from_memory(&bytes, &line).expect("size checked above");
                 let lines = printed_lines(output_of(&out, "meminfo"));
                 results.push(lines_on_screen(&frame, &lines));
