@@ -102,14 +102,23 @@ impl<'a> Surface<'a> {
 
     /// Writes one encoded pixel; outside the surface, nothing.
     #[inline]
-    fn put_raw(&mut self, x: usize, y: usize, value: u32) {
+    pub(crate) fn put_raw(&mut self, x: usize, y: usize, value: u32) {
         if x >= self.width || y >= self.height {
             return;
         }
-        let bpp = self.format.bytes_per_pixel() as usize;
-        let at = y * self.stride + x * bpp;
-        // Pixels are little-endian (simplefb, DRM fourccs).
-        self.buf[at..at + bpp].copy_from_slice(&value.to_le_bytes()[..bpp]);
+        // Pixels are little-endian (simplefb, DRM fourccs). Fixed-size copies: this runs for
+        // every pixel of every glyph.
+        if self.format.bytes_per_pixel() == 2 {
+            let at = y * self.stride + x * 2;
+            if let Some(px) = self.buf.get_mut(at..at + 2) {
+                px.copy_from_slice(&(value as u16).to_le_bytes());
+            }
+        } else {
+            let at = y * self.stride + x * 4;
+            if let Some(px) = self.buf.get_mut(at..at + 4) {
+                px.copy_from_slice(&value.to_le_bytes());
+            }
+        }
     }
 
     /// Sets one pixel; outside the surface, nothing.

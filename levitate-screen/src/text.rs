@@ -279,9 +279,19 @@ pub fn draw_glyph(s: &mut Surface<'_>, x: usize, y: usize, c: char, pen: Pen) {
     else {
         return;
     };
+    // Most of a glyph's pixels are pure background or pure text: those skip the blend and
+    // the encoding (the console draws every character it prints, under its lock).
+    let format = s.format();
+    let encode = |c: Rgb| format.encode(c.0, c.1, c.2);
+    let (bg, fg) = (encode(pen.bg), encode(pen.fg));
     for (dy, row) in glyph.rows().enumerate() {
         for (dx, &alpha) in row.iter().enumerate() {
-            s.put(x + dx, y + dy, pen.bg.blend(pen.fg, alpha));
+            let v = match alpha {
+                0 => bg,
+                255 => fg,
+                a => encode(pen.bg.blend(pen.fg, a)),
+            };
+            s.put_raw(x + dx, y + dy, v);
         }
     }
 }

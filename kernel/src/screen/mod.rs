@@ -3,10 +3,12 @@
 //! QEMU's ramfb (`ramfb`), with levitate-screen's status band, memory strip and a text area
 //! that mirrors everything the serial console prints. Input stays on the serial console.
 //!
-//! Drawing goes to a cacheable shadow copy in the kernel heap; after each console write, tick
-//! or strip redraw the rows that changed are copied to the scan-out buffer. Reads (scrolling
-//! moves the whole text area) thus never touch the scan-out buffer, which is uncached on
-//! real hardware and slow to read.
+//! Drawing goes to a cacheable shadow (frames mapped in the upper half of the screen
+//! window), with the text area in levitate-screen's ring mode so that a scroll moves no
+//! pixels; the rows that changed are then copied to the scan-out buffer, in order: at once
+//! for the band and strip, and for console text by the tick (at most every 40 ms, once the
+//! tick runs; at once before that and on the panic path). Nothing ever reads the scan-out
+//! buffer, which is uncached on real hardware and slow to read.
 //!
 //! The scan-out buffer is mapped once into its own window (`layout::SCREEN_BASE`):
 //! - memory outside the linear map (a `no-map` reservation: the tree's `splash` node, or the
@@ -29,7 +31,6 @@
 pub mod ramfb;
 
 use crate::{devicetree, frames, memory, paging, pressure, smp};
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -39,6 +40,7 @@ use levitate_hal::arch::aarch64::{cpu, timer};
 use levitate_hal::layout;
 use levitate_hal::sync::{IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use levitate_mm::buddy::Owner;
 use levitate_mm::dtb::devices;
 use levitate_mm::dtb::framebuffer::{self, Discovery, Framebuffer, Origin, PixelFormat};
 use levitate_mm::memmap::Source;
@@ -99,6 +101,13 @@ static TICKING: AtomicBool = AtomicBool::new(false);
 /// Console text was drawn into the shadow and not copied yet (the tick looks at this before
 /// it try-locks the screen).
 static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// How often the tick copies pending console text at most: 25 times a second is smooth to
+/// the eye, and a scrolled 1080x2400 text area (10 MB) copied on every 100 Hz tick would eat
+/// CPU 0's time in interrupt context.
+const FLUSH_PERIOD_MS: u64 = 40;
+/// Counter value at the last copy from the tick.
+static LAST_FLUSH: AtomicU64 = AtomicU64::new(0);
 
 /// Counter value at the last status redraw from the tick.
 static LAST_STATUS: AtomicU64 = AtomicU64::new(0);
@@ -233,13 +242,62 @@ fn in_linear_map(region: Region) -> bool {
     })
 }
 
+/// Where the shadow is mapped: the upper half of the screen window (the framebuffer is
+/// mapped from its start, and `bring_up` refuses one larger than half the window).
+const SHADOW_BASE: u64 = layout::SCREEN_BASE + layout::SCREEN_SIZE / 2;
+
+/// The shadow: zeroed frames (owner kernel) mapped Normal write-back at `SHADOW_BASE`,
+/// contiguous in virtual addresses only, taken in blocks of at most 2 MiB so that a large
+/// screen needs no large contiguous run. Not from the kernel heap, which stays free of one
+/// multi-megabyte object that would never be freed. On failure everything is given back.
+fn map_shadow(bytes: u64) -> Result<&'static mut [u8], String> {
+    const BLOCK_FRAMES: u64 = 512;
+    let frames_needed = bytes.div_ceil(PAGE_SIZE);
+    let mut done = 0;
+    while done < frames_needed {
+        let n = (frames_needed - done).min(BLOCK_FRAMES);
+        let va = VirtAddr::new(SHADOW_BASE + done * PAGE_SIZE);
+        let mapped = frames::alloc_frames(n, Owner::Kernel, true)
+            .map_err(|e| format!("no frames for the shadow buffer: {e}"))
+            .and_then(|run| {
+                paging::map(va, run.addr, n * PAGE_SIZE, Attributes::KERNEL_DATA).map_err(|e| {
+                    let _ = frames::free_frames(run.addr, n);
+                    format!("cannot map the shadow buffer: {e}")
+                })
+            });
+        if let Err(e) = mapped {
+            unmap_shadow(done);
+            return Err(e);
+        }
+        done += n;
+    }
+    // SAFETY: `bytes` bytes from SHADOW_BASE were just mapped read-write to zeroed frames
+    // allocated for the shadow alone; they stay mapped for the kernel's lifetime and this is
+    // the only reference made to them.
+    Ok(unsafe { core::slice::from_raw_parts_mut(SHADOW_BASE as *mut u8, bytes as usize) })
+}
+
+/// Gives back the first `frames_mapped` frames of a shadow that could not be finished.
+fn unmap_shadow(frames_mapped: u64) {
+    let mut at = 0;
+    while at < frames_mapped {
+        let n = (frames_mapped - at).min(512);
+        let va = VirtAddr::new(SHADOW_BASE + at * PAGE_SIZE);
+        if let Some(t) = paging::translate(va) {
+            let _ = paging::unmap(va, n * PAGE_SIZE);
+            let _ = frames::free_frames(t.pa, n);
+        }
+        at += n;
+    }
+}
+
 /// Maps the buffer, allocates the shadow and installs the state.
 fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
     let used = fb.used();
     let pages = used.page_outward();
-    if pages.size > layout::SCREEN_SIZE {
+    if pages.size > layout::SCREEN_SIZE / 2 {
         return Err(format!(
-            "framebuffer of {:#x} bytes is larger than the {:#x}-byte screen window",
+            "framebuffer of {:#x} bytes is larger than half the {:#x}-byte screen window",
             pages.size,
             layout::SCREEN_SIZE
         ));
@@ -261,17 +319,11 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
     // reading a framebuffer in linear-mapped RAM does not snoop the CPU caches.
     let clean = cacheable && !matches!(kind, Kind::Ramfb(_));
     let bytes = used.size as usize;
-    // The shadow: heap memory (cacheable, contiguous in virtual addresses only).
-    let mut shadow: Vec<u8> = Vec::new();
-    if shadow.try_reserve_exact(bytes).is_err() {
-        return Err(format!("no {bytes:#x} bytes of heap for the shadow buffer"));
-    }
-    shadow.resize(bytes, 0);
+    let shadow = map_shadow(used.size)?;
     let window = VirtAddr::new(layout::SCREEN_BASE);
     paging::map(window, pages.base, pages.size, attrs)
         .map_err(|e| format!("cannot map the framebuffer at {}: {e}", used.base))?;
     let offset = (used.base.as_u64() - pages.base.as_u64()) as usize;
-    let shadow: &'static mut [u8] = Box::leak(shadow.into_boxed_slice());
     // Framebuffer::new checked the geometry against `used`, which the shadow's size is, so
     // this cannot fail; a broken invariant would leave the window mapped and unused.
     let surface = Surface::new(
@@ -282,7 +334,8 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         fb.format,
     )
     .map_err(|e| format!("framebuffer geometry: {e:?}"))?;
-    let screen = Screen::new(surface);
+    let mut screen = Screen::new(surface);
+    screen.set_ring(true);
     let info = Info {
         width: fb.width,
         height: fb.height,
@@ -295,7 +348,7 @@ fn bring_up(fb: &Framebuffer<'_>, kind: Kind) -> Result<(), String> {
         va: VirtAddr::new(layout::SCREEN_BASE + offset as u64),
         layout: levitate_screen::layout(fb.width as usize, fb.height as usize),
     };
-    let mut state = State {
+    let state = State {
         screen,
         scanout: info.va.as_u64() as *mut u8,
         bytes,
@@ -356,21 +409,30 @@ pub fn kind_name(kind: Kind) -> String {
 }
 
 impl State {
-    /// Copies pixel rows `[from, to)` of the shadow to the scan-out buffer.
-    fn flush(&mut self, from: usize, to: usize) {
+    /// Copies pixel rows `[from, to)` of the shadow to the same rows of the scan-out buffer
+    /// (the band, the strip, the whole screen before any text scrolled).
+    fn flush(&self, from: usize, to: usize) {
+        self.copy_rows(from, from, to - from.min(to));
+    }
+
+    /// Copies `count` pixel rows from shadow row `src` to scan-out row `dst`, clipped.
+    fn copy_rows(&self, src: usize, dst: usize, count: usize) {
         let rows = self.bytes / self.stride;
-        let (from, to) = (from.min(rows), to.min(rows));
-        if from >= to {
+        let count = count
+            .min(rows.saturating_sub(src))
+            .min(rows.saturating_sub(dst));
+        if count == 0 {
             return;
         }
-        let (start, len) = (from * self.stride, (to - from) * self.stride);
-        let src = &self.screen.surface().bytes()[start..start + len];
+        let len = count * self.stride;
+        let (from, to) = (src * self.stride, dst * self.stride);
+        let shadow = &self.screen.surface().bytes()[from..from + len];
         // SAFETY: the scan-out mapping covers `bytes` bytes from `scanout` (mapped in
-        // `bring_up`, never unmapped), and `start + len <= bytes`; only this lock's holder
-        // writes it, and the shadow is separate memory.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.scanout.add(start), len) };
+        // `bring_up`, never unmapped), and `to + len <= bytes` (clipped above); only this
+        // lock's holder writes it, and the shadow is separate memory.
+        unsafe { core::ptr::copy_nonoverlapping(shadow.as_ptr(), self.scanout.add(to), len) };
         if self.clean {
-            cpu::clean_dcache_to_poc(self.scanout as u64 + start as u64, len as u64);
+            cpu::clean_dcache_to_poc(self.scanout as u64 + to as u64, len as u64);
         } else {
             // Non-cacheable writes may sit in a write buffer: make them visible to other
             // observers (the display engine) now (ARM ARM B2.3).
@@ -379,17 +441,17 @@ impl State {
         }
     }
 
-    /// Writes console bytes into the shadow and notes the rows they changed.
+    /// Writes console bytes into the shadow and notes the text rows they changed. The text
+    /// area is in ring mode: a scroll clears one stored row and moves nothing, so a line
+    /// costs its glyphs, whatever the screen's size; the copy puts the rows in order.
     fn write(&mut self, bytes: &[u8]) {
         let (before, scrolls) = (self.screen.text().cursor().1, self.screen.text().scrolls());
         self.screen.write_bytes(bytes);
         let text = self.screen.text();
-        let line = text.size().val();
         let (from, to) = if text.scrolls() != scrolls {
-            (text.top, text.top + text.height)
+            (0, text.grid().1)
         } else {
-            let after = text.cursor().1;
-            (text.top + before * line, text.top + (after + 1) * line)
+            (before, text.cursor().1 + 1)
         };
         self.dirty = Some(match self.dirty {
             Some((f, t)) => (f.min(from), t.max(to)),
@@ -397,10 +459,16 @@ impl State {
         });
     }
 
-    /// Copies what `write` drew since the last copy.
+    /// Copies the text rows `write` changed since the last copy, each from where the ring
+    /// stores it to where it shows.
     fn flush_dirty(&mut self) {
-        if let Some((from, to)) = self.dirty.take() {
-            self.flush(from, to);
+        let Some((from, to)) = self.dirty.take() else {
+            return;
+        };
+        let text = self.screen.text();
+        let (top, line, rows) = (text.top, text.size().val(), text.grid().1);
+        for r in from..to.min(rows) {
+            self.copy_rows(top + text.stored_row(r) * line, top + r * line, line);
         }
     }
 }
@@ -522,13 +590,16 @@ fn tick() {
         return;
     }
     TICKING.store(true, Ordering::Relaxed);
-    if PENDING.load(Ordering::Relaxed) {
+    let now = timer::ticks();
+    let due = now.wrapping_sub(LAST_FLUSH.load(Ordering::Relaxed))
+        >= timer::frequency() / 1000 * FLUSH_PERIOD_MS;
+    if due && PENDING.load(Ordering::Relaxed) {
+        LAST_FLUSH.store(now, Ordering::Relaxed);
         if let Some(state) = Held::try_lock().as_mut().and_then(Held::state) {
             PENDING.store(false, Ordering::Relaxed);
             state.flush_dirty();
         }
     }
-    let now = timer::ticks();
     let period = timer::frequency() / 1000 * STATUS_PERIOD_MS;
     if now.wrapping_sub(LAST_STATUS.load(Ordering::Relaxed)) < period {
         return;

@@ -57,9 +57,11 @@ levitate_hal::ktest!(
             // read under the lock that serialises every writer.
             let scanout = unsafe { core::slice::from_raw_parts(state.scanout, state.bytes) };
             let shadow = state.screen.surface().bytes();
+            // The shadow holds the text rows rotated (ring mode); the scan-out buffer in order.
+            let stored = state.screen.text().stored_row(row);
             MARKER.chars().enumerate().all(|(i, c)| {
                 let want = reference_cell(c, info.layout.font, info.format);
-                cell_matches(info, shadow, start + i, row, &want)
+                cell_matches(info, shadow, start + i, stored, &want)
                     && cell_matches(info, scanout, start + i, row, &want)
             })
         };
