@@ -191,13 +191,16 @@ pub fn init() {
                 Origin::Board(c) => Kind::Board(c),
                 Origin::Kernel => Kind::Ramfb(0),
             };
+            let node = match kind {
+                Kind::SimpleFramebuffer(n) | Kind::Board(n) => n,
+                Kind::Ramfb(_) => "ramfb",
+            };
             let ram: Vec<Region> = memory::map().memory().to_vec();
             if let Err(problem) = fb.check_in(&ram) {
-                let node = match kind {
-                    Kind::SimpleFramebuffer(n) | Kind::Board(n) => n,
-                    Kind::Ramfb(_) => "ramfb",
-                };
                 return none(format!("framebuffer '{node}': {problem}"), true);
+            }
+            if let Some(why) = clash(fb.used()) {
+                return none(format!("framebuffer '{node}': {why}; not drawn on"), true);
             }
             (fb, kind)
         }
@@ -231,6 +234,39 @@ pub fn init() {
     if let Err(reason) = bring_up(&fb, kind) {
         none(reason, true);
     }
+}
+
+/// What a firmware-described buffer must not overlap, in words: memory the kernel itself
+/// uses (its image, the device tree, the initrd, early allocations, the mem_map) or hands
+/// out. Drawing there would overwrite the kernel; a reserved-memory node (the `splash`
+/// region) or the framebuffer reservation itself is where a buffer belongs.
+fn clash(used: Region) -> Option<String> {
+    let map = memory::map();
+    if let Some(r) = map.reserved().iter().find(|r| {
+        matches!(
+            r.source,
+            Source::Kernel | Source::Dtb | Source::Initrd | Source::Early | Source::MemMap
+        ) && r.region.overlaps(&used)
+    }) {
+        return Some(format!(
+            "buffer {} overlaps the {} at {}",
+            range(used),
+            r.source,
+            range(r.region)
+        ));
+    }
+    map.usable().iter().find(|u| u.overlaps(&used)).map(|u| {
+        format!(
+            "buffer {} overlaps memory the allocator hands out ({})",
+            levitate_mm::report::Span(used),
+            levitate_mm::report::Span(*u)
+        )
+    })
+}
+
+/// `0xSTART-0xLAST`, for messages.
+fn range(r: Region) -> String {
+    format!("{:#x}-{:#x}", r.base.as_u64(), r.end().saturating_sub(1))
 }
 
 /// Whether `region` lies wholly in memory the linear map covers (cacheable).

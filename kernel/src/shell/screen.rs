@@ -36,10 +36,10 @@ pub fn screen(args: &[&str]) -> Result<(), CmdError> {
     );
     let source = match info.kind {
         Kind::SimpleFramebuffer(_) => "the device tree's node",
-        Kind::Board(_) => "the board entry (the tree has no node)",
-        Kind::Ramfb(_) => "QEMU fw_cfg etc/ramfb, configured by the kernel",
+        Kind::Board(_) => "the board entry: the tree has no framebuffer node",
+        Kind::Ramfb(_) => "QEMU fw_cfg etc/ramfb, set up by the kernel",
     };
-    println!("source:   {} ({source})", screen::kind_name(info.kind));
+    println!("source:   {}, {source}", screen::kind_name(info.kind));
     if let Kind::Ramfb(select) = info.kind {
         println!("          fw_cfg key {select:#06x}");
     }
