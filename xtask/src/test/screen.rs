@@ -717,7 +717,7 @@ fn frame_picture(frame: &Frame) -> std::result::Result<Picture, String> {
 /// Framebuffer nodes the kernel must refuse: a warning, no screen, the serial shell intact.
 fn bad_nodes(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
     // (what, node properties, the problem the warning names)
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         (
             "zero width",
             "reg = <0x0 0x7e000000 0x0 0x100000>; width = <0>; height = <480>; \
@@ -741,6 +741,13 @@ fn bad_nodes(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) ->
             "reg = <0x0 0xa0000000 0x0 0x12c000>; width = <640>; height = <480>; \
              stride = <2560>; format = \"a8r8g8b8\";",
             "is not in RAM",
+        ),
+        (
+            // QEMU loads the Image 2 MiB into RAM (hw/arm/boot.c, KERNEL_LOAD_ADDR).
+            "memory over the kernel image",
+            "reg = <0x0 0x40200000 0x0 0x12c000>; width = <640>; height = <480>; \
+             stride = <2560>; format = \"a8r8g8b8\";",
+            "overlaps the",
         ),
     ];
     for (i, (what, props, problem)) in cases.iter().enumerate() {
