@@ -65,7 +65,7 @@ impl Phase {
         match self {
             Phase::Early => "early tables, device tree, console, logger",
             Phase::MemoryMap => "memory map from the device tree",
-            Phase::MemMap => "linear map, frame states, mem_map placed",
+            Phase::MemMap => "linear map, mem_map placed",
             Phase::Buddy => "buddy and per-CPU caches over the mem_map",
             Phase::Paging => "final page tables, TTBR1 switch",
             Phase::Heap => "heap growth enabled",

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask run   [--mem SIZE] [--smp N] [--cpu NAME] [--el2] [--gic 2|3] [--dtb FILE]
-//!                   [--initrd FILE] [--bootargs "..."] [--release] [--gdb] [-- QEMU_ARGS]
+//!                   [--initrd FILE] [--bootargs "..."] [--release] [--gdb]
+//!                   [--display | --screenshot FILE.png] [-- QEMU_ARGS]
 //! cargo xtask test  [--quick]
 //! cargo xtask build [--board qemu|pixel6] [--release] [--ktest]
 //! cargo xtask image [--board qemu|pixel6] [--kernel-format lz4|gz|raw] [--vendor-boot]
@@ -19,6 +20,7 @@ mod bench;
 mod bench_boot;
 mod bootimg;
 mod deps;
+mod display;
 mod gdb;
 mod image;
 mod initramfs;
@@ -26,7 +28,10 @@ mod kernel;
 #[cfg(test)]
 mod layering;
 mod memmap;
+mod monitor;
+mod picture;
 mod qemu;
+mod session;
 mod test;
 
 use lexopt::ValueExt;
@@ -77,6 +82,13 @@ run options:
   --bootargs ARGS   kernel command line (e.g. \"loglevel=debug\")
   --release         build with the release profile
   --gdb             start halted, waiting for `cargo xtask gdb` on :1234
+  --display         show the screen console (QEMU ramfb) in a window, or over VNC on
+                    127.0.0.1 when there is no $DISPLAY (the address is printed)
+  --screenshot FILE.png
+                    boot with ramfb and no window, type the piped commands, and once the
+                    shell has answered the last one (before a trailing `poweroff`) save the
+                    screen as a PNG, e.g. printf 'meminfo\npoweroff\n' | cargo xtask run
+                    --screenshot shot.png
   -- ARGS           pass the remaining arguments to QEMU
 
 build options:   --release, --ktest (the in-kernel test build), --board qemu|pixel6 (the same

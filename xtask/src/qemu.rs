@@ -42,6 +42,28 @@ pub struct RunOptions {
     pub extra: Vec<OsString>,
     /// stdin is a terminal (not a pipe).
     pub interactive: bool,
+    /// `--display`: show the screen console in a QEMU window (VNC without `$DISPLAY`).
+    pub display: bool,
+    /// `--screenshot FILE.png`: after the piped commands, save the screen as a PNG.
+    pub screenshot: Option<PathBuf>,
+    /// Add QEMU's `ramfb` display device (the kernel's screen console on QEMU).
+    pub ramfb: bool,
+    /// How QEMU shows its display; [`Viewer::None`] unless `--display` chose one.
+    pub viewer: Viewer,
+    /// An HMP monitor on this unix socket instead of none (for `screendump`, `pmemsave`).
+    pub monitor: Option<PathBuf>,
+}
+
+/// Where QEMU shows the display.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Viewer {
+    /// Nowhere (`-display none`, or `-nographic` on a terminal).
+    #[default]
+    None,
+    /// A window of this QEMU display backend (`gtk`, `sdl`).
+    Window(String),
+    /// A VNC server on 127.0.0.1, this display number (TCP port 5900 + N).
+    Vnc(u16),
 }
 
 impl Default for RunOptions {
@@ -59,6 +81,11 @@ impl Default for RunOptions {
             gdb: false,
             extra: Vec::new(),
             interactive: false,
+            display: false,
+            screenshot: None,
+            ramfb: false,
+            viewer: Viewer::None,
+            monitor: None,
         }
     }
 }
@@ -137,7 +164,20 @@ impl RunOptions {
                 Long("bootargs") => o.bootargs = parser.value()?.string()?,
                 Long("release") => o.release = true,
                 Long("gdb") => o.gdb = true,
+                Long("display") => o.display = true,
+                Long("screenshot") => o.screenshot = Some(parser.value()?.into()),
                 other => bail!("{} (try `cargo xtask help`)", other.unexpected()),
+            }
+        }
+        if o.display && o.screenshot.is_some() {
+            bail!("--display and --screenshot do not go together (a screenshot is taken without a window)");
+        }
+        if let Some(png) = &o.screenshot {
+            let is_png = png
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if !is_png {
+                bail!("--screenshot {}: the file must end in .png", png.display());
             }
         }
         if o.gic == Some(2) && o.smp > 8 {
@@ -158,15 +198,33 @@ impl RunOptions {
         s
     }
 
-    /// Console wiring. A terminal gets `-nographic` (serial and monitor multiplexed, Ctrl-A X
-    /// quits). A pipe gets the serial port alone: QEMU's multiplexer drops input beyond its
-    /// 32-byte buffer when the guest reads slower than the pipe writes, a direct backend waits.
-    fn console_args(&self) -> Vec<&'static str> {
-        if self.interactive {
-            vec!["-nographic"]
-        } else {
-            vec!["-display", "none", "-monitor", "none", "-serial", "stdio"]
+    /// Console, monitor and display wiring. A terminal without a monitor socket gets
+    /// `-nographic` (serial and monitor multiplexed, Ctrl-A X quits), or the same multiplexer
+    /// as `-serial mon:stdio` beside a window. A pipe gets the serial port alone: QEMU's
+    /// multiplexer drops input beyond its 32-byte buffer when the guest reads slower than the
+    /// pipe writes, a direct backend waits. A monitor socket, when asked for, replaces the
+    /// multiplexed monitor.
+    fn console_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        match (&self.monitor, self.interactive, &self.viewer) {
+            (None, true, Viewer::None) => push(&["-nographic"]),
+            (None, true, _) => push(&["-serial", "mon:stdio"]),
+            (None, false, _) => push(&["-monitor", "none", "-serial", "stdio"]),
+            (Some(socket), _, _) => push(&[
+                "-monitor",
+                &format!("unix:{},server=on,wait=off", socket.display()),
+                "-serial",
+                "stdio",
+            ]),
         }
+        match (&self.viewer, self.interactive && self.monitor.is_none()) {
+            (Viewer::None, true) => {} // -nographic
+            (Viewer::None, false) => push(&["-display", "none"]),
+            (Viewer::Window(backend), _) => push(&["-display", backend]),
+            (Viewer::Vnc(n), _) => push(&["-display", "none", "-vnc", &format!("127.0.0.1:{n}")]),
+        }
+        args
     }
 
     /// The QEMU command for `image`.
@@ -184,6 +242,11 @@ impl RunOptions {
             .args(["-smp", &self.smp.to_string()])
             .args(self.console_args())
             .args(["-no-reboot"])
+            .args(if self.ramfb {
+                &["-device", "ramfb"][..]
+            } else {
+                &[]
+            })
             .args(["-semihosting-config", "enable=on,target=native"])
             .arg("-kernel")
             .arg(image)
@@ -275,7 +338,13 @@ fn check_initrd(path: &Path) -> Result<()> {
 /// `cargo xtask run`.
 pub fn run(opts: &RunOptions) -> Result<ExitCode> {
     preflight(opts)?;
+    if let Some(png) = &opts.screenshot {
+        crate::display::check_writable(png)?;
+    }
     deps::ensure_qemu()?;
+    if opts.display || opts.screenshot.is_some() {
+        crate::display::ensure_ramfb()?;
+    }
     let built = kernel::build(Variant {
         release: opts.release,
         ktest: false,
@@ -283,6 +352,13 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
     let mut opts = opts.clone();
     if opts.initrd.is_none() {
         opts.initrd = Some(crate::initramfs::default_archive()?);
+    }
+    if let Some(png) = &opts.screenshot {
+        return crate::display::screenshot(&built.image, &opts, png);
+    }
+    if opts.display {
+        opts.ramfb = true;
+        opts.viewer = crate::display::choose_viewer()?;
     }
     if opts.gdb {
         eprintln!("xtask: QEMU waits for gdb on :1234; run `cargo xtask gdb` in another terminal");
@@ -353,6 +429,67 @@ mod tests {
             .windows(2)
             .any(|w| w == ["-M", "virt,virtualization=on,gic-version=3"]));
         assert!(args.ends_with(&["-d".to_string(), "int".to_string()]));
+    }
+
+    fn args_of(o: &RunOptions) -> Vec<String> {
+        o.command(Path::new("k.img"))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn display_flags_and_viewers() {
+        let o = parse(&["--display"]).unwrap();
+        assert!(o.display && o.screenshot.is_none());
+        let o = parse(&["--screenshot", "out/shot.PNG"]).unwrap();
+        assert_eq!(o.screenshot.as_deref(), Some(Path::new("out/shot.PNG")));
+        for bad in [
+            &["--screenshot", "shot.ppm"][..],
+            &["--display", "--screenshot", "a.png"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let has = |args: &[String], want: &[&str]| args.windows(want.len()).any(|w| w == want);
+        // Default: no display device, serial on stdio, no monitor (a pipe) or -nographic.
+        let piped = RunOptions::default();
+        let a = args_of(&piped);
+        assert!(!a.iter().any(|x| x == "ramfb") && has(&a, &["-display", "none"]));
+        assert!(has(&a, &["-monitor", "none"]) && has(&a, &["-serial", "stdio"]));
+        let tty = RunOptions {
+            interactive: true,
+            ..RunOptions::default()
+        };
+        assert!(has(&args_of(&tty), &["-nographic"]));
+        // A window beside the terminal: serial and monitor multiplexed on it.
+        let window = RunOptions {
+            interactive: true,
+            ramfb: true,
+            viewer: Viewer::Window("gtk".into()),
+            ..RunOptions::default()
+        };
+        let a = args_of(&window);
+        assert!(has(&a, &["-device", "ramfb"]) && has(&a, &["-display", "gtk"]));
+        assert!(has(&a, &["-serial", "mon:stdio"]) && !a.iter().any(|x| x == "-nographic"));
+        let vnc = RunOptions {
+            ramfb: true,
+            viewer: Viewer::Vnc(3),
+            ..RunOptions::default()
+        };
+        let a = args_of(&vnc);
+        assert!(has(&a, &["-display", "none", "-vnc", "127.0.0.1:3"]));
+        // A monitor socket replaces the multiplexed monitor, on a terminal too.
+        let monitored = RunOptions {
+            interactive: true,
+            monitor: Some(PathBuf::from("/tmp/m.sock")),
+            ..RunOptions::default()
+        };
+        let a = args_of(&monitored);
+        assert!(has(
+            &a,
+            &["-monitor", "unix:/tmp/m.sock,server=on,wait=off"]
+        ));
+        assert!(has(&a, &["-serial", "stdio"]) && !a.iter().any(|x| x == "-nographic"));
     }
 
     fn temp(name: &str, bytes: &[u8]) -> PathBuf {

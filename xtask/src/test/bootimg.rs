@@ -5,17 +5,15 @@
 //! reserved-memory node the phone uses) in which nothing reserved is ever handed out.
 
 use super::harness::{
-    boot, check, check_commands, command_outputs, dump_qemu_dtb, memcheck_says, stress_says,
-    Expect, Outcome, Says, Tally, BOOT_TIMEOUT, PROMPT,
+    boot, boot_with_monitor, check, check_commands, command_outputs, dump_qemu_dtb, memcheck_says,
+    stress_says, Expect, Outcome, Says, Tally,
 };
 use crate::bootimg::{self, Board, ImageOptions, KernelFormat};
 use crate::qemu::RunOptions;
 use crate::{bail, deps, Result};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn run(tally: &mut Tally, image: &Path, work: &Path, base: &RunOptions) -> Result<()> {
@@ -689,9 +687,9 @@ fn gs101_like_tree(work: &Path, initrd_len: u64) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Boots like `harness::boot`, but with a QEMU monitor: once `commands` have all run (the
-/// prompt after the last is printed), saves each of `dumps` (physical ranges) to a file with
-/// `pmemsave`, then quits. Returns the outcome and the saved bytes.
+/// Boots with a QEMU monitor ([`boot_with_monitor`]): once `commands` have all run, saves
+/// each of `dumps` (physical ranges) with `pmemsave`. Returns the outcome and the saved bytes
+/// (none when the shell never finished).
 fn boot_then_dump(
     stub: &Path,
     opts: &RunOptions,
@@ -699,154 +697,16 @@ fn boot_then_dump(
     dumps: &[(u64, u64)],
     work: &Path,
 ) -> Result<(Outcome, Vec<Vec<u8>>)> {
-    let socket = work.join("monitor.sock");
-    let _ = std::fs::remove_file(&socket);
-    let mut opts = opts.clone();
-    opts.extra.extend([
-        "-monitor".into(),
-        format!("unix:{},server=on,wait=off", socket.display()).into(),
-    ]);
-    let mut child = opts
-        .command(stub)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start qemu-system-aarch64: {e}"))?;
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut s| {
-        let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    })
-    .collect();
-    let mut stdin = child.stdin.take();
-    if let Some(s) = stdin.as_mut() {
-        let _ = s.write_all(commands.join("\n").as_bytes());
-        let _ = s.write_all(b"\n");
-    }
-    let text = || String::from_utf8_lossy(&output.lock().unwrap()).replace('\r', "");
-    let start = Instant::now();
-    // The first prompt plus one per command.
-    let mut ready = false;
-    while start.elapsed() < BOOT_TIMEOUT {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if text().matches(PROMPT).count() > commands.len() {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let files: Vec<PathBuf> = (0..dumps.len())
-        .map(|i| work.join(format!("dump-{i}.bin")))
-        .collect();
-    // Kept open until QEMU has quit: closing it early may drop commands not yet read.
-    let mut monitor = None;
-    if ready {
-        let mut m = std::os::unix::net::UnixStream::connect(&socket)
-            .map_err(|e| format!("cannot reach the QEMU monitor: {e}"))?;
-        m.set_read_timeout(Some(Duration::from_secs(1)))?;
-        monitor_read(&mut m, start, |t| t.contains("(qemu) "))?; // the banner
-                                                                 // HMP reads an unquoted path as an expression ('/' divides): quote it.
-        for (file, (base, size)) in files.iter().zip(dumps) {
-            let _ = std::fs::remove_file(file);
-            writeln!(m, "pmemsave {base:#x} {size:#x} \"{}\"", file.display())?;
-            monitor_answer(&mut m, start)?;
-        }
-        writeln!(m, "quit")?;
-        monitor = Some(m);
-    }
-    let (code, timed_out) = loop {
-        if let Some(status) = child.try_wait()? {
-            break (status.code(), false);
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (None, true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(stdin);
-    drop(monitor);
-    for r in readers {
-        let _ = r.join();
-    }
-    let saved = files
-        .iter()
-        .map(|f| std::fs::read(f).unwrap_or_default())
-        .collect();
-    Ok((
-        Outcome {
-            code,
-            output: text(),
-            timed_out,
-        },
-        saved,
-    ))
-}
-
-/// Reads the monitor until `done` holds for what it sent since the call began.
-fn monitor_read(
-    m: &mut std::os::unix::net::UnixStream,
-    start: Instant,
-    done: impl Fn(&str) -> bool,
-) -> Result<String> {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < BOOT_TIMEOUT {
-        match m.read(&mut buf) {
-            Ok(0) => bail!("the QEMU monitor closed"),
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let text = String::from_utf8_lossy(&seen).into_owned();
-        if done(&text) {
-            return Ok(text);
-        }
-    }
-    bail!("the QEMU monitor did not answer")
-}
-
-/// The answer to one command: after its echo line, up to the next prompt. An answer that is
-/// an error message is an error.
-fn monitor_answer(m: &mut std::os::unix::net::UnixStream, start: Instant) -> Result<()> {
-    let text = monitor_read(m, start, |t| {
-        t.split_once("\r\n")
-            .is_some_and(|(_, rest)| rest.contains("(qemu) "))
+    let (out, saved) = boot_with_monitor(stub, opts, commands, |monitor, _| {
+        dumps
+            .iter()
+            .enumerate()
+            .map(|(i, &(base, size))| {
+                monitor.pmemsave(base, size, &work.join(format!("dump-{i}.bin")))
+            })
+            .collect::<Result<Vec<_>>>()
     })?;
-    let answer = text.split_once("\r\n").map_or("", |(_, rest)| rest);
-    if answer.trim_end_matches("(qemu) ").trim().is_empty() {
-        Ok(())
-    } else {
-        bail!("the QEMU monitor answered: {}", answer.trim())
-    }
+    Ok((out, saved.unwrap_or_else(|| vec![Vec::new(); dumps.len()])))
 }
 
 /// The dynamic region's base as the shell's `memmap` prints it (the line naming `dyn_pool`).

@@ -126,7 +126,7 @@ mod tests {
     const GOOD: &str = "boot phases, ms since kernel entry (counter 62500000 Hz, 1.7 ms at entry):
   early          5.3      +5.3  early tables, device tree, console, logger
   memory-map     6.0      +0.7  memory map from the device tree
-  mem_map        7.0      +1.0  linear map, frame states, mem_map placed
+  mem_map        7.0      +1.0  linear map, mem_map placed
   buddy          9.1      +2.1  buddy and per-CPU caches over the mem_map
   paging        10.0      +0.9  final page tables, TTBR1 switch
   heap          10.0      +0.0  heap growth enabled

@@ -112,6 +112,63 @@ pub fn boot(image: &Path, opts: &RunOptions, input: &str) -> Result<Outcome> {
     })
 }
 
+/// Boots `image` with `opts` and an HMP monitor on a unix socket, types `commands` (one
+/// line each) and, once the shell has answered them all (the prompt after the last one is
+/// printed), calls `inspect` with the monitor, for `screendump` or `pmemsave`; then quits
+/// QEMU through the monitor (exit status 0). `inspect` gets the output so far. Returns the
+/// outcome and what `inspect` returned: `None` when the shell never finished the commands
+/// (the outcome shows why: a timeout, an early exit). An error from `inspect` is returned
+/// once QEMU is gone.
+pub fn boot_with_monitor<T>(
+    image: &Path,
+    opts: &RunOptions,
+    commands: &[&str],
+    inspect: impl FnOnce(&mut crate::monitor::Monitor, &str) -> Result<T>,
+) -> Result<(Outcome, Option<T>)> {
+    use crate::session::{Session, Waited};
+    static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = crate::monitor::socket_path(&format!("boot{n}"));
+    let _ = std::fs::remove_file(&socket);
+    let opts = RunOptions {
+        monitor: Some(socket.clone()),
+        interactive: false,
+        ..opts.clone()
+    };
+    let start = Instant::now();
+    let deadline = start + BOOT_TIMEOUT;
+    let mut session = Session::spawn(opts.command(image), false)?;
+    type Inspected<T> = (Option<Result<T>>, crate::monitor::Monitor);
+    let result = (|| -> Result<Inspected<T>> {
+        let mut monitor = crate::monitor::Monitor::connect(&socket, deadline)?;
+        for c in commands {
+            session.send_line(c);
+        }
+        if session.wait_for_commands(deadline)? != Waited::Ready {
+            return Ok((None, monitor));
+        }
+        let found = inspect(&mut monitor, &session.text());
+        // Quit whatever `inspect` made of it: QEMU must not outlive the scenario.
+        monitor.quit()?;
+        Ok((Some(found), monitor))
+    })();
+    // On an error nothing more will come: stop QEMU now rather than at the deadline.
+    let ended = session.finish(if result.is_err() {
+        Instant::now()
+    } else {
+        deadline
+    })?;
+    let _ = std::fs::remove_file(&socket);
+    let outcome = Outcome {
+        code: ended.code,
+        output: ended.output,
+        timed_out: ended.timed_out,
+    };
+    let (found, monitor) = result?;
+    drop(monitor);
+    Ok((outcome, found.transpose()?))
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -161,7 +218,7 @@ fn verdict(out: &Outcome, problems: Vec<String>) -> std::result::Result<(), Stri
 }
 
 /// The shell's prompt, which starts every echoed command line.
-pub const PROMPT: &str = "levitate> ";
+pub const PROMPT: &str = crate::session::PROMPT;
 
 /// A console line as a terminal shows it: the line editor answers a backspace with
 /// "\x08 \x08" (back, blank, back), so each \x08 takes back the character before it.

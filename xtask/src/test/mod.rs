@@ -13,6 +13,7 @@ mod interrupts;
 mod irq_safety;
 mod memmap_hostile;
 mod scenarios;
+mod screen;
 mod shell_hostile;
 
 pub use harness::boot;
@@ -319,6 +320,7 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     irq_safety::run(&mut tally, &normal.image, &work, &base)?;
     boottime::run(&mut tally, &normal.image, &work, &base)?;
     heap::run(&mut tally, &normal.image, &work, &base)?;
+    screen::run(&mut tally, &normal.image, &work, &base)?;
 
     println!();
     if !tally.failures.is_empty() {
