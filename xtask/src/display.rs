@@ -139,7 +139,8 @@ fn drive(image: &Path, opts: &RunOptions, png: &Path, socket: &Path) -> Result<E
     let mut session = Session::spawn(opts.command(image), true)?;
     let timeout = prompt_timeout();
     let deadline = Instant::now() + timeout;
-    let mut monitor = Monitor::connect(socket, deadline)?;
+    let mut monitor = Monitor::connect_while(socket, deadline, || Ok(!session.has_exited()?))
+        .map_err(|e| crate::Error(format!("{}; no screenshot taken", e.0)))?;
     // Read stdin on a thread, so that a QEMU that dies meanwhile is noticed.
     let (lines, from_stdin) = mpsc::channel::<String>();
     std::thread::spawn(move || {

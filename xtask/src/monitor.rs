@@ -32,9 +32,22 @@ impl Monitor {
     /// Connects to the socket QEMU listens on, retrying until `deadline` (QEMU creates it
     /// while it starts), and reads the banner up to the first prompt.
     pub fn connect(socket: &Path, deadline: Instant) -> Result<Self> {
+        Self::connect_while(socket, deadline, || Ok(true))
+    }
+
+    /// [`Self::connect`], giving up as soon as `alive` says QEMU is gone (a kernel that
+    /// powers off at once can end QEMU before its socket is reached).
+    pub fn connect_while(
+        socket: &Path,
+        deadline: Instant,
+        mut alive: impl FnMut() -> Result<bool>,
+    ) -> Result<Self> {
         let stream = loop {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
+                Err(_) if !alive()? => {
+                    bail!("QEMU exited before its monitor could be reached")
+                }
                 Err(e) if Instant::now() >= deadline => {
                     bail!("cannot reach the QEMU monitor at {}: {e}", socket.display())
                 }
