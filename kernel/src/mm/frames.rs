@@ -147,6 +147,13 @@ impl CacheAccess for KernelCaches {
         r
     }
 
+    /// Another CPU's cache too (an order-0 free locks the frame's home cache): the same
+    /// IRQ-masked lock a drain takes, and like a drain it holds no other cache.
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        let mut cache = CACHES.get(usize::from(id))?.lock();
+        Some(f(&mut cache))
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in &CACHES[..MAX_CPUS] {
             f(&mut c.lock());
