@@ -41,7 +41,8 @@ static BUDDY: IrqSafeMutex<Option<Buddy<'static>>> = IrqSafeMutex::new(None);
 static RUNS: IrqSafeMutex<SmallRuns> = IrqSafeMutex::new(SmallRuns::new());
 
 /// One order-0 frame cache per CPU. Each is taken by its own CPU on the common path
-/// (uncontended) and by others only to drain it. The owner enters its cache with interrupts
+/// (uncontended), and by others only to free a frame it handed out (the free goes to the
+/// frame's home cache, so that two racing frees meet on one lock) or to drain it. The owner enters its cache with interrupts
 /// masked (`KernelCaches::with_local`, Linux's local_lock_irqsave), so a handler on the same
 /// CPU cannot interleave with the owner's half-done list operation; a draining CPU holds the
 /// lock, so it cannot either.

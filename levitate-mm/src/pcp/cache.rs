@@ -4,8 +4,9 @@
 //! drain `batch` when more than `high` are parked.
 //!
 //! Not synchronized: every operation takes `&mut self`. The kernel keeps one per CPU behind a
-//! spin lock that only its own CPU takes (interrupts masked) outside a drain of all caches,
-//! so the lock is uncontended on the common path; see `pcp::CacheAccess`.
+//! spin lock (interrupts masked) that its own CPU takes, and another CPU only to free a frame
+//! this cache handed out, or to drain it: uncontended on the common path; see
+//! `pcp::CacheAccess`.
 
 use super::state::{self, FrameState, FrameStates, MAX_CACHES};
 use super::{BuddyAccess, Drained, PcpError};

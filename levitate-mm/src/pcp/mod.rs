@@ -12,14 +12,17 @@
 //! # Design
 //!
 //! * **A state byte per frame** ([`FrameStates`]): buddy, parked in cache N, handed out to an
-//!   owner. The buddy sees a cached frame as an order-0 block allocated to
-//!   [`Owner::FrameCache`], whether it is parked or handed out, so it cannot see a double
-//!   free into a cache; the byte can. A free moves "handed out" to "parked" with
-//!   compare-and-swap, so two frees of one frame, on any CPUs, cannot both succeed; a frame
-//!   already parked is refused as [`FreeError::DoubleFree`]; a frame the buddy holds goes to
-//!   the buddy's free with all its checks. A frame freed on another CPU than it was
-//!   allocated on is simply parked there.
-//! * **Lock order: one cache, then the buddy.** The common path takes only the local cache.
+//!   owner; and a home byte, the cache that handed the frame out. The buddy sees a cached
+//!   frame as an order-0 block allocated to [`Owner::FrameCache`], whether it is parked or
+//!   handed out, so it cannot see a double free into a cache; the byte can. A free goes to
+//!   the frame's home cache, on whichever CPU it runs, and under that cache's lock moves
+//!   "handed out" to "parked" with a plain store: every byte is written only under the lock
+//!   of the one cache it names (state.rs), so two frees of one frame, on any CPUs, meet on
+//!   one lock and cannot both succeed; a frame already parked is refused as
+//!   [`FreeError::DoubleFree`]; a frame the buddy holds goes to the buddy's free with all its
+//!   checks. A pair is therefore two lock acquisitions and no other read-modify-write.
+//! * **Lock order: one cache, then the buddy.** The common path takes only the local cache
+//!   (a frame freed on another CPU than it was allocated on takes its home cache instead).
 //!   Refills and drains take the buddy inside it. A drain of all caches
 //!   ([`drain_all`]) takes them one at a time with nothing else held, and [`alloc`] calls it
 //!   only after releasing its own cache: no CPU ever holds two caches, so two CPUs running
@@ -35,8 +38,9 @@
 //!   allocation with `UseAfterFree`, the frame poisoned again and kept: a retry succeeds) or
 //!   when drained (counted, and reported by the drain).
 //! * **Accounting.** The buddy counts all cached frames as frame cache; each cache counts
-//!   frames handed out per owner (read from the state byte at free, so a free on another
-//!   CPU debits the right owner); `meminfo` adds [`CacheStats`] over all CPUs.
+//!   frames handed out per owner (read from the state byte at free, in the home cache, so a
+//!   free on another CPU debits the right owner and cache); `meminfo` adds [`CacheStats`]
+//!   over all CPUs.
 //!
 //! # Limits
 //!

@@ -12,9 +12,8 @@
 //! | 2 handed out         | owner             | whoever `pcp::alloc` handed it to             |
 //! | 3 parked, poisoned   | cache id          | a CPU cache, filled with the poison           |
 //!
-//! The owner rides in the byte because a frame may be freed on another CPU than it was
-//! allocated on, and a free carries no owner: the freeing cache reads it here to keep the
-//! per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
+//! The owner rides in the byte because a free carries no owner: the home cache reads it here
+//! to keep the per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
 //! without allocating. The poisoned bit is per frame, not global, so turning poisoning on
 //! while frames are parked never reports a false use after free on the unpoisoned ones.
 //!
