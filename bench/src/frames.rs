@@ -134,6 +134,10 @@ impl CacheAccess for LocalCaches<'_> {
         f(&mut self.caches[self.cpu].lock())
     }
 
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        Some(f(&mut self.caches.get(usize::from(id))?.lock()))
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in self.caches {
             f(&mut c.lock());

@@ -42,6 +42,11 @@ impl CacheAccess for Caches<'_> {
         f(&mut self.0[self.1].lock().unwrap())
     }
 
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        let cache = self.0.get(usize::from(id))?;
+        Some(f(&mut cache.lock().unwrap()))
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in self.0 {
             f(&mut c.lock().unwrap());

@@ -39,6 +39,10 @@ impl CacheAccess for Cpus<'_> {
         f(&mut self.caches[self.local])
     }
 
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        self.caches.get_mut(usize::from(id)).map(f)
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         self.caches.iter_mut().for_each(&mut f);
     }

@@ -80,6 +80,11 @@ impl CacheAccess for Cpu<'_> {
         f(&mut self.caches[self.me].lock().unwrap())
     }
 
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        let cache = self.caches.get(usize::from(id))?;
+        Some(f(&mut cache.lock().unwrap()))
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for cache in self.caches {
             f(&mut cache.lock().unwrap());

@@ -41,7 +41,8 @@ static BUDDY: IrqSafeMutex<Option<Buddy<'static>>> = IrqSafeMutex::new(None);
 static RUNS: IrqSafeMutex<SmallRuns> = IrqSafeMutex::new(SmallRuns::new());
 
 /// One order-0 frame cache per CPU. Each is taken by its own CPU on the common path
-/// (uncontended) and by others only to drain it. The owner enters its cache with interrupts
+/// (uncontended), and by others only to free a frame it handed out (the free goes to the
+/// frame's home cache, so that two racing frees meet on one lock) or to drain it. The owner enters its cache with interrupts
 /// masked (`KernelCaches::with_local`, Linux's local_lock_irqsave), so a handler on the same
 /// CPU cannot interleave with the owner's half-done list operation; a draining CPU holds the
 /// lock, so it cannot either.
@@ -145,6 +146,13 @@ impl CacheAccess for KernelCaches {
         drop(cache);
         drop(irq);
         r
+    }
+
+    /// Another CPU's cache too (an order-0 free locks the frame's home cache): the same
+    /// IRQ-masked lock a drain takes, and like a drain it holds no other cache.
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        let mut cache = CACHES.get(usize::from(id))?.lock();
+        Some(f(&mut cache))
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {

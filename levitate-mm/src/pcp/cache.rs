@@ -4,8 +4,9 @@
 //! drain `batch` when more than `high` are parked.
 //!
 //! Not synchronized: every operation takes `&mut self`. The kernel keeps one per CPU behind a
-//! spin lock that only its own CPU takes (interrupts masked) outside a drain of all caches,
-//! so the lock is uncontended on the common path; see `pcp::CacheAccess`.
+//! spin lock (interrupts masked) that its own CPU takes, and another CPU only to free a frame
+//! this cache handed out, or to drain it: uncontended on the common path; see
+//! `pcp::CacheAccess`.
 
 use super::state::{self, FrameState, FrameStates, MAX_CACHES};
 use super::{BuddyAccess, Drained, PcpError};
@@ -148,8 +149,9 @@ pub struct CpuCache {
     slots: [Slot; CAPACITY],
     cold: usize,
     len: usize,
-    /// The section of the last frame freed here: frees mostly stay in one section, so the
-    /// free path finds a frame's index in O(1) instead of a binary search.
+    /// The section of the last frame refilled here: refills mostly stay in one section, so
+    /// a refill finds a frame's index in O(1) instead of a binary search. (A free looks the
+    /// index up before it knows which cache to lock, with `Layout::index_of`.)
     section_hint: usize,
     stats: CacheStats,
 }
@@ -327,10 +329,11 @@ impl CpuCache {
                     }));
                 }
             }
-            // A plain store, not a compare-and-swap: a parked frame's byte changes only by
-            // the hand of the cache that holds it (this one, under its lock; see state.rs),
-            // and every racing free of a parked frame only reads it (a double free). The
-            // free side keeps its compare-and-swap: two frees of a handed-out frame race.
+            // Plain stores, not a compare-and-swap: a parked frame's byte changes only under
+            // the lock of the cache that holds it (this one; see state.rs), and a racing free
+            // of a parked frame only reads it (a double free). The home first: the release
+            // store of the state publishes it, and a free reads it to pick the lock to take.
+            states.set_home(slot.index, self.id);
             states.publish(slot.index, state::handed_out(owner));
             if zero {
                 mem.fill(pfn, 1, 0);
@@ -389,68 +392,79 @@ impl CpuCache {
         })
     }
 
-    /// Takes back a frame freed at order 0. A frame handed out of any cache is parked here
-    /// (O(1), no lock but this cache's); one already parked is a double free; one the buddy
-    /// holds, or an address that is not a managed frame, goes to the buddy's free, which
-    /// checks everything and counts the misuse.
-    pub(super) fn free<B: BuddyAccess, M: FrameMemory + ?Sized>(
+    /// The free of the frame at mem_map `index`, whose state read without a lock said "handed
+    /// out" with this cache as its home; the caller holds this cache (its lock). Under the lock
+    /// the byte is read again: every write to a handed-out frame's byte, and to the home byte
+    /// of a frame this cache handed out, happens under this lock (state.rs), so if it still
+    /// says "handed out, home here", nobody else can move it until the lock is released, and a
+    /// plain store parks it. Two racing frees of the frame both come here: one parks it, the
+    /// other then finds it parked, a double free. [`AtHome::Moved`] when the byte changed
+    /// before the lock was taken (the caller reads it again and starts over).
+    pub(super) fn free_at_home<B: BuddyAccess, M: FrameMemory + ?Sized>(
         &mut self,
         states: &FrameStates<'_>,
         buddy: &mut B,
         addr: PhysAddr,
+        index: u32,
+        mem: &mut M,
+    ) -> AtHome {
+        let FrameState::HandedOut { owner } = FrameState::decode(states.load(index)) else {
+            return AtHome::Moved;
+        };
+        if states.home(index) != self.id {
+            return AtHome::Moved;
+        }
+        let poisoned = states.poisoning();
+        states.publish(index, state::parked(self.id, poisoned));
+        if poisoned {
+            mem.fill(addr.pfn(), 1, POISON);
+        }
+        self.park(
+            states,
+            buddy,
+            Slot {
+                pfn: addr.pfn().as_u64(),
+                index,
+            },
+            mem,
+        );
+        self.stats.frees += 1;
+        self.stats.handed_out[owner as usize] -= 1;
+        AtHome::Freed(Ok(owner))
+    }
+
+    /// The free of the frame at mem_map `index` whose state `current` (read without a lock)
+    /// was not "handed out", on the caller's own cache: a frame already parked is a double
+    /// free (it was parked when the free read it); one the buddy holds goes to the buddy's
+    /// free, which checks everything and counts the misuse; a byte no transition writes is a
+    /// conflict.
+    pub(super) fn free_not_handed_out<B: BuddyAccess, M: FrameMemory + ?Sized>(
+        &mut self,
+        states: &FrameStates<'_>,
+        buddy: &mut B,
+        addr: PhysAddr,
+        index: u32,
+        current: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        let index = if addr.page_offset() == 0 {
-            self.index_of(states.layout(), addr.pfn())
-        } else {
-            None
-        };
-        let Some(index) = index else {
-            // Misaligned, reserved or outside RAM: the buddy names which, and counts it.
-            return buddy.with_buddy(|b| b.free(addr, 0, mem));
-        };
-        let mut current = states.load(index);
-        loop {
-            return match FrameState::decode(current) {
-                FrameState::HandedOut { owner } => {
-                    let poisoned = states.poisoning();
-                    if let Err(now) =
-                        states.transition(index, current, state::parked(self.id, poisoned))
-                    {
-                        // Another CPU changed it first (a racing free of the same frame).
-                        current = now;
-                        continue;
-                    }
-                    if poisoned {
-                        mem.fill(addr.pfn(), 1, POISON);
-                    }
-                    self.park(
-                        states,
-                        buddy,
-                        Slot {
-                            pfn: addr.pfn().as_u64(),
-                            index,
-                        },
-                        mem,
-                    );
-                    self.stats.frees += 1;
-                    self.stats.handed_out[owner as usize] -= 1;
-                    Ok(owner)
-                }
-                FrameState::Parked { .. } => {
-                    self.stats.double_frees += 1;
-                    Err(double_free(addr))
-                }
-                FrameState::Buddy => self.free_to_buddy(states, buddy, addr, index, mem),
-                FrameState::Invalid(_) => {
-                    self.stats.conflicts += 1;
-                    Err(FreeError::NeverAllocated {
-                        addr,
-                        order: 0,
-                        now: Holder::Lost,
-                    })
-                }
-            };
+        match FrameState::decode(current) {
+            FrameState::Parked { .. } => {
+                self.stats.double_frees += 1;
+                Err(double_free(addr))
+            }
+            FrameState::Buddy => self.free_to_buddy(states, buddy, addr, index, mem),
+            FrameState::HandedOut { .. } | FrameState::Invalid(_) => Err(self.lost(addr)),
+        }
+    }
+
+    /// A frame whose bytes no transition writes (an invalid state, or a home that names no
+    /// cache): counted as a conflict, and refused without touching it.
+    pub(super) fn lost(&mut self, addr: PhysAddr) -> FreeError {
+        self.stats.conflicts += 1;
+        FreeError::NeverAllocated {
+            addr,
+            order: 0,
+            now: Holder::Lost,
         }
     }
 
@@ -592,6 +606,14 @@ impl CpuCache {
     pub(super) fn pop_hot_for_test(&mut self) -> PhysAddr {
         self.pop_hot().map(Slot::addr).unwrap_or_default()
     }
+}
+
+/// What [`CpuCache::free_at_home`] did.
+pub(super) enum AtHome {
+    /// The free's outcome.
+    Freed(Result<Owner, FreeError>),
+    /// The frame's byte changed between the caller's read and the lock: read it again.
+    Moved,
 }
 
 /// A free of a parked frame: from the buddy's point of view it is an order-0 block allocated

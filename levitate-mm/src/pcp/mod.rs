@@ -12,14 +12,17 @@
 //! # Design
 //!
 //! * **A state byte per frame** ([`FrameStates`]): buddy, parked in cache N, handed out to an
-//!   owner. The buddy sees a cached frame as an order-0 block allocated to
-//!   [`Owner::FrameCache`], whether it is parked or handed out, so it cannot see a double
-//!   free into a cache; the byte can. A free moves "handed out" to "parked" with
-//!   compare-and-swap, so two frees of one frame, on any CPUs, cannot both succeed; a frame
-//!   already parked is refused as [`FreeError::DoubleFree`]; a frame the buddy holds goes to
-//!   the buddy's free with all its checks. A frame freed on another CPU than it was
-//!   allocated on is simply parked there.
-//! * **Lock order: one cache, then the buddy.** The common path takes only the local cache.
+//!   owner; and a home byte, the cache that handed the frame out. The buddy sees a cached
+//!   frame as an order-0 block allocated to [`Owner::FrameCache`], whether it is parked or
+//!   handed out, so it cannot see a double free into a cache; the byte can. A free goes to
+//!   the frame's home cache, on whichever CPU it runs, and under that cache's lock moves
+//!   "handed out" to "parked" with a plain store: every byte is written only under the lock
+//!   of the one cache it names (state.rs), so two frees of one frame, on any CPUs, meet on
+//!   one lock and cannot both succeed; a frame already parked is refused as
+//!   [`FreeError::DoubleFree`]; a frame the buddy holds goes to the buddy's free with all its
+//!   checks. A pair is therefore two lock acquisitions and no other read-modify-write.
+//! * **Lock order: one cache, then the buddy.** The common path takes only the local cache
+//!   (a frame freed on another CPU than it was allocated on takes its home cache instead).
 //!   Refills and drains take the buddy inside it. A drain of all caches
 //!   ([`drain_all`]) takes them one at a time with nothing else held, and [`alloc`] calls it
 //!   only after releasing its own cache: no CPU ever holds two caches, so two CPUs running
@@ -35,8 +38,9 @@
 //!   allocation with `UseAfterFree`, the frame poisoned again and kept: a retry succeeds) or
 //!   when drained (counted, and reported by the drain).
 //! * **Accounting.** The buddy counts all cached frames as frame cache; each cache counts
-//!   frames handed out per owner (read from the state byte at free, so a free on another
-//!   CPU debits the right owner); `meminfo` adds [`CacheStats`] over all CPUs.
+//!   frames handed out per owner (read from the state byte at free, in the home cache, so a
+//!   free on another CPU debits the right owner and cache); `meminfo` adds [`CacheStats`]
+//!   over all CPUs.
 //!
 //! # Limits
 //!
@@ -58,6 +62,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use cache::AtHome;
 pub use cache::{CacheStats, CpuCache, Limits, CAPACITY};
 pub use state::{FrameState, FrameStates, MAX_CACHES};
 pub use validate::{validate, Violation};
@@ -90,6 +95,12 @@ pub trait CacheAccess {
     /// Runs `f` on the calling CPU's cache.
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R;
 
+    /// Runs `f` on the cache whose id is `id`, locked as [`Self::with_local`] locks the
+    /// caller's own (interrupts masked in the kernel); `None` when no cache has that id. An
+    /// order-0 free locks the cache that handed the frame out (its home), which is usually
+    /// the caller's own. The caller holds no other cache.
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R>;
+
     /// Runs `f` on every cache, the caller's included, locking each in turn (a drain of all
     /// caches; Linux's `drain_all_pages`).
     fn for_each_cache(&mut self, f: impl FnMut(&mut CpuCache));
@@ -99,6 +110,10 @@ pub trait CacheAccess {
 impl CacheAccess for CpuCache {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
         f(self)
+    }
+
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        (self.id() == id).then(|| f(self))
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
@@ -242,10 +257,43 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
-    if order == 0 {
-        caches.with_local(|cache| cache.free(states, buddy, addr, mem))
+    if order != 0 {
+        return buddy.with_buddy(|b| b.free(addr, order, mem));
+    }
+    let index = if addr.page_offset() == 0 {
+        states.layout().index_of(addr.pfn())
     } else {
-        buddy.with_buddy(|b| b.free(addr, order, mem))
+        None
+    };
+    let Some(index) = index else {
+        // Misaligned, reserved or outside RAM: the buddy names which, and counts it.
+        return buddy.with_buddy(|b| b.free(addr, 0, mem));
+    };
+    let index = index as u32;
+    // Each round either frees, refuses, or saw the byte change under it (another CPU's
+    // transition of this very frame, which a racing free or stale pointer alone causes).
+    loop {
+        // Read without a lock, only to choose the lock: `free_at_home` and
+        // `free_not_handed_out` decide on what they read under it (or, for a parked frame,
+        // on this read: the frame was parked when it was made, so the free is a double free).
+        let current = states.load(index);
+        if let FrameState::HandedOut { .. } = FrameState::decode(current) {
+            let home = states.home(index);
+            let at_home = caches.with_cache(home, |cache| {
+                // A cache at another place than its id would send every free of its frames
+                // round this loop for ever: treat it as a home nobody has.
+                (cache.id() == home).then(|| cache.free_at_home(states, buddy, addr, index, mem))
+            });
+            match at_home.flatten() {
+                Some(AtHome::Freed(result)) => return result,
+                Some(AtHome::Moved) => continue,
+                // A home byte that names no cache: only corruption writes one.
+                None => return Err(caches.with_local(|cache| cache.lost(addr))),
+            }
+        }
+        return caches.with_local(|cache| {
+            cache.free_not_handed_out(states, buddy, addr, index, current, mem)
+        });
     }
 }
 

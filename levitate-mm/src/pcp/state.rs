@@ -12,23 +12,31 @@
 //! | 2 handed out         | owner             | whoever `pcp::alloc` handed it to             |
 //! | 3 parked, poisoned   | cache id          | a CPU cache, filled with the poison           |
 //!
-//! The owner rides in the byte because a frame may be freed on another CPU than it was
-//! allocated on, and a free carries no owner: the freeing cache reads it here to keep the
-//! per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
+//! The owner rides in the byte because a free carries no owner: the home cache reads it here
+//! to keep the per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
 //! without allocating. The poisoned bit is per frame, not global, so turning poisoning on
 //! while frames are parked never reports a false use after free on the unpoisoned ones.
 //!
-//! Transitions, and who may make them:
-//! * buddy -> parked: a refill, under the buddy lock.
-//! * parked -> buddy: a drain, under the buddy lock.
-//! * parked -> handed out: a pop, by the cache that holds the frame (a plain store: nobody
-//!   else writes a parked frame's byte).
-//! * handed out -> parked: a free, by any cache, with compare-and-swap, so of two racing
-//!   frees of one frame exactly one wins and the other sees "parked": a double free.
+//! A second byte of the entry, the *home* ([`Page::cache_home`]), names the cache that handed
+//! a frame out; it is meaningful only while the state says "handed out".
 //!
-//! So a parked frame changes only by the hand of its own cache, and only the buddy lock moves
-//! a frame into or out of the buddy kind: a free that finds "buddy" re-reads the byte under
-//! that lock before it lets the buddy free the frame.
+//! Transitions, and who may make them:
+//! * buddy -> parked in N: a refill by cache N, under N's lock and the buddy lock.
+//! * parked in N -> buddy: a drain of cache N, under N's lock and the buddy lock.
+//! * parked in N -> handed out: a pop by cache N, under N's lock: the home is set to N, then
+//!   the state published (a release store).
+//! * handed out (home N) -> parked in N: a free, on any CPU, under N's lock (the free locks
+//!   the frame's home cache, not its own).
+//!
+//! So every byte is written only under the lock of the one cache it names (the parked-in
+//! cache, or the home of a handed-out frame), and the buddy lock besides for the buddy kind.
+//! That lock orders the writes, so none needs a compare-and-swap on the fast path: of two
+//! racing frees of one frame both lock the same home cache, the first parks the frame and
+//! the second then sees "parked": a double free. A free reads the byte first without a lock
+//! only to pick the cache to lock, and reads it again under that lock; a free that finds
+//! "buddy" re-reads it under the buddy lock before it lets the buddy free the frame. Refills
+//! and drains keep a compare-and-swap: they are off the fast path, and it catches a byte
+//! written behind the caches' back.
 
 use super::PcpError;
 use crate::addr::Pfn;
@@ -185,13 +193,33 @@ impl<'a> FrameStates<'a> {
             .load(Ordering::Acquire)
     }
 
-    /// Sets the byte of a frame only the caller may move (a parked frame of the caller's own
-    /// cache). Release: whoever sees the new state also sees the caller's writes before it.
+    /// Sets the byte of a frame only the caller may move: a frame parked in, or handed out by,
+    /// the cache whose lock the caller holds (see the module docs). Release: whoever sees the
+    /// new state also sees the caller's writes before it (the home byte among them).
     #[inline]
     pub(super) fn publish(&self, index: u32, to: u8) {
         self.pages[index as usize]
             .cache_state()
             .store(to, Ordering::Release);
+    }
+
+    /// The home of the frame at mem_map `index`: the cache that handed it out (meaningful
+    /// while its state says "handed out"; read after an acquire load of the state).
+    #[inline]
+    pub(super) fn home(&self, index: u32) -> u8 {
+        self.pages[index as usize]
+            .cache_home()
+            .load(Ordering::Relaxed)
+    }
+
+    /// Records cache `cache` as the home of the frame at `index`, before the pop publishes
+    /// "handed out" with a release store (which makes this store visible with it). Only the
+    /// cache that holds the frame parked, under its lock, calls it.
+    #[inline]
+    pub(super) fn set_home(&self, index: u32, cache: u8) {
+        self.pages[index as usize]
+            .cache_home()
+            .store(cache, Ordering::Relaxed);
     }
 
     /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns

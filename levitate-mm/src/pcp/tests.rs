@@ -70,6 +70,10 @@ impl CacheAccess for Cpus<'_> {
         f(&mut self.caches[self.local])
     }
 
+    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
+        self.caches.get_mut(usize::from(id)).map(f)
+    }
+
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         self.caches.iter_mut().for_each(&mut f);
     }
@@ -270,14 +274,16 @@ fn freeing_above_high_drains_the_coldest_batch() {
         .collect();
     assert!(cs[0].is_empty());
     let free_before = buddy.stats().free_frames;
+    // Freed on CPU 1, they go back to their home, cache 0.
     for (i, &x) in frames.iter().enumerate() {
         give(&mut cs, 1, &states, &mut buddy, x, &mut mem).unwrap();
-        assert!(cs[1].len() <= 4, "after free {i}");
+        assert!(cs[0].len() <= 4, "after free {i}");
+        assert!(cs[1].is_empty());
     }
     // Frees 5 and 7 went above high: each drained the two coldest.
-    let s = cs[1].stats();
+    let s = cs[0].stats();
     assert_eq!((s.frees, s.drains, s.drained), (8, 2, 4));
-    assert_eq!(cs[1].frames().collect::<Vec<_>>(), frames[4..]);
+    assert_eq!(cs[0].frames().collect::<Vec<_>>(), frames[4..]);
     for &x in &frames[..4] {
         assert_eq!(state_of(&states, x), FrameState::Buddy);
         assert_eq!(buddy.owner_of(x), None, "{x} is free in the buddy");
@@ -287,7 +293,7 @@ fn freeing_above_high_drains_the_coldest_batch() {
 }
 
 #[test]
-fn a_frame_freed_on_another_cpu_is_parked_there_and_debits_its_owner() {
+fn a_frame_freed_on_another_cpu_goes_back_to_its_home_cache_and_debits_its_owner() {
     let mut f = Fixture::flat(32);
     let (mut buddy, states) = f.parts();
     let mut cs = caches(2, 8, 4);
@@ -300,21 +306,21 @@ fn a_frame_freed_on_another_cpu_is_parked_there_and_debits_its_owner() {
     assert_eq!(
         state_of(&states, x),
         FrameState::Parked {
-            cache: 1,
+            cache: 0,
             poisoned: false
         }
     );
-    assert_eq!(cs[0].stats().handed_out_to(Owner::PageTable), 1);
-    assert_eq!(cs[1].stats().handed_out_to(Owner::PageTable), -1);
+    assert_eq!(cs[0].stats().handed_out_to(Owner::PageTable), 0);
+    assert_eq!(cs[1].stats(), CacheStats::default(), "cache 1 was not used");
     let mut total = CacheStats::default();
     for c in &cs {
         total += c.stats();
     }
     assert_eq!(total.handed_out_total(), 0);
     assert_eq!((total.hits, total.frees), (1, 1));
-    // Cache 1 hands it out next.
+    // Cache 0 hands it out next.
     assert_eq!(
-        take(&mut cs, 1, &states, &mut buddy, Owner::Test, &mut mem),
+        take(&mut cs, 0, &states, &mut buddy, Owner::Test, &mut mem),
         x
     );
     check(&cs, &states, &buddy);
@@ -588,14 +594,14 @@ fn poisoning_fills_frames_freed_into_a_cache_and_catches_a_later_write() {
     assert_eq!(
         state_of(&states, x),
         FrameState::Parked {
-            cache: 1,
+            cache: 0,
             poisoned: true
         }
     );
     mem.write(x + 0x10, 0);
     let before = snapshot(&cs, &states, &buddy);
     let req = Request::new(0, Owner::Heap);
-    let e = alloc(&mut cpu(&mut cs, 1), &states, &mut buddy, req, &mut mem).unwrap_err();
+    let e = alloc(&mut cpu(&mut cs, 0), &states, &mut buddy, req, &mut mem).unwrap_err();
     assert_eq!(
         e,
         AllocError::UseAfterFree {
@@ -606,9 +612,9 @@ fn poisoning_fills_frames_freed_into_a_cache_and_catches_a_later_write() {
     );
     assert_eq!(snapshot(&cs, &states, &buddy), before, "kept parked");
     assert_eq!(mem.find_not(x.pfn(), 1, POISON), None, "poisoned again");
-    assert_eq!(cs[1].stats().use_after_free, 1);
+    assert_eq!(cs[0].stats().use_after_free, 1);
     assert_eq!(
-        take(&mut cs, 1, &states, &mut buddy, Owner::Heap, &mut mem),
+        take(&mut cs, 0, &states, &mut buddy, Owner::Heap, &mut mem),
         x,
         "a retry succeeds"
     );
@@ -665,7 +671,7 @@ fn a_drain_checks_the_poison_of_what_it_gives_back() {
             order: 0
         })
     );
-    assert_eq!(cs[1].stats().use_after_free, 1);
+    assert_eq!(cs[0].stats().use_after_free, 1);
     assert_eq!(
         buddy.find_use_after_free(&mem),
         None,
