@@ -56,7 +56,7 @@ impl FrameMemory for NoMemory {
 
 /// Levitate's three layers with the kernel's locks (spin mutexes), the kernel's layout of
 /// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
-/// around each buddy use (statistics read, pressure level stored) and after each call (the
+/// around each buddy use (usage report read, pressure level stored when it moved) and after each call (the
 /// reclaim check). The routing and the out-of-memory path are not mirrored: both this and
 /// kernel/src/mm/frames.rs call the one implementation, `levitate_mm::front::Front`; only the
 /// locks (the access objects below) are the bench's own, and they do what the kernel's do.
@@ -104,21 +104,23 @@ impl Levitate {
     }
 }
 
-/// The kernel's `KernelBuddy`: the lock, then statistics and the pressure update.
+/// The kernel's `KernelBuddy`: the lock, then the pressure update when the usage moved.
 struct LockedBuddy<'a>(&'a Levitate);
 
 impl BuddyAccess for LockedBuddy<'_> {
     fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
-        let (r, free, managed) = {
+        let (r, report) = {
             let mut guard = self.0.buddy.lock();
             let buddy = guard.as_mut().expect("built");
             let r = f(buddy);
-            (r, buddy.free_frames(), buddy.managed_frames())
+            (r, buddy.usage_report())
         };
-        let used = managed.saturating_sub(free);
-        self.0
-            .pressure
-            .store(used * 100 / managed.max(1), Ordering::Relaxed);
+        if let Some((free, managed)) = report {
+            let used = managed.saturating_sub(free);
+            self.0
+                .pressure
+                .store(used * 100 / managed.max(1), Ordering::Relaxed);
+        }
         r
     }
 }

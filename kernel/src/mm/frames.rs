@@ -112,21 +112,24 @@ impl FrameMemory for LinearMemory {
     }
 }
 
-/// The buddy through its lock; after each use, the policy above hears the new figures
-/// (`hooks::usage`, outside the lock).
+/// The buddy through its lock; after a use that moved the free frames by 0.1 % of RAM or more
+/// (`Buddy::usage_report`), the policy above hears the new figures (`hooks::usage`, outside
+/// the lock).
 struct KernelBuddy;
 
 impl BuddyAccess for KernelBuddy {
     fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
-        let (r, free, managed) = {
+        let (r, report) = {
             let mut guard = BUDDY.lock();
             let buddy = guard
                 .as_mut()
                 .expect("boot order invariant: frames::init runs before any frame allocation");
             let r = f(buddy);
-            (r, buddy.free_frames(), buddy.managed_frames())
+            (r, buddy.usage_report())
         };
-        super::hooks::usage(free, managed);
+        if let Some((free, managed)) = report {
+            super::hooks::usage(free, managed);
+        }
         r
     }
 }

@@ -78,6 +78,9 @@ impl Block {
 impl Buddy<'_> {
     /// Allocates a block. `mem` is touched only to zero the block or, with poisoning on, to
     /// check it. On `Err` the allocator is as it was (only the statistics count the failure).
+    // Inlined into the caller's lock closure: the result then stays in registers instead of
+    // being stored and reloaded through each layer (measured: a few ns per call in `mixed`).
+    #[inline(always)]
     pub fn alloc<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
@@ -139,7 +142,26 @@ impl Buddy<'_> {
     /// Takes a free block of at least `order` (entirely below `below`, if given) off its
     /// list: its zone, order and mem_map index. Normal comes first so DMA32 stays for the
     /// devices that need it.
+    #[inline]
     fn take_free(&mut self, order: u8, below: Option<PhysAddr>) -> Option<(Zone, u8, u32)> {
+        if below.is_none() {
+            // No limit: the smallest usable order of Normal, then of DMA32, O(1) each (an
+            // empty zone has no list bits set).
+            for zone in [Zone::Normal, Zone::Dma32] {
+                let area = &mut self.zones[zone.index()];
+                if let Some(found) = area.smallest_free_order(order) {
+                    if let Some(index) = area.pop(self.pages, found) {
+                        return Some((zone, found, index));
+                    }
+                }
+            }
+            return None;
+        }
+        self.take_free_limited(order, below)
+    }
+
+    /// [`Self::take_free`] with an address limit.
+    fn take_free_limited(&mut self, order: u8, below: Option<PhysAddr>) -> Option<(Zone, u8, u32)> {
         for zone in [Zone::Normal, Zone::Dma32] {
             let area = &self.zones[zone.index()];
             if area.managed == 0 {

@@ -75,6 +75,10 @@ pub const ORDERS: usize = MAX_ORDER as usize + 1;
 /// The order the fragmentation figure is taken at (2 MiB, a block-mapped page).
 pub const FRAGMENTATION_ORDER: u8 = 9;
 
+/// [`Buddy::usage_report`] reports once the free frames moved by 1/2^this of the managed ones
+/// (1/1024: 0.1 %, finer than the pressure watermarks' 2-point hysteresis).
+const USAGE_REPORT_SHIFT: u32 = 10;
+
 /// `Page::state` of a frame that does not start a block.
 const STATE_TAIL: u8 = 0;
 /// `Page::state` of the head of a free block.
@@ -89,6 +93,13 @@ pub struct Buddy<'m> {
     /// One entry per usable frame, exactly `layout.frames()` long.
     pages: &'m [Page],
     layout: &'m Layout,
+    /// The largest section: most frames lie in it, so [`Self::locate`] and [`Self::pfn_of`]
+    /// try it first (two compares) before searching the sections.
+    main: &'m Section,
+    /// Free frames at the last [`Self::usage_report`] (`u64::MAX` before the first).
+    reported_free: u64,
+    /// How far the free frames must move before [`Self::usage_report`] reports again.
+    report_step: u64,
     /// RAM, to tell a reserved frame from an address that is not memory at all.
     ram: RegionSet<MAX_MEMORY>,
     zones: [FreeArea; ZONES],
@@ -149,9 +160,17 @@ impl<'m> Buddy<'m> {
         for page in pages {
             page.reset();
         }
+        let main = layout
+            .sections()
+            .iter()
+            .max_by_key(|s| s.frames)
+            .ok_or(BuddyError::NoFrames)?;
         let mut buddy = Buddy {
             pages,
             layout,
+            main,
+            reported_free: u64::MAX,
+            report_step: (frames >> USAGE_REPORT_SHIFT).max(1),
             ram: ram_set,
             zones: [FreeArea::EMPTY; ZONES],
             poisoning: false,
@@ -244,10 +263,16 @@ impl<'m> Buddy<'m> {
         }
     }
 
-    /// The section holding `pfn` and the frame's mem_map index.
+    /// The section holding `pfn` and the frame's mem_map index: the main section in O(1),
+    /// any other in O(log sections).
+    #[inline]
     fn locate(&self, pfn: Pfn) -> Option<(&'m Section, u32)> {
-        let sections: &'m [Section] = self.layout.sections();
         let pfn = pfn.as_u64();
+        let main = self.main;
+        if pfn.wrapping_sub(main.start) < main.frames {
+            return Some((main, (main.first_index + (pfn - main.start)) as u32));
+        }
+        let sections: &'m [Section] = self.layout.sections();
         let i = sections
             .partition_point(|s| s.start <= pfn)
             .checked_sub(1)?;
@@ -256,9 +281,14 @@ impl<'m> Buddy<'m> {
     }
 
     /// The frame a mem_map index describes (the index is one of ours: always in range).
+    #[inline]
     fn pfn_of(&self, index: u32) -> u64 {
-        let sections = self.layout.sections();
         let index = u64::from(index);
+        let main = self.main;
+        if index.wrapping_sub(main.first_index) < main.frames {
+            return main.start + (index - main.first_index);
+        }
+        let sections = self.layout.sections();
         let i = sections
             .partition_point(|s| s.first_index <= index)
             .saturating_sub(1);

@@ -14,18 +14,37 @@ impl<'m> Buddy<'m> {
     /// Frees the block of 2^`order` frames at `addr` and returns its owner. A free that is
     /// not exactly the start and order of an allocated block is refused with the reason (and
     /// counted in [`super::Stats::misuse`]); the allocator is then unchanged.
+    // Inlined into the caller's lock closure: the result then stays in registers instead of
+    // being stored and reloaded through each layer (measured: a few ns per call in `mixed`).
+    #[inline(always)]
     pub fn free<M: FrameMemory + ?Sized>(
         &mut self,
         addr: PhysAddr,
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        let (section, index) = match self.check_free(addr, order) {
-            Ok(found) => found,
-            Err(e) => {
-                self.misuse.record(e.kind());
-                return Err(e);
+        // The common case in a few compares: a managed, page-aligned address heading an
+        // allocated block of this order. Anything else takes `check_free`, which names it.
+        let fast = match self.locate(addr.pfn()) {
+            Some((section, index))
+                if order <= MAX_ORDER && addr.page_offset() == 0 && {
+                    let page = &self.pages[index as usize];
+                    page.state() == STATE_ALLOCATED && page.order() == order
+                } =>
+            {
+                Some((section, index))
             }
+            _ => None,
+        };
+        let (section, index) = match fast {
+            Some(found) => found,
+            None => match self.check_free(addr, order) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.misuse.record(e.kind());
+                    return Err(e);
+                }
+            },
         };
         let owner = Owner::from_u8(self.pages[index as usize].owner()).unwrap_or(Owner::Other);
         let frames = 1u64 << order;
@@ -51,6 +70,8 @@ impl<'m> Buddy<'m> {
     /// Everything a free must pass, in the order that names the bug best: the address must be
     /// managed, then it must head an allocated block of that order. Otherwise the frame's
     /// current block says whether it is a double free or was never allocated.
+    #[cold]
+    #[inline(never)]
     fn check_free(&self, addr: PhysAddr, order: u8) -> Result<(&'m Section, u32), FreeError> {
         if order > MAX_ORDER {
             return Err(FreeError::BadOrder { addr, order });
@@ -91,6 +112,7 @@ impl<'m> Buddy<'m> {
     /// with its buddies. A buddy outside the section is never merged: blocks stay inside their
     /// section, which is what keeps index arithmetic valid. Nothing merges past
     /// [`MAX_ORDER`], so two free 1 GiB buddies stay two blocks.
+    #[inline]
     pub(super) fn release(&mut self, section: &Section, pfn: u64, index: u32, order: u8) {
         let area = &mut self.zones[Zone::of_pfn(pfn).index()];
         let end = section.start + section.frames;

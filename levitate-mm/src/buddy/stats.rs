@@ -166,6 +166,20 @@ impl Buddy<'_> {
         self.zones.iter().map(|z| z.managed).sum()
     }
 
+    /// Free and managed frames for a pressure policy, when the free frames moved by at least
+    /// 1/1024 of the managed ones since the last report (or on the first call); `None`
+    /// otherwise. Calling it after every use of the buddy keeps a policy's view within 0.1 %
+    /// of the truth at a compare per call, instead of a percentage (a division) per call.
+    #[inline]
+    pub fn usage_report(&mut self) -> Option<(u64, u64)> {
+        let free = self.free_frames();
+        if free.abs_diff(self.reported_free) < self.report_step {
+            return None;
+        }
+        self.reported_free = free;
+        Some((free, self.managed_frames()))
+    }
+
     /// The figures now.
     pub fn stats(&self) -> Stats {
         let zones = Zone::ALL.map(|zone| {

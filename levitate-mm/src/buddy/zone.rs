@@ -93,6 +93,7 @@ impl FreeArea {
 
     /// Makes `index` the head of a free block of `order` and puts it first on its list
     /// (last freed, first reused: its cache lines are the likeliest to be warm).
+    #[inline]
     pub fn push(&mut self, pages: &[Page], order: u8, index: u32) {
         let o = usize::from(order);
         let old_head = self.heads[o];
@@ -112,6 +113,7 @@ impl FreeArea {
 
     /// Takes the free block headed by `index` off list `order`. The caller gives the head
     /// its next state.
+    #[inline]
     pub fn unlink(&mut self, pages: &[Page], order: u8, index: u32) {
         let o = usize::from(order);
         let page = &pages[index as usize];
@@ -132,6 +134,7 @@ impl FreeArea {
     }
 
     /// Takes the first block off list `order`.
+    #[inline]
     pub fn pop(&mut self, pages: &[Page], order: u8) -> Option<u32> {
         let head = self.heads[usize::from(order)];
         if head == Page::NONE {
@@ -142,6 +145,7 @@ impl FreeArea {
     }
 
     /// The smallest order at least `order` with a free block.
+    #[inline]
     pub fn smallest_free_order(&self, order: u8) -> Option<u8> {
         let above = self.nonempty >> order;
         (above != 0).then(|| order + above.trailing_zeros() as u8)

@@ -98,3 +98,26 @@ fn checkerboard_memory_is_fully_fragmented() {
     assert_eq!(s.fragmentation(), 1000);
     b.validate().unwrap();
 }
+
+#[test]
+fn usage_report_comes_first_then_once_per_step() {
+    // 64 MiB: 16384 frames, a step of 16 frames (1/1024).
+    let mut f = Fixture::all_usable(&[(0x4000_0000, 0x4000_0000 + 64 * MIB)]);
+    let mut b = f.buddy();
+    let mut mem = NullMemory;
+    let managed = b.managed_frames();
+    assert_eq!(b.usage_report(), Some((managed, managed)));
+    assert_eq!(b.usage_report(), None);
+    // 8 frames: under the step, nothing to report.
+    let small = take(&mut b, Request::new(3, Owner::Test), &mut mem);
+    assert_eq!(b.usage_report(), None);
+    // 8 + 16 frames away from the last report: reported, with the figures now.
+    let big = take(&mut b, Request::new(4, Owner::Test), &mut mem);
+    assert_eq!(b.usage_report(), Some((managed - 24, managed)));
+    assert_eq!(b.usage_report(), None);
+    // Frees move the figure back the same way.
+    b.free(big.0, big.1, &mut mem).unwrap();
+    assert_eq!(b.usage_report(), Some((managed - 8, managed)));
+    b.free(small.0, small.1, &mut mem).unwrap();
+    assert_eq!(b.usage_report(), None);
+}
