@@ -92,6 +92,13 @@ fn idle_checks() -> [Says<'static>; 2] {
     ]
 }
 
+/// A boot that ran every command and powered off cleanly.
+const POWERED_OFF: Expect = Expect {
+    code: 0,
+    contains: &["powering off"],
+    absent: &["PANIC"],
+};
+
 fn small_machine(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<()> {
     let opts = RunOptions {
         mem_mib: 32,
@@ -110,15 +117,7 @@ fn small_machine(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<(
     tally.record(
         "heap at --mem 32M: stress heap 14M, then 16M succeeds (no failed request); the heap \
          is back under 4 MiB mapped after each",
-        check_commands(
-            &out,
-            &Expect {
-                code: 0,
-                contains: &["powering off"],
-                absent: &["PANIC"],
-            },
-            &says,
-        ),
+        check_commands(&out, &POWERED_OFF, &says),
     );
     Ok(())
 }
@@ -139,15 +138,7 @@ fn idle_release(tally: &mut Tally, image: &Path, base: &RunOptions) -> Result<()
     tally.record(
         "heap at --mem 1G: after stress heap 400M the empty heap is given back at low pressure \
          (heap and meminfo under 4 MiB)",
-        check_commands(
-            &out,
-            &Expect {
-                code: 0,
-                contains: &["powering off"],
-                absent: &["PANIC"],
-            },
-            &says,
-        ),
+        check_commands(&out, &POWERED_OFF, &says),
     );
     Ok(())
 }
