@@ -5,8 +5,8 @@
 //! reserved-memory node the phone uses) in which nothing reserved is ever handed out.
 
 use super::harness::{
-    boot, boot_with_monitor, check, check_commands, command_outputs, dump_qemu_dtb, memcheck_says,
-    stress_says, Expect, Outcome, Says, Tally,
+    boot, boot_with_monitor, check, check_commands, command_outputs, compile_dts, memcheck_says,
+    qemu_dts, stress_says, Expect, Outcome, Says, Tally,
 };
 use crate::bootimg::{self, Board, ImageOptions, KernelFormat};
 use crate::qemu::RunOptions;
@@ -624,18 +624,7 @@ fn pattern(base: u64, size: usize) -> Vec<u8> {
 
 /// QEMU's own tree with the RAM, reservations and chosen node replaced.
 fn gs101_like_tree(work: &Path, initrd_len: u64) -> Result<PathBuf> {
-    deps::ensure_dtc()?;
-    dump_qemu_dtb(work)?;
-    let dts = work.join("gs101-like.dts");
-    let out = work.join("gs101-like.dtb");
-    let decompiled = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts"])
-        .arg(work.join("qemu-virt-default.dtb"))
-        .output()?;
-    if !decompiled.status.success() {
-        bail!("dtc could not decompile QEMU's tree");
-    }
-    let mut text = String::from_utf8_lossy(&decompiled.stdout).into_owned();
+    let mut text = qemu_dts(work)?;
     let mut reserved = String::new();
     for (name, base, size, props, _) in STATIC {
         reserved.push_str(&format!(
@@ -675,16 +664,7 @@ fn gs101_like_tree(work: &Path, initrd_len: u64) -> Result<PathBuf> {
 "#,
         BANK0.0, BANK0.1, BANK1.0, BANK1.1
     ));
-    std::fs::write(&dts, text)?;
-    let status = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-        .arg(&out)
-        .arg(&dts)
-        .status()?;
-    if !status.success() {
-        bail!("dtc could not compile {}", dts.display());
-    }
-    Ok(out)
+    compile_dts(work, "gs101-like", &text)
 }
 
 /// Boots with a QEMU monitor ([`boot_with_monitor`]): once `commands` have all run, saves
