@@ -683,6 +683,14 @@ fn draw_status(wait: bool) {
     }
 }
 
+/// The RAM banks as (base, size) pairs, as the strip draws them.
+fn ram_banks(map: &levitate_mm::memmap::MemoryMap<'_>) -> Vec<(u64, u64)> {
+    map.memory()
+        .iter()
+        .map(|r| (r.base.as_u64(), r.size))
+        .collect()
+}
+
 /// Redraws the memory strip: RAM, reservations, and the frames' owners sampled once per
 /// pixel column (one short buddy lock per column, never one across the mem_map).
 pub fn redraw_memory() {
@@ -690,11 +698,7 @@ pub fn redraw_memory() {
     let columns = info.width as usize;
     let (ram, usable, reserved) = {
         let map = physmem::map();
-        let ram: Vec<(u64, u64)> = map
-            .memory()
-            .iter()
-            .map(|r| (r.base.as_u64(), r.size))
-            .collect();
+        let ram = ram_banks(&map);
         let usable: Vec<Region> = map.usable().to_vec();
         let reserved: Vec<Span> = map
             .reserved()

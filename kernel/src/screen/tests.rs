@@ -152,11 +152,7 @@ levitate_hal::ktest!(
 levitate_hal::ktest!(
     fn owner_samples_cover_usable_memory_only() -> KtestResult {
         let map = physmem::map();
-        let ram: Vec<(u64, u64)> = map
-            .memory()
-            .iter()
-            .map(|r| (r.base.as_u64(), r.size))
-            .collect();
+        let ram = ram_banks(&map);
         let usable: Vec<Region> = map.usable().to_vec();
         drop(map);
         let spans = sample_owners(&ram, &usable, 640);
