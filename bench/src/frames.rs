@@ -9,7 +9,9 @@ use levitate_mm::bitmap::{self, SmallRuns};
 use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
 use levitate_mm::front::{Front, RunsAccess};
 use levitate_mm::mem_map::{Layout, Page};
-use levitate_mm::pcp::{BuddyAccess, CacheAccess, CpuCache, FrameStates, Limits};
+use levitate_mm::pcp::{
+    BuddyAccess, CacheAccess, CpuCache, FrameStates, HoldFor, HotCache, Limits,
+};
 use levitate_mm::region::Region;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -64,6 +66,9 @@ pub struct Levitate {
     buddy: spin::Mutex<Option<Buddy<'static>>>,
     runs: Box<spin::Mutex<SmallRuns>>,
     caches: Box<[spin::Mutex<CpuCache>]>,
+    /// The per-CPU stashes (owner only: thread `cpu` alone uses stash `cpu`, as a kernel CPU
+    /// alone uses its own with interrupts masked).
+    hots: Box<[HotCache]>,
     states: FrameStates<'static>,
     /// Stand-ins for kernel/src/mm/pressure.rs: the level stored after each buddy use, and the
     /// flag `reclaim_if_due` loads after each call.
@@ -86,6 +91,7 @@ impl Levitate {
             buddy: spin::Mutex::new(Some(buddy)),
             runs: Box::new(spin::Mutex::new(SmallRuns::new())),
             caches,
+            hots: (0..cpus).map(|i| HotCache::new(i as u8)).collect(),
             states: FrameStates::new(layout, pages).expect("states"),
             pressure: AtomicU64::new(0),
             due: AtomicBool::new(false),
@@ -128,6 +134,7 @@ impl BuddyAccess for LockedBuddy<'_> {
 /// The kernel's `KernelCaches`.
 struct LocalCaches<'a> {
     caches: &'a [spin::Mutex<CpuCache>],
+    hots: &'a [HotCache],
     cpu: usize,
 }
 
@@ -136,14 +143,41 @@ impl CacheAccess for LocalCaches<'_> {
         f(&mut self.caches[self.cpu].lock())
     }
 
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        Some(f(&mut self.caches.get(usize::from(id))?.lock()))
+    #[inline]
+    fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
+        Some(f(&self.hots[self.cpu]))
+    }
+
+    fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
+        f(
+            Some(&self.hots[self.cpu]),
+            &mut self.caches[self.cpu].lock(),
+        )
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in self.caches {
             f(&mut c.lock());
         }
+    }
+
+    /// The kernel asks each CPU to answer; the bench's workloads never run out of memory, so a
+    /// drain only ever runs with no other bench thread active, and it answers for every stash
+    /// itself.
+    fn hold_stashes(
+        &mut self,
+        _why: HoldFor,
+        serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
+    ) -> bool {
+        for (hot, ring) in self.hots.iter().zip(self.caches) {
+            hot.request_hold();
+            serve(hot, &mut ring.lock());
+        }
+        true
+    }
+
+    fn release_stashes(&mut self) {
+        self.hots.iter().for_each(HotCache::release_hold);
     }
 }
 
@@ -174,6 +208,7 @@ impl Levitate {
         Front {
             caches: LocalCaches {
                 caches: &self.caches,
+                hots: &self.hots,
                 cpu,
             },
             runs: LockedRuns(&self.runs),

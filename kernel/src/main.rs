@@ -181,6 +181,10 @@ extern "C" fn levitate_boot_main(dtb_phys: u64, image_phys: u64, boot_el: u64, e
     if tick::register_tick_hook(watchdog::service).is_err() {
         log::warn!("watchdog: no tick hook slot left: a running watchdog is not serviced");
     }
+    // Every CPU answers a hold on its frame stash within a tick, even when it never allocates.
+    if tick::register_tick_hook(frames::serve_holds).is_err() {
+        log::warn!("frames: no tick hook slot left: stash holds wait for allocator calls");
+    }
     // The allocator stress in interrupt context (`irqstat stress on`; idle otherwise).
     if tick::register_tick_hook(frames::tick_stress).is_err() {
         log::warn!("frames: no tick hook slot left for the interrupt-context stress");

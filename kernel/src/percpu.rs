@@ -7,10 +7,29 @@
 //! register read, no memory load, and owes nothing to the module that owns the per-CPU
 //! records (`smp`, above the memory manager). Per-CPU data is arrays indexed by it.
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use levitate_hal::arch::aarch64::cpu;
 
 /// Most CPUs Levitate drives (the Pixel 6 has 8).
 pub const MAX_CPUS: usize = 16;
+
+/// Bit `i`: CPU `i` runs kernel code (set by `smp` as each CPU comes online, the boot CPU's
+/// by `set_boot_cpu`). Lets the layers below `smp` (the frame allocator's stash holds) know
+/// whom to wait for without reaching up into `smp`.
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+const _: () = assert!(MAX_CPUS <= 32);
+
+/// Records CPU `index` as running (from then on other CPUs may wait for it to answer).
+pub fn mark_online(index: usize) {
+    if index < MAX_CPUS {
+        ONLINE.fetch_or(1 << index, Ordering::Release);
+    }
+}
+
+/// Whether CPU `index` runs kernel code.
+pub fn is_online(index: usize) -> bool {
+    index < MAX_CPUS && ONLINE.load(Ordering::Acquire) & (1 << index) != 0
+}
 
 /// This CPU's logical index. Valid once `set_boot_cpu` ran (the boot CPU, first thing at
 /// boot) or boot.S set TPIDR_EL1 from the start block (a secondary, before any Rust code).
@@ -23,6 +42,7 @@ pub fn index() -> usize {
 /// running CPU (it takes no lock and reads one register, as the recorder requires).
 pub fn set_boot_cpu() {
     cpu::set_percpu(0);
+    mark_online(0);
     levitate_hal::sync::set_cpu_index(index);
 }
 

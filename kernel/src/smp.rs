@@ -407,7 +407,10 @@ extern "C" fn secondary_main(index: usize) -> ! {
     crate::tick::start_cpu_interrupts();
     percpu.set_state(State::Idle);
     percpu.online.store(true, Ordering::Release);
+    crate::percpu::mark_online(percpu.index);
     loop {
+        // An idle CPU answers a frame-stash hold at once: the holder's event wakes it here.
+        crate::mm::frames::serve_holds();
         let job = percpu.mailbox.lock().take();
         match job {
             Some(job) => {

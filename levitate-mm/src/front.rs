@@ -58,14 +58,27 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
-        let first = pcp::alloc(&mut self.caches, self.states, &mut self.buddy, req, mem);
+        match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
+            Some(block) => Ok(block),
+            None => self.alloc_slow(req, mem),
+        }
+    }
+
+    /// [`Self::alloc`] past this CPU's stash.
+    #[inline(never)]
+    fn alloc_slow<M: FrameMemory + ?Sized>(
+        &mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        let first = pcp::alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem);
         if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
             return first;
         }
         if self.release_idle_chunk(mem) == 0 {
             return first;
         }
-        pcp::alloc(&mut self.caches, self.states, &mut self.buddy, req, mem)
+        pcp::alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem)
     }
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
@@ -77,14 +90,17 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        pcp::free(
-            &mut self.caches,
-            self.states,
-            &mut self.buddy,
-            addr,
-            order,
-            mem,
-        )
+        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
+            Some(owner) => Ok(owner),
+            None => pcp::free_slow(
+                &mut self.caches,
+                self.states,
+                &mut self.buddy,
+                addr,
+                order,
+                mem,
+            ),
+        }
     }
 
     /// `n` contiguous frames at their exact cost: one frame through this CPU's cache,

@@ -47,11 +47,8 @@ pub struct Page {
     flags: AtomicU8,
     /// The per-CPU caches' state byte (`pcp::FrameState`): buddy, parked, handed out.
     cache_state: AtomicU8,
-    /// The per-CPU caches' home byte: the id of the cache that handed the frame out
-    /// (`pcp`: its free goes back there, under that cache's lock). Meaningless otherwise.
-    cache_home: AtomicU8,
     /// Spare bytes (reference count or allocation site, later).
-    _spare: [u8; 2],
+    _spare: [u8; 3],
 }
 
 impl Page {
@@ -68,8 +65,7 @@ impl Page {
             owner: AtomicU8::new(0),
             flags: AtomicU8::new(0),
             cache_state: AtomicU8::new(0),
-            cache_home: AtomicU8::new(0),
-            _spare: [0; 2],
+            _spare: [0; 3],
         }
     }
 
@@ -148,12 +144,6 @@ impl Page {
     #[inline]
     pub fn cache_state(&self) -> &AtomicU8 {
         &self.cache_state
-    }
-
-    /// The per-CPU caches' home byte (which cache handed the frame out).
-    #[inline]
-    pub fn cache_home(&self) -> &AtomicU8 {
-        &self.cache_home
     }
 }
 

@@ -42,11 +42,6 @@ impl CacheAccess for Caches<'_> {
         f(&mut self.0[self.1].lock().unwrap())
     }
 
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        let cache = self.0.get(usize::from(id))?;
-        Some(f(&mut cache.lock().unwrap()))
-    }
-
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in self.0 {
             f(&mut c.lock().unwrap());
@@ -244,7 +239,7 @@ fn racing_frees_through_the_front_have_exactly_one_winner_each() {
         let refs: Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
         let b = buddy.lock().unwrap();
         b.validate().unwrap();
-        if let Err(v) = pcp::validate(&refs, &states, &b) {
+        if let Err(v) = pcp::validate(&refs, &[], &states, &b) {
             panic!("{v}");
         }
         runs.lock().unwrap().validate(&b).unwrap();

@@ -39,10 +39,6 @@ impl CacheAccess for Cpus<'_> {
         f(&mut self.caches[self.local])
     }
 
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        self.caches.get_mut(usize::from(id)).map(f)
-    }
-
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         self.caches.iter_mut().for_each(&mut f);
     }
@@ -216,7 +212,7 @@ impl World<'_> {
 
     fn check(&self) -> Result<(), TestCaseError> {
         let refs: Vec<&CpuCache> = self.caches.iter().collect();
-        if let Err(v) = pcp::validate(&refs, &self.states, &self.buddy) {
+        if let Err(v) = pcp::validate(&refs, &[], &self.states, &self.buddy) {
             return Err(TestCaseError::fail(format!("{v}")));
         }
         for (&start, &(order, owner, pattern)) in &self.model.live {

@@ -13,7 +13,9 @@
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, Misuse, Owner, Request, POISON};
 use levitate_mm::mem_map::{Layout, Page};
-use levitate_mm::pcp::{self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits};
+use levitate_mm::pcp::{
+    self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, HoldFor, HotCache, Limits,
+};
 use levitate_mm::region::Region;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,10 +71,20 @@ impl BuddyAccess for SharedBuddy<'_, '_> {
     }
 }
 
-/// The caches, each behind its mutex, seen from thread `me`.
+/// The caches, each behind its mutex, and (when the run uses them) the stashes, each used
+/// only by its own thread, seen from thread `me`.
 struct Cpu<'a> {
     caches: &'a [Mutex<CpuCache>],
+    stashes: Option<Stashes<'a>>,
     me: usize,
+}
+
+/// The threads' stashes, and which threads have left for good (their stashes may be served
+/// by whoever holds them, under the ring's lock).
+#[derive(Clone, Copy)]
+struct Stashes<'a> {
+    hots: &'a [HotCache],
+    exited: &'a [AtomicBool],
 }
 
 impl CacheAccess for Cpu<'_> {
@@ -80,14 +92,60 @@ impl CacheAccess for Cpu<'_> {
         f(&mut self.caches[self.me].lock().unwrap())
     }
 
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        let cache = self.caches.get(usize::from(id))?;
-        Some(f(&mut cache.lock().unwrap()))
+    fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
+        Some(f(&self.stashes?.hots[self.me]))
+    }
+
+    fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
+        let hot = self.stashes.map(|s| &s.hots[self.me]);
+        f(hot, &mut self.caches[self.me].lock().unwrap())
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for cache in self.caches {
             f(&mut cache.lock().unwrap());
+        }
+    }
+
+    /// As the kernel does: every stash held, then a wait for each running thread to answer
+    /// (at its next locked call), answering our own meanwhile; a thread that has exited is
+    /// answered for, under its ring's lock.
+    fn hold_stashes(
+        &mut self,
+        _why: HoldFor,
+        serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
+    ) -> bool {
+        let Some(st) = self.stashes else {
+            return true;
+        };
+        let tickets: Vec<_> = st.hots.iter().map(HotCache::request_hold).collect();
+        let start = std::time::Instant::now();
+        loop {
+            serve(&st.hots[self.me], &mut self.caches[self.me].lock().unwrap());
+            let mut pending = false;
+            for (i, (hot, &t)) in st.hots.iter().zip(&tickets).enumerate() {
+                if i == self.me || hot.answered(t) {
+                    continue;
+                }
+                if st.exited[i].load(Ordering::Acquire) {
+                    serve(hot, &mut self.caches[i].lock().unwrap());
+                } else {
+                    pending = true;
+                }
+            }
+            if !pending {
+                return true;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn release_stashes(&mut self) {
+        if let Some(st) = self.stashes {
+            st.hots.iter().for_each(HotCache::release_hold);
         }
     }
 }
@@ -143,6 +201,7 @@ struct Shared<'a, 'm> {
     buddy: &'a Mutex<Buddy<'m>>,
     states: &'a FrameStates<'a>,
     caches: &'a [Mutex<CpuCache>],
+    stashes: Option<Stashes<'a>>,
     memory: &'a HostMemory,
     /// Per thread, frames other threads passed it, for it to free.
     inboxes: &'a [Mutex<VecDeque<Held>>],
@@ -159,6 +218,7 @@ impl Shared<'_, '_> {
     fn alloc(&self, me: usize, req: Request, rng: &mut Rng) -> Option<Held> {
         let mut cpu = Cpu {
             caches: self.caches,
+            stashes: self.stashes,
             me,
         };
         let mut buddy = SharedBuddy(self.buddy);
@@ -211,6 +271,7 @@ impl Shared<'_, '_> {
         }
         let mut cpu = Cpu {
             caches: self.caches,
+            stashes: self.stashes,
             me,
         };
         let mut buddy = SharedBuddy(self.buddy);
@@ -247,18 +308,24 @@ impl Shared<'_, '_> {
     fn drain_all(&self, me: usize) {
         let mut cpu = Cpu {
             caches: self.caches,
+            stashes: self.stashes,
             me,
         };
         let mut buddy = SharedBuddy(self.buddy);
         let drained = pcp::drain_all(&mut cpu, self.states, &mut buddy, &mut Mem(self.memory));
         assert_eq!(drained.use_after_free, None);
+        assert!(
+            !drained.unanswered,
+            "thread {me}: a stash did not answer the hold"
+        );
     }
 
     fn validate(&self) {
         let guards: Vec<_> = self.caches.iter().map(|c| c.lock().unwrap()).collect();
         let refs: Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
+        let hots: Vec<&HotCache> = self.stashes.iter().flat_map(|s| s.hots).collect();
         let buddy = self.buddy.lock().unwrap();
-        if let Err(v) = pcp::validate(&refs, self.states, &buddy) {
+        if let Err(v) = pcp::validate(&refs, &hots, self.states, &buddy) {
             panic!("{v}");
         }
     }
@@ -267,6 +334,9 @@ impl Shared<'_, '_> {
         let mut total = CacheStats::default();
         for c in self.caches {
             total += c.lock().unwrap().stats();
+        }
+        for hot in self.stashes.iter().flat_map(|s| s.hots) {
+            total += hot.stats();
         }
         total
     }
@@ -342,10 +412,26 @@ fn worker(shared: &Shared<'_, '_>, me: usize, ops: u32, start: &Barrier) {
     for h in inbox {
         shared.free(me, h);
     }
+    if let Some(st) = shared.stashes {
+        st.exited[me].store(true, Ordering::Release);
+    }
 }
 
+/// Poisoning on: every free goes to a ring (a stash holds no poisoned frame), every frame
+/// checked when it leaves a cache.
 #[test]
 fn threads_allocating_and_freeing_across_caches_lose_nothing() {
+    stress(true, false);
+}
+
+/// Poisoning off, the stashes in front: most operations lock nothing, frees on other
+/// threads race the owners' pops through the state byte, drains hold every stash.
+#[test]
+fn threads_with_stashes_lose_nothing() {
+    stress(false, true);
+}
+
+fn stress(poison: bool, stashes: bool) {
     const THREADS: usize = 4;
     let m = machine();
     let pages = vec![Page::new(); m.layout.frames() as usize];
@@ -367,6 +453,8 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
         .collect();
     let memory = HostMemory::new(m.frames);
     let done: Vec<AtomicBool> = (0..THREADS).map(|_| AtomicBool::new(false)).collect();
+    let exited: Vec<AtomicBool> = (0..THREADS).map(|_| AtomicBool::new(false)).collect();
+    let hots: Vec<HotCache> = (0..THREADS).map(|i| HotCache::new(i as u8)).collect();
     let inboxes: Vec<Mutex<VecDeque<Held>>> =
         (0..THREADS).map(|_| Mutex::new(VecDeque::new())).collect();
     let taken: Vec<AtomicBool> = (0..m.frames).map(|_| AtomicBool::new(false)).collect();
@@ -376,6 +464,10 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
         buddy: &buddy,
         states: &states,
         caches: &caches,
+        stashes: stashes.then_some(Stashes {
+            hots: &hots,
+            exited: &exited,
+        }),
         memory: &memory,
         inboxes: &inboxes,
         done: &done,
@@ -385,7 +477,7 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
     };
     let initial: Vec<_> = {
         let mut b = buddy.lock().unwrap();
-        pcp::set_poisoning(&states, &mut *b, true, &mut Mem(&memory));
+        pcp::set_poisoning(&states, &mut *b, poison, &mut Mem(&memory));
         let mut v: Vec<_> = b.free_blocks().map(|f| (f.addr, f.order)).collect();
         v.sort();
         v
@@ -420,6 +512,7 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
     free.sort();
     assert_eq!(free, initial);
     assert!(caches.iter().all(|c| c.lock().unwrap().is_empty()));
+    assert!(hots.iter().all(HotCache::is_empty));
     assert_eq!(total.handed_out_total(), 0);
     assert_eq!(
         (total.double_frees, total.conflicts, total.use_after_free),
@@ -439,8 +532,15 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
         "memory never ran out"
     );
     assert!(taken.iter().all(|t| !t.load(Ordering::Relaxed)));
+    if stashes {
+        let stash_hits: u64 = hots.iter().map(|h| h.stats().hits).sum();
+        assert!(
+            stash_hits > total.hits / 2,
+            "the stashes served {stash_hits} of {total:?}"
+        );
+    }
     for pfn in (BASE / PAGE_SIZE..BASE / PAGE_SIZE + m.frames).map(Pfn::new) {
-        if m.layout.index_of(pfn).is_some() {
+        if poison && m.layout.index_of(pfn).is_some() {
             assert_eq!(
                 Mem(&memory).find_not(pfn, 1, POISON),
                 None,
@@ -452,6 +552,17 @@ fn threads_allocating_and_freeing_across_caches_lose_nothing() {
 
 #[test]
 fn racing_double_frees_have_exactly_one_winner() {
+    race(false);
+}
+
+/// The same through the stashes: each free is a compare-and-swap into the freeing thread's
+/// own stash, with no lock at all.
+#[test]
+fn racing_double_frees_into_stashes_have_exactly_one_winner() {
+    race(true);
+}
+
+fn race(stashes: bool) {
     const ROUNDS: usize = 300;
     let m = machine();
     let pages = vec![Page::new(); m.layout.frames() as usize];
@@ -466,6 +577,12 @@ fn racing_double_frees_have_exactly_one_winner() {
     let wins = [AtomicU64::new(0), AtomicU64::new(0)];
     let refusals = AtomicU64::new(0);
     let barrier = Barrier::new(3);
+    let hots: Vec<HotCache> = (0..3).map(|i| HotCache::new(i as u8)).collect();
+    let exited: Vec<AtomicBool> = (0..3).map(|_| AtomicBool::new(false)).collect();
+    let stashes = stashes.then_some(Stashes {
+        hots: &hots,
+        exited: &exited,
+    });
 
     std::thread::scope(|s| {
         for me in 0..2 {
@@ -475,7 +592,11 @@ fn racing_double_frees_have_exactly_one_winner() {
                 for _ in 0..ROUNDS {
                     barrier.wait();
                     let addr = PhysAddr::new(target.load(Ordering::Acquire));
-                    let mut cpu = Cpu { caches, me };
+                    let mut cpu = Cpu {
+                        caches,
+                        stashes,
+                        me,
+                    };
                     let result = pcp::free(
                         &mut cpu,
                         states,
@@ -501,6 +622,7 @@ fn racing_double_frees_have_exactly_one_winner() {
         for round in 0..ROUNDS {
             let mut cpu = Cpu {
                 caches: &caches,
+                stashes,
                 me: 2,
             };
             let req = Request::new(0, Owner::Heap);
@@ -524,10 +646,18 @@ fn racing_double_frees_have_exactly_one_winner() {
     let guards: Vec<_> = caches.iter().map(|c| c.lock().unwrap()).collect();
     let refs: Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
     let b = buddy.lock().unwrap();
-    if let Err(v) = pcp::validate(&refs, &states, &b) {
+    let hot_refs: Vec<&HotCache> = stashes.iter().flat_map(|s| s.hots).collect();
+    if let Err(v) = pcp::validate(&refs, &hot_refs, &states, &b) {
         panic!("{v}");
     }
-    let parked: usize = refs.iter().map(|c| c.len()).sum();
+    let parked = refs.iter().map(|c| c.len()).sum::<usize>()
+        + hot_refs.iter().map(|h| h.len()).sum::<usize>();
+    if stashes.is_some() {
+        assert!(
+            hot_refs.iter().any(|h| !h.is_empty()),
+            "the stashes were used"
+        );
+    }
     let double_frees: u64 = refs.iter().map(|c| c.stats().double_frees).sum();
     assert_eq!(double_frees, ROUNDS as u64);
     // Every frame is parked once (some drained above `high`), none in two caches.
@@ -536,4 +666,105 @@ fn racing_double_frees_have_exactly_one_winner() {
         parked as u64,
         "all handed-out frames came back"
     );
+}
+
+/// Racing frees with the racer released by spinning on a shared counter rather than a
+/// sleeping barrier, so the two frees land within nanoseconds of each other: the window
+/// between a free's read of the state byte and its write is a few instructions, and only a
+/// tight start hits it often enough to show a free that writes without a compare-and-swap.
+/// Thread 0 allocates each frame (on its own stash), and both threads free it at once.
+#[test]
+fn tightly_racing_frees_into_stashes_have_exactly_one_winner() {
+    const ROUNDS: u64 = 20_000;
+    let m = machine();
+    let pages = vec![Page::new(); m.layout.frames() as usize];
+    let buddy = Mutex::new(Buddy::new(&pages, &m.layout, &[m.ram]).unwrap());
+    let states = FrameStates::new(&m.layout, &pages).unwrap();
+    let caches: Vec<Mutex<CpuCache>> = (0..2)
+        .map(|i| Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).unwrap()))
+        .collect();
+    let memory = HostMemory::new(m.frames);
+    let hots: Vec<HotCache> = (0..2).map(|i| HotCache::new(i as u8)).collect();
+    let exited: Vec<AtomicBool> = (0..2).map(|_| AtomicBool::new(false)).collect();
+    let stashes = Some(Stashes {
+        hots: &hots,
+        exited: &exited,
+    });
+    // Round r: thread 0 stores the frame and sets `go` to r, then both free it and add one
+    // to `finished`; thread 0 starts the next round after 2 * r finishes.
+    let (target, go, finished, wins) = (
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
+    let wait = |what: &AtomicU64, until: u64| {
+        let mut spins = 0u32;
+        while what.load(Ordering::Acquire) < until {
+            spins += 1;
+            if spins.is_multiple_of(1024) {
+                // Two host CPUs shared with other work: let the other thread run.
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+    };
+    let free = |me: usize| {
+        let addr = PhysAddr::new(target.load(Ordering::Acquire));
+        let mut cpu = Cpu {
+            caches: &caches,
+            stashes,
+            me,
+        };
+        let r = pcp::free(
+            &mut cpu,
+            &states,
+            &mut SharedBuddy(&buddy),
+            addr,
+            0,
+            &mut Mem(&memory),
+        );
+        match r {
+            Ok(_) => {
+                wins.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => assert_eq!(e.kind(), Misuse::DoubleFree, "{e}"),
+        }
+        finished.fetch_add(1, Ordering::AcqRel);
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 1..=ROUNDS {
+                wait(&go, round);
+                free(1);
+            }
+        });
+        let mut cpu = Cpu {
+            caches: &caches,
+            stashes,
+            me: 0,
+        };
+        for round in 1..=ROUNDS {
+            let req = Request::new(0, Owner::Heap);
+            let mut mem = Mem(&memory);
+            let block = pcp::alloc(&mut cpu, &states, &mut SharedBuddy(&buddy), req, &mut mem);
+            target.store(block.unwrap().addr.as_u64(), Ordering::Release);
+            go.store(round, Ordering::Release);
+            free(0);
+            wait(&finished, 2 * round);
+            let w = wins.load(Ordering::Relaxed);
+            if w != round {
+                // Release the racer from its waits before failing (no hang).
+                go.store(u64::MAX, Ordering::Release);
+                panic!("round {round}: {w} winners in {round} rounds");
+            }
+        }
+    });
+    let guards: Vec<_> = caches.iter().map(|c| c.lock().unwrap()).collect();
+    let refs: Vec<&CpuCache> = guards.iter().map(|g| &**g).collect();
+    let hot_refs: Vec<&HotCache> = hots.iter().collect();
+    let b = buddy.lock().unwrap();
+    if let Err(v) = pcp::validate(&refs, &hot_refs, &states, &b) {
+        panic!("{v}");
+    }
 }

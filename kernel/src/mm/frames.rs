@@ -8,6 +8,7 @@ use super::physmem;
 use crate::percpu::{self, MAX_CPUS};
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use levitate_hal::arch::aarch64::timer;
 use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{BitmapStats, FrameError, Run, SmallRuns};
@@ -17,7 +18,8 @@ use levitate_mm::buddy::{
 use levitate_mm::front::{Front, RunsAccess};
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{
-    self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, Limits, PcpError,
+    self, BuddyAccess, CacheAccess, CacheStats, CpuCache, FrameStates, HoldFor, HotCache, Limits,
+    PcpError,
 };
 use levitate_mm::region::Region;
 use spin::Once;
@@ -40,11 +42,11 @@ static BUDDY: IrqSafeMutex<Option<Buddy<'static>>> = IrqSafeMutex::new(None);
 /// before the buddy (its chunks come from there).
 static RUNS: IrqSafeMutex<SmallRuns> = IrqSafeMutex::new(SmallRuns::new());
 
-/// One order-0 frame cache per CPU. Each is taken by its own CPU on the common path
-/// (uncontended), and by others only to free a frame it handed out (the free goes to the
-/// frame's home cache, so that two racing frees meet on one lock) or to drain it. The owner enters its cache with interrupts
-/// masked (`KernelCaches::with_local`, Linux's local_lock_irqsave), so a handler on the same
-/// CPU cannot interleave with the owner's half-done list operation; a draining CPU holds the
+/// One order-0 frame cache (the ring behind the stash) per CPU. Each is taken by its own CPU
+/// when its stash is empty, full or held (uncontended), and by others only to drain it or to
+/// read it (`validate`, `cache_stats`). The owner enters its cache with interrupts masked
+/// (`KernelCaches::with_local`, Linux's local_lock_irqsave), so a handler on the same CPU
+/// cannot interleave with the owner's half-done list operation; a draining CPU holds the
 /// lock, so it cannot either.
 static CACHES: [IrqSafeMutex<CpuCache>; MAX_CPUS] = {
     let mut caches = [const { IrqSafeMutex::new(new_cache(0)) }; MAX_CPUS];
@@ -55,6 +57,33 @@ static CACHES: [IrqSafeMutex<CpuCache>; MAX_CPUS] = {
     }
     caches
 };
+
+/// One stash of order-0 frames per CPU, in front of its ring: no lock, because only CPU `i`
+/// touches `HOTS[i]` (with interrupts masked: `KernelCaches::with_hot`), so the common alloc
+/// and free take no lock at all (levitate_mm::pcp::HotCache). Other CPUs only read it, or
+/// ask its CPU to empty it (a hold, answered by that CPU's next allocator call, its tick, or
+/// its idle loop: `serve_holds`). Every field is an atomic: a wrong CPU touching a stash
+/// would lose frames, never break memory safety.
+static HOTS: [HotCache; MAX_CPUS] = {
+    let mut hots = [const { HotCache::new(0) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        hots[i] = HotCache::new(i as u8);
+        i += 1;
+    }
+    hots
+};
+
+/// How long a CPU that needs the stashes' frames (out of memory, reclaim) waits for the other
+/// CPUs that hold some to answer: a CPU answers at its next allocator call, its next tick
+/// (10 ms at the default rate) or at once when idle (the request wakes it with an event).
+/// Short, because the waiter may hold a lock (the heap's, say) that a CPU which would answer
+/// spins on with interrupts masked: then the frames of that one stash are missed.
+const HOLD_WAIT_FRAMES_US: u64 = 20_000;
+
+/// The same for `validate`, which needs every stash frozen: long enough for a CPU that the
+/// host does not schedule for a while (8 emulated CPUs on 2 host cores).
+const HOLD_WAIT_CHECK_US: u64 = 1_000_000;
 
 // The masked-interval recorder keeps a slot per CPU the kernel can run.
 const _: () = assert!(MAX_CPUS <= levitate_hal::sync::MAX_CPUS);
@@ -134,16 +163,31 @@ impl BuddyAccess for KernelBuddy {
     }
 }
 
-/// This CPU's cache, or every online CPU's in turn.
+/// This CPU's stash and cache, or every CPU's cache in turn.
 struct KernelCaches;
 
 impl CacheAccess for KernelCaches {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
+        self.with_local_hot(|_, cache| f(cache))
+    }
+
+    /// Interrupts masked, then this CPU's stash: nothing else of this CPU can touch it until
+    /// `f` returns (the one-owner rule of `HotCache`), and no other CPU writes it.
+    #[inline(always)]
+    fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
+        let irq = IrqGuard::new();
+        let r = f(&HOTS[percpu::index()]);
+        drop(irq);
+        Some(r)
+    }
+
+    fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
         // Mask first, then pick the cache: nothing can run on this CPU between choosing it
         // and locking it (local_lock_irqsave).
         let irq = IrqGuard::new();
-        let mut cache = CACHES[percpu::index()].lock();
-        let r = f(&mut cache);
+        let me = percpu::index();
+        let mut cache = CACHES[me].lock();
+        let r = f(Some(&HOTS[me]), &mut cache);
         // Lock guard first, then the outer guard: reverse order of creation (a temporary in
         // the tail expression would outlive `irq` and restore a masked state last).
         drop(cache);
@@ -151,17 +195,76 @@ impl CacheAccess for KernelCaches {
         r
     }
 
-    /// Another CPU's cache too (an order-0 free locks the frame's home cache): the same
-    /// IRQ-masked lock a drain takes, and like a drain it holds no other cache.
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        let mut cache = CACHES.get(usize::from(id))?.lock();
-        Some(f(&mut cache))
-    }
-
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         for c in &CACHES[..MAX_CPUS] {
             f(&mut c.lock());
         }
+    }
+
+    /// Holds every stash, wakes idle CPUs (an event: their idle loop answers), and waits up to
+    /// `HOLD_WAIT_US` for every other CPU that is online to answer, answering this CPU's own
+    /// holds meanwhile (two CPUs holding each other at once both get their answer). A CPU
+    /// that never answers (stuck with interrupts masked) costs the wait and its stashed frames
+    /// stay where they are: reported as `false`.
+    fn hold_stashes(
+        &mut self,
+        why: HoldFor,
+        _serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
+    ) -> bool {
+        let me = percpu::index();
+        let mut tickets = [None; MAX_CPUS];
+        for (i, hot) in HOTS.iter().enumerate() {
+            let ticket = hot.request_hold();
+            let needed = why == HoldFor::Check || !hot.is_empty();
+            if i != me && percpu::is_online(i) && needed {
+                tickets[i] = Some(ticket);
+            }
+        }
+        aarch64_cpu::asm::sev();
+        let start = timer::ticks();
+        let wait_us = match why {
+            HoldFor::Frames => HOLD_WAIT_FRAMES_US,
+            HoldFor::Check => HOLD_WAIT_CHECK_US,
+        };
+        let budget = timer::frequency().saturating_mul(wait_us) / 1_000_000;
+        loop {
+            serve_holds();
+            let pending = HOTS
+                .iter()
+                .zip(&tickets)
+                .any(|(hot, t)| t.is_some_and(|t| !hot.answered(t)));
+            if !pending {
+                return true;
+            }
+            let waited = timer::ticks().wrapping_sub(start);
+            if waited > budget {
+                return false;
+            }
+            // Wake idle CPUs again now and then: one may have gone back to sleep just before
+            // the first event (its loop answers only before it waits).
+            if waited % 4096 < 64 {
+                aarch64_cpu::asm::sev();
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn release_stashes(&mut self) {
+        HOTS.iter().for_each(HotCache::release_hold);
+    }
+}
+
+/// Answers a hold on this CPU's stash, if one is pending (two loads when none is). Called by
+/// the tick on every CPU and by an idle CPU's loop, so a CPU that does not allocate still
+/// answers.
+pub fn serve_holds() {
+    if STATES.get().is_some() {
+        pcp::serve_holds(
+            &mut KernelCaches,
+            states(),
+            &mut KernelBuddy,
+            &mut LinearMemory,
+        );
     }
 }
 
@@ -303,14 +406,16 @@ pub fn stats() -> Option<Stats> {
     BUDDY.lock().as_ref().map(|b| b.stats())
 }
 
-/// The per-CPU caches' counters, summed.
+/// The per-CPU caches' counters, stashes included, summed, and the frames they keep parked.
+/// The stashes are read while their CPUs run: each figure is one the stash had a moment ago.
 pub fn cache_stats() -> (CacheStats, u64) {
     let mut sum = CacheStats::default();
     let mut parked = 0;
-    for c in &CACHES {
+    for (c, hot) in CACHES.iter().zip(&HOTS) {
         let c = c.lock();
         sum += c.stats();
-        parked += c.len() as u64;
+        sum += hot.stats();
+        parked += (c.len() + hot.len()) as u64;
     }
     (sum, parked)
 }
@@ -324,6 +429,23 @@ pub fn run_stats() -> BitmapStats {
 /// cache locked, so the picture is consistent), the bitmap layer.
 pub fn validate() -> Result<(), alloc::string::String> {
     use alloc::format;
+    // Every stash emptied into its ring and held so until the check is done: the stashes
+    // have no lock to freeze them with.
+    let answered = pcp::hold_stashes(
+        &mut KernelCaches,
+        HoldFor::Check,
+        states(),
+        &mut KernelBuddy,
+        &mut LinearMemory,
+    );
+    if !answered {
+        KernelCaches.release_stashes();
+        return Err(
+            "per-CPU caches: not checked, a CPU did not empty its stash in time \
+                    (busy with interrupts masked?)"
+                .into(),
+        );
+    }
     let outcome = {
         // One guard around the lot: the cache guards below are dropped in index order, not
         // in reverse, so each must restore a masked state; this one unmasks last.
@@ -334,16 +456,20 @@ pub fn validate() -> Result<(), alloc::string::String> {
         let guards: [IrqSafeMutexGuard<'_, CpuCache>; MAX_CPUS] =
             core::array::from_fn(|i| CACHES[i].lock());
         let caches: [&CpuCache; MAX_CPUS] = core::array::from_fn(|i| &*guards[i]);
+        let hots: [&HotCache; MAX_CPUS] = core::array::from_fn(|i| &HOTS[i]);
         let buddy = BUDDY.lock();
         match buddy.as_ref() {
             None => Err(Failure::NotRunning),
             Some(buddy) => buddy
                 .validate()
                 .map_err(Failure::Buddy)
-                .and_then(|()| pcp::validate(&caches, states(), buddy).map_err(Failure::Caches))
+                .and_then(|()| {
+                    pcp::validate(&caches, &hots, states(), buddy).map_err(Failure::Caches)
+                })
                 .and_then(|()| runs.validate(buddy).map_err(Failure::Runs)),
         }
     };
+    KernelCaches.release_stashes();
     // Format only once every lock is released.
     outcome.map_err(|f| match f {
         Failure::NotRunning => "the frame allocator is not running".into(),

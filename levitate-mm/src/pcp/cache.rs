@@ -329,11 +329,9 @@ impl CpuCache {
                     }));
                 }
             }
-            // Plain stores, not a compare-and-swap: a parked frame's byte changes only under
+            // A plain store, not a compare-and-swap: a parked frame's byte changes only under
             // the lock of the cache that holds it (this one; see state.rs), and a racing free
-            // of a parked frame only reads it (a double free). The home first: the release
-            // store of the state publishes it, and a free reads it to pick the lock to take.
-            states.set_home(slot.index, self.id);
+            // of a parked frame only reads it (a double free).
             states.publish(slot.index, state::handed_out(owner));
             if zero {
                 mem.fill(pfn, 1, 0);
@@ -347,7 +345,7 @@ impl CpuCache {
     /// Takes up to `batch` frames from the buddy (as owner frame cache) in one lock hold.
     /// Fails only when it could take none, or when poisoning caught a use after free (the
     /// frames taken so far stay parked).
-    fn refill<B: BuddyAccess, M: FrameMemory + ?Sized>(
+    pub(super) fn refill<B: BuddyAccess, M: FrameMemory + ?Sized>(
         &mut self,
         states: &FrameStates<'_>,
         buddy: &mut B,
@@ -392,30 +390,24 @@ impl CpuCache {
         })
     }
 
-    /// The free of the frame at mem_map `index`, whose state read without a lock said "handed
-    /// out" with this cache as its home; the caller holds this cache (its lock). Under the lock
-    /// the byte is read again: every write to a handed-out frame's byte, and to the home byte
-    /// of a frame this cache handed out, happens under this lock (state.rs), so if it still
-    /// says "handed out, home here", nobody else can move it until the lock is released, and a
-    /// plain store parks it. Two racing frees of the frame both come here: one parks it, the
-    /// other then finds it parked, a double free. [`AtHome::Moved`] when the byte changed
-    /// before the lock was taken (the caller reads it again and starts over).
-    pub(super) fn free_at_home<B: BuddyAccess, M: FrameMemory + ?Sized>(
+    /// The free of the frame at mem_map `index`, whose byte `current` said "handed out to
+    /// `owner`", into this (locked) cache: a compare-and-swap moves it to "parked here", so of
+    /// two racing frees of one frame, on any CPUs, exactly one wins (the other reads "parked"
+    /// and is refused as a double free). `None` when the byte changed before the swap: the
+    /// caller reads it again and starts over.
+    pub(super) fn free_handed_out<B: BuddyAccess, M: FrameMemory + ?Sized>(
         &mut self,
         states: &FrameStates<'_>,
         buddy: &mut B,
         addr: PhysAddr,
         index: u32,
+        (current, owner): (u8, Owner),
         mem: &mut M,
-    ) -> AtHome {
-        let FrameState::HandedOut { owner } = FrameState::decode(states.load(index)) else {
-            return AtHome::Moved;
-        };
-        if states.home(index) != self.id {
-            return AtHome::Moved;
-        }
+    ) -> Option<Result<Owner, FreeError>> {
         let poisoned = states.poisoning();
-        states.publish(index, state::parked(self.id, poisoned));
+        states
+            .transition(index, current, state::parked(self.id, poisoned))
+            .ok()?;
         if poisoned {
             mem.fill(addr.pfn(), 1, POISON);
         }
@@ -430,7 +422,36 @@ impl CpuCache {
         );
         self.stats.frees += 1;
         self.stats.handed_out[owner as usize] -= 1;
-        AtHome::Freed(Ok(owner))
+        Some(Ok(owner))
+    }
+
+    /// Parks a frame from this CPU's stash (already parked under this id: no byte changes),
+    /// draining the coldest batch above `high`.
+    pub(super) fn park_from_stash<B: BuddyAccess, M: FrameMemory + ?Sized>(
+        &mut self,
+        states: &FrameStates<'_>,
+        buddy: &mut B,
+        pfn: Pfn,
+        index: u32,
+        mem: &mut M,
+    ) {
+        let slot = Slot {
+            pfn: pfn.as_u64(),
+            index,
+        };
+        self.park(states, buddy, slot, mem);
+    }
+
+    /// Takes the hot frame for this CPU's stash if it is parked here unpoisoned (a stash holds
+    /// no poisoned frames: they are checked when they leave, which only the ring does).
+    pub(super) fn unpark_to_stash(&mut self, states: &FrameStates<'_>) -> Option<(Pfn, u32)> {
+        let top = self.len.checked_sub(1)?;
+        let slot = self.slot(top);
+        if states.load(slot.index) != state::parked(self.id, false) {
+            return None;
+        }
+        self.len = top;
+        Some((Pfn::new(slot.pfn), slot.index))
     }
 
     /// The free of the frame at mem_map `index` whose state `current` (read without a lock)
@@ -606,14 +627,6 @@ impl CpuCache {
     pub(super) fn pop_hot_for_test(&mut self) -> PhysAddr {
         self.pop_hot().map(Slot::addr).unwrap_or_default()
     }
-}
-
-/// What [`CpuCache::free_at_home`] did.
-pub(super) enum AtHome {
-    /// The free's outcome.
-    Freed(Result<Owner, FreeError>),
-    /// The frame's byte changed between the caller's read and the lock: read it again.
-    Moved,
 }
 
 /// A free of a parked frame: from the buddy's point of view it is an order-0 block allocated

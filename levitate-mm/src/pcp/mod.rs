@@ -56,14 +56,15 @@
 //!   refuse are counted per cache ([`CacheStats::double_frees`]).
 
 mod cache;
+mod hot;
 mod state;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
-use cache::AtHome;
 pub use cache::{CacheStats, CpuCache, Limits, CAPACITY};
+pub use hot::{HoldTicket, HotCache, HOT_CAPACITY};
 pub use state::{FrameState, FrameStates, MAX_CACHES};
 pub use validate::{validate, Violation};
 
@@ -85,25 +86,55 @@ impl BuddyAccess for Buddy<'_> {
     }
 }
 
-/// How the front reaches the per-CPU caches. The kernel keeps one [`CpuCache`] per CPU, each
-/// behind its own spin lock taken with interrupts masked (an interrupt handler that
-/// allocates cannot then deadlock against its own CPU).
+/// How the front reaches the per-CPU caches. The kernel keeps one [`CpuCache`] (the ring) per
+/// CPU behind its own spin lock taken with interrupts masked (an interrupt handler that
+/// allocates cannot then deadlock against its own CPU), and one [`HotCache`] (the stash) per
+/// CPU that only that CPU touches, with interrupts masked and no lock.
 ///
-/// Callers hold at most one cache at a time; a cache's closure may lock the buddy, never
-/// another cache.
+/// Callers hold at most one ring at a time; a ring's closure may lock the buddy, never another
+/// ring. Implementations without stashes (tests) provide only the ring methods.
 pub trait CacheAccess {
-    /// Runs `f` on the calling CPU's cache.
+    /// Runs `f` on the calling CPU's ring, locked.
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R;
 
-    /// Runs `f` on the cache whose id is `id`, locked as [`Self::with_local`] locks the
-    /// caller's own (interrupts masked in the kernel); `None` when no cache has that id. An
-    /// order-0 free locks the cache that handed the frame out (its home), which is usually
-    /// the caller's own. The caller holds no other cache.
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R>;
+    /// Runs `f` on the calling CPU's stash as its owner (nothing else of this CPU may touch the
+    /// stash meanwhile: the kernel masks interrupts). `None` when the caller has no stashes.
+    #[inline]
+    fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
+        let _ = f;
+        None
+    }
 
-    /// Runs `f` on every cache, the caller's included, locking each in turn (a drain of all
+    /// Runs `f` on the calling CPU's stash (as its owner, if there are stashes) and its locked
+    /// ring, in that order (the stash is no lock: nothing to order).
+    fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
+        self.with_local(|ring| f(None, ring))
+    }
+
+    /// Runs `f` on every ring, the caller's included, locking each in turn (a drain of all
     /// caches; Linux's `drain_all_pages`).
     fn for_each_cache(&mut self, f: impl FnMut(&mut CpuCache));
+
+    /// Holds every stash ([`HotCache::request_hold`]) until [`Self::release_stashes`], and
+    /// waits (as long as the implementation sees fit) until each owner has answered, which
+    /// moves every stashed frame into its CPU's ring. `serve(stash, ring)` does what an owner
+    /// does to answer: an implementation that plays every CPU on one thread (tests) calls it
+    /// for each stash; the kernel for none (each CPU answers for itself, the caller's own
+    /// stash is served by the caller afterwards). Returns whether every other stash answered.
+    /// `why` says what the caller needs: [`HoldFor::Frames`] only the frames (a stash that
+    /// is empty need not be waited for, and a short wait is enough), [`HoldFor::Check`] every
+    /// stash frozen (`validate`).
+    fn hold_stashes(
+        &mut self,
+        why: HoldFor,
+        serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
+    ) -> bool {
+        let _ = (why, serve);
+        true
+    }
+
+    /// Ends the holds [`Self::hold_stashes`] took.
+    fn release_stashes(&mut self) {}
 }
 
 /// A single cache is its own local cache (one CPU, or a test).
@@ -112,13 +143,18 @@ impl CacheAccess for CpuCache {
         f(self)
     }
 
-    fn with_cache<R>(&mut self, id: u8, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-        (self.id() == id).then(|| f(self))
-    }
-
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
         f(self)
     }
+}
+
+/// Why every stash is held ([`CacheAccess::hold_stashes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldFor {
+    /// To drain their frames (out of memory, reclaim): stashes that are empty need no answer.
+    Frames,
+    /// To check the invariants: every stash must be frozen, empty or not.
+    Check,
 }
 
 /// What a drain gave back.
@@ -128,12 +164,16 @@ pub struct Drained {
     pub frames: u64,
     /// The first parked frame found written while parked (poisoning), if any.
     pub use_after_free: Option<AllocError>,
+    /// Some CPU did not answer the hold on its stash in time: its stashed frames (at most
+    /// [`HOT_CAPACITY`]) were not drained.
+    pub unanswered: bool,
 }
 
 impl core::ops::AddAssign for Drained {
     fn add_assign(&mut self, other: Drained) {
         self.frames += other.frames;
         self.use_after_free = self.use_after_free.or(other.use_after_free);
+        self.unanswered |= other.unanswered;
     }
 }
 
@@ -200,6 +240,51 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
+    match alloc_hot(caches, states, req, mem) {
+        Some(block) => Ok(block),
+        None => alloc_slow(caches, states, buddy, req, mem),
+    }
+}
+
+/// The common allocation, inlined into the caller: an order-0 request without an address
+/// limit served from this CPU's stash. `None` when it does not apply or the stash is empty;
+/// the caller then calls [`alloc_slow`].
+#[inline(always)]
+pub fn alloc_hot<C, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    req: Request,
+    mem: &mut M,
+) -> Option<Block>
+where
+    C: CacheAccess,
+    M: FrameMemory + ?Sized,
+{
+    if req.order != 0 || req.below.is_some() {
+        return None;
+    }
+    let addr = caches.with_hot(|hot| hot.pop(states, req.owner))??;
+    if req.zero {
+        mem.fill(addr.pfn(), 1, 0);
+    }
+    Some(Block { addr, order: 0 })
+}
+
+/// [`alloc`] without its stash fast path (which [`alloc_hot`] is): the locked cache, the
+/// buddy, the drain of every cache and the retry before `OutOfMemory`.
+#[inline(never)]
+pub fn alloc_slow<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    req: Request,
+    mem: &mut M,
+) -> Result<Block, AllocError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
     let first = try_alloc(caches, states, buddy, req, mem);
     if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
         return first;
@@ -230,21 +315,105 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
-    if req.order == 0 && req.below.is_none() {
-        caches
-            .with_local(|cache| cache.alloc(states, buddy, req.owner, req.zero, mem))
-            .map(|addr| Block { addr, order: 0 })
-    } else {
-        buddy.with_buddy(|b| b.alloc(req, mem))
+    if req.order != 0 || req.below.is_some() {
+        return buddy.with_buddy(|b| b.alloc(req, mem));
     }
+    if let Some(block) = alloc_hot(caches, states, req, mem) {
+        return Ok(block);
+    }
+    alloc_local(caches, states, buddy, req, mem)
+}
+
+/// The locked path of an order-0 allocation: serves a pending hold, refills the stash from
+/// the ring (and the ring from the buddy), or hands out from the ring when the stash is held.
+#[inline(never)]
+fn alloc_local<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    req: Request,
+    mem: &mut M,
+) -> Result<Block, AllocError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
+    caches
+        .with_local_hot(|hot, ring| {
+            if let Some(hot) = hot {
+                if hot.serve(ring, states, buddy, mem) && !states.poisoning() {
+                    if ring.is_empty() {
+                        ring.refill(states, buddy, mem)?;
+                    }
+                    hot.top_up(ring, states);
+                    if let Some(addr) = hot.pop(states, req.owner) {
+                        if req.zero {
+                            mem.fill(addr.pfn(), 1, 0);
+                        }
+                        return Ok(addr);
+                    }
+                }
+            }
+            ring.alloc(states, buddy, req.owner, req.zero, mem)
+        })
+        .map(|addr| Block { addr, order: 0 })
 }
 
 /// Frees the block of 2^`order` frames at `addr` and returns its owner. Order 0 goes to the
-/// calling CPU's cache whichever CPU allocated the frame (a frame the buddy holds, or an
-/// address that is no managed frame, is passed on to the buddy's free); other orders go to
-/// the buddy. A refused free changes nothing but the misuse counters.
+/// calling CPU's stash or cache whichever CPU allocated the frame (a frame the buddy holds,
+/// or an address that is no managed frame, is passed on to the buddy's free); other orders go
+/// to the buddy. A refused free changes nothing but the misuse counters.
 #[inline]
 pub fn free<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    addr: PhysAddr,
+    order: u8,
+    mem: &mut M,
+) -> Result<Owner, FreeError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
+    match free_hot(caches, states, addr, order) {
+        Some(owner) => Ok(owner),
+        None => free_slow(caches, states, buddy, addr, order, mem),
+    }
+}
+
+/// The common free, inlined into the caller: a single frame handed out by a cache, into this
+/// CPU's stash (one compare-and-swap on its state byte). `None` when it does not apply (other
+/// orders, misuse, poisoning, a full or held stash); the caller then calls [`free_slow`].
+#[inline(always)]
+pub fn free_hot<C: CacheAccess>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    addr: PhysAddr,
+    order: u8,
+) -> Option<Owner> {
+    if order != 0 || addr.page_offset() != 0 {
+        return None;
+    }
+    caches.with_hot(|hot| {
+        let index = hot.index_of(states.layout(), addr.pfn())?;
+        let current = states.load(index);
+        let FrameState::HandedOut { owner } = FrameState::decode(current) else {
+            return None;
+        };
+        if states.poisoning() {
+            return None;
+        }
+        hot.push(states, addr.pfn(), index, current, owner)
+    })?
+}
+
+/// [`free`] without its stash fast path (which [`free_hot`] is): other orders, misuse (named
+/// and counted), poisoning, a full or held stash.
+#[inline(never)]
+pub fn free_slow<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
     buddy: &mut B,
@@ -260,6 +429,23 @@ where
     if order != 0 {
         return buddy.with_buddy(|b| b.free(addr, order, mem));
     }
+    free_local(caches, states, buddy, addr, mem)
+}
+
+/// The locked path of an order-0 free.
+#[inline]
+fn free_local<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    addr: PhysAddr,
+    mem: &mut M,
+) -> Result<Owner, FreeError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
     let index = if addr.page_offset() == 0 {
         states.layout().index_of(addr.pfn())
     } else {
@@ -270,35 +456,37 @@ where
         return buddy.with_buddy(|b| b.free(addr, 0, mem));
     };
     let index = index as u32;
-    // Each round either frees, refuses, or saw the byte change under it (another CPU's
-    // transition of this very frame, which a racing free or stale pointer alone causes).
-    loop {
-        // Read without a lock, only to choose the lock: `free_at_home` and
-        // `free_not_handed_out` decide on what they read under it (or, for a parked frame,
-        // on this read: the frame was parked when it was made, so the free is a double free).
-        let current = states.load(index);
-        if let FrameState::HandedOut { .. } = FrameState::decode(current) {
-            let home = states.home(index);
-            let at_home = caches.with_cache(home, |cache| {
-                // A cache at another place than its id would send every free of its frames
-                // round this loop for ever: treat it as a home nobody has.
-                (cache.id() == home).then(|| cache.free_at_home(states, buddy, addr, index, mem))
-            });
-            match at_home.flatten() {
-                Some(AtHome::Freed(result)) => return result,
-                Some(AtHome::Moved) => continue,
-                // A home byte that names no cache: only corruption writes one.
-                None => return Err(caches.with_local(|cache| cache.lost(addr))),
+    caches.with_local_hot(|hot, ring| {
+        // Each round either frees, refuses, or saw the byte change under it (another CPU's
+        // transition of this very frame, which a racing free or stale pointer alone causes).
+        loop {
+            let current = states.load(index);
+            let FrameState::HandedOut { owner } = FrameState::decode(current) else {
+                return ring.free_not_handed_out(states, buddy, addr, index, current, mem);
+            };
+            if let Some(hot) = hot {
+                if hot.serve(ring, states, buddy, mem) && !states.poisoning() {
+                    if hot.len() == HOT_CAPACITY {
+                        hot.spill(false, ring, states, buddy, mem);
+                    }
+                    match hot.push(states, addr.pfn(), index, current, owner) {
+                        Some(owner) => return Ok(owner),
+                        None => continue,
+                    }
+                }
+            }
+            if let Some(result) =
+                ring.free_handed_out(states, buddy, addr, index, (current, owner), mem)
+            {
+                return result;
             }
         }
-        return caches.with_local(|cache| {
-            cache.free_not_handed_out(states, buddy, addr, index, current, mem)
-        });
-    }
+    })
 }
 
 /// Gives every parked frame of every cache back to the buddy (low memory, `memcheck`, CPU
-/// offline). Call it holding no cache.
+/// offline): every stash is held and emptied into its ring first. Call it holding no cache.
+/// `use_after_free` aside, the report's `all_answered` says whether every stash answered.
 pub fn drain_all<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
@@ -310,9 +498,56 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
+    let answered = hold_stashes(caches, HoldFor::Frames, states, buddy, mem);
     let mut total = Drained::default();
     caches.for_each_cache(|cache| total += cache.drain(states, buddy, mem));
+    caches.release_stashes();
+    total.unanswered = !answered;
     total
+}
+
+/// Holds every stash ([`CacheAccess::hold_stashes`]) and serves the caller's own, so that
+/// every stashed frame is in a ring until [`CacheAccess::release_stashes`]. Whether every
+/// other CPU answered.
+pub fn hold_stashes<C, B, M>(
+    caches: &mut C,
+    why: HoldFor,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    mem: &mut M,
+) -> bool
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
+    let answered = caches.hold_stashes(why, &mut |hot, ring| {
+        hot.serve(ring, states, buddy, mem);
+    });
+    caches.with_local_hot(|hot, ring| {
+        if let Some(hot) = hot {
+            hot.serve(ring, states, buddy, mem);
+        }
+    });
+    answered
+}
+
+/// The owner's answer to a hold request, outside any allocation: the kernel calls it from
+/// each CPU's timer tick, so an idle CPU empties its stash within a tick of being asked.
+/// Cheap when nothing is asked (two loads, no lock).
+pub fn serve_holds<C, B, M>(caches: &mut C, states: &FrameStates<'_>, buddy: &mut B, mem: &mut M)
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
+    if caches.with_hot(|hot| hot.held()) == Some(true) {
+        caches.with_local_hot(|hot, ring| {
+            if let Some(hot) = hot {
+                hot.serve(ring, states, buddy, mem);
+            }
+        });
+    }
 }
 
 /// Turns the buddy's poisoning on or off and tells the caches' free path (which runs under a

@@ -17,26 +17,22 @@
 //! without allocating. The poisoned bit is per frame, not global, so turning poisoning on
 //! while frames are parked never reports a false use after free on the unpoisoned ones.
 //!
-//! A second byte of the entry, the *home* ([`Page::cache_home`]), names the cache that handed
-//! a frame out; it is meaningful only while the state says "handed out".
-//!
 //! Transitions, and who may make them:
-//! * buddy -> parked in N: a refill by cache N, under N's lock and the buddy lock.
-//! * parked in N -> buddy: a drain of cache N, under N's lock and the buddy lock.
-//! * parked in N -> handed out: a pop by cache N, under N's lock: the home is set to N, then
-//!   the state published (a release store).
-//! * handed out (home N) -> parked in N: a free, on any CPU, under N's lock (the free locks
-//!   the frame's home cache, not its own).
+//! * buddy -> parked in N: a refill by cache N, under N's lock and the buddy lock
+//!   (compare-and-swap).
+//! * parked in N -> buddy: a drain of cache N's ring, under N's lock and the buddy lock
+//!   (compare-and-swap).
+//! * parked in N -> handed out: a pop by CPU N, from its ring under N's lock or from its stash
+//!   (`HotCache`, which only CPU N touches): a plain release store.
+//! * handed out -> parked in N: a free on CPU N, whichever CPU allocated the frame, into its
+//!   stash or its ring: a compare-and-swap.
 //!
-//! So every byte is written only under the lock of the one cache it names (the parked-in
-//! cache, or the home of a handed-out frame), and the buddy lock besides for the buddy kind.
-//! That lock orders the writes, so none needs a compare-and-swap on the fast path: of two
-//! racing frees of one frame both lock the same home cache, the first parks the frame and
-//! the second then sees "parked": a double free. A free reads the byte first without a lock
-//! only to pick the cache to lock, and reads it again under that lock; a free that finds
-//! "buddy" re-reads it under the buddy lock before it lets the buddy free the frame. Refills
-//! and drains keep a compare-and-swap: they are off the fast path, and it catches a byte
-//! written behind the caches' back.
+//! A parked frame's byte is thus written only by its cache's CPU or under its cache's lock, and
+//! a stashed frame's only by its CPU: plain stores suffice there. A handed-out frame may be
+//! freed by any CPU, so the free is the one compare-and-swap of an alloc/free pair: of two
+//! racing frees of one frame exactly one wins and parks it, the other reads "parked" and is
+//! refused as a double free. A free that finds "buddy" re-reads the byte under the buddy lock
+//! before it lets the buddy free the frame.
 
 use super::PcpError;
 use crate::addr::Pfn;
@@ -201,25 +197,6 @@ impl<'a> FrameStates<'a> {
         self.pages[index as usize]
             .cache_state()
             .store(to, Ordering::Release);
-    }
-
-    /// The home of the frame at mem_map `index`: the cache that handed it out (meaningful
-    /// while its state says "handed out"; read after an acquire load of the state).
-    #[inline]
-    pub(super) fn home(&self, index: u32) -> u8 {
-        self.pages[index as usize]
-            .cache_home()
-            .load(Ordering::Relaxed)
-    }
-
-    /// Records cache `cache` as the home of the frame at `index`, before the pop publishes
-    /// "handed out" with a release store (which makes this store visible with it). Only the
-    /// cache that holds the frame parked, under its lock, calls it.
-    #[inline]
-    pub(super) fn set_home(&self, index: u32, cache: u8) {
-        self.pages[index as usize]
-            .cache_home()
-            .store(cache, Ordering::Relaxed);
     }
 
     /// Moves the frame at `index` from `from` to `to` if it is in `from`; otherwise returns

@@ -9,6 +9,7 @@
 //! caches' per-owner counters add up to the frames handed out to each owner.
 
 use super::cache::{CpuCache, CAPACITY};
+use super::hot::{HotCache, HOT_CAPACITY};
 use super::state::{FrameState, FrameStates, MAX_CACHES};
 use crate::addr::{Pfn, PhysAddr};
 use crate::buddy::{self, Buddy, Owner};
@@ -82,6 +83,11 @@ pub enum Violation {
         /// Its state.
         state: FrameState,
     },
+    /// A stash whose id no cache has.
+    StrayStash {
+        /// The stash's id.
+        cache: u8,
+    },
     /// The buddy's frame-cache total disagrees with the state bytes.
     FrameCacheTotal {
         /// Frames parked or handed out by the state bytes.
@@ -139,6 +145,9 @@ impl fmt::Display for Violation {
                 "frame cache: frame {addr} is {state:?} but the buddy does not hold it as an \
                  order-0 frame-cache block"
             ),
+            Self::StrayStash { cache } => {
+                write!(f, "frame cache: a stash has id {cache}, which no cache has")
+            }
             Self::FrameCacheTotal { marked, buddy } => write!(
                 f,
                 "frame cache: {marked} frames cached or handed out, the buddy counts {buddy}"
@@ -156,9 +165,12 @@ impl fmt::Display for Violation {
 }
 
 /// Checks every invariant of the caches (all of them: the counts need every one) against
-/// `states` and `buddy`, and the buddy's own. See the module docs.
+/// `states` and `buddy`, and the buddy's own. See the module docs. `hots` are the CPUs'
+/// stashes, each with the id of its CPU's ring (none when the caller has no stashes); they
+/// must not move meanwhile (held by `pcp::hold_stashes`, or one thread playing every CPU).
 pub fn validate(
     caches: &[&CpuCache],
+    hots: &[&HotCache],
     states: &FrameStates<'_>,
     buddy: &Buddy<'_>,
 ) -> Result<(), Violation> {
@@ -171,11 +183,20 @@ pub fn validate(
         if entry.is_some() {
             return Err(Violation::DuplicateCacheId { cache: id });
         }
-        *entry = Some(cache.len() as u64);
-        check_cache(cache, states)?;
+        let hot = hots.iter().find(|h| h.id() == id).copied();
+        *entry = Some((cache.len() + hot.map_or(0, HotCache::len)) as u64);
+        check_cache(cache, hot, states)?;
         for (sum, n) in counted.iter_mut().zip(cache.stats().handed_out) {
             *sum += n;
         }
+        if let Some(hot) = hot {
+            for (sum, n) in counted.iter_mut().zip(hot.stats().handed_out) {
+                *sum += n;
+            }
+        }
+    }
+    if let Some(stray) = hots.iter().find(|h| held[usize::from(h.id())].is_none()) {
+        return Err(Violation::StrayStash { cache: stray.id() });
     }
 
     let mut parked = [0u64; MAX_CACHES];
@@ -228,9 +249,14 @@ pub fn validate(
     Ok(())
 }
 
-/// One cache's own entries: within `high`, each index right, each byte parked here, no frame
-/// twice (found by sorting a copy on the stack: the crate allocates nothing).
-fn check_cache(cache: &CpuCache, states: &FrameStates<'_>) -> Result<(), Violation> {
+/// One cache's own entries, its ring's and its stash's: the ring within `high`, each index
+/// right, each byte parked here (a stashed frame's unpoisoned), no frame twice (found by
+/// sorting a copy on the stack: the crate allocates nothing).
+fn check_cache(
+    cache: &CpuCache,
+    hot: Option<&HotCache>,
+    states: &FrameStates<'_>,
+) -> Result<(), Violation> {
     let id = cache.id();
     let high = cache.limits().high;
     if cache.len() > usize::from(high) {
@@ -241,8 +267,12 @@ fn check_cache(cache: &CpuCache, states: &FrameStates<'_>) -> Result<(), Violati
         });
     }
     let layout = states.layout();
-    let mut frames = [0u64; CAPACITY];
-    for (i, (addr, index)) in cache.slots().enumerate() {
+    let mut frames = [0u64; CAPACITY + HOT_CAPACITY];
+    let stashed = hot.into_iter().flat_map(|h| h.slots().take(HOT_CAPACITY));
+    let ring = cache.slots().map(|s| (s, false));
+    let mut n = 0;
+    for (i, ((addr, index), in_stash)) in ring.chain(stashed.map(|s| (s, true))).enumerate() {
+        n = i + 1;
         if layout.pfn_of(u64::from(index)) != Some(addr.pfn()) {
             return Err(Violation::BadIndex {
                 cache: id,
@@ -251,7 +281,11 @@ fn check_cache(cache: &CpuCache, states: &FrameStates<'_>) -> Result<(), Violati
             });
         }
         let state = FrameState::decode(states.load(index));
-        if !matches!(state, FrameState::Parked { cache, .. } if cache == id) {
+        let parked_here = match state {
+            FrameState::Parked { cache, poisoned } => cache == id && !(in_stash && poisoned),
+            _ => false,
+        };
+        if !parked_here {
             return Err(Violation::NotParked {
                 cache: id,
                 addr,
@@ -260,7 +294,7 @@ fn check_cache(cache: &CpuCache, states: &FrameStates<'_>) -> Result<(), Violati
         }
         frames[i] = addr.pfn().as_u64();
     }
-    let frames = &mut frames[..cache.len()];
+    let frames = &mut frames[..n];
     frames.sort_unstable();
     if let Some(pair) = frames.windows(2).find(|w| w[0] == w[1]) {
         return Err(Violation::Duplicate {

@@ -1,0 +1,345 @@
+//! One CPU's hot stash of order-0 frames: a small stack in front of its [`CpuCache`] that only
+//! the owning CPU touches, so the common alloc and free take no lock (an alloc is a pop and
+//! two plain stores, a free one compare-and-swap on the frame's state byte and a push).
+//!
+//! ```text
+//! pcp::alloc order 0 -> HotCache::pop          owner only, no lock       (the common case)
+//!                    -> CpuCache (locked)       refill: half a stash from the ring or buddy
+//! pcp::free  order 0 -> HotCache::push          CAS handed out -> parked here, no lock
+//!                    -> CpuCache (locked)       spill: the colder half of a full stash
+//! ```
+//!
+//! # Who touches what
+//!
+//! * Every field is an atomic, so any CPU may *read* a stash at any time (statistics, the
+//!   frames it holds for `meminfo`), but only its owner writes it: the owner's operations are
+//!   the methods taking [`Owner`]-side work (`pop`, `push`, `spill`, `top_up`, `serve`), and the
+//!   caller guarantees (through `CacheAccess::with_hot`) that they run on the owning CPU with
+//!   nothing else of that CPU interleaved (the kernel masks interrupts). Breaking that rule
+//!   loses or duplicates frames; it is a wiring bug, not a memory-safety one (no `unsafe`).
+//! * The frames in a stash are parked under the stash's id (the same id as its CPU's ring), and
+//!   only the owner writes their state bytes: a pop moves "parked" to "handed out" with a plain
+//!   store. A free, on any CPU, moves "handed out" to "parked in *my* stash" with a
+//!   compare-and-swap: two racing frees of one frame cannot both win, the loser reads "parked"
+//!   and reports a double free. (Linux likewise frees a page to the local CPU's list, whichever
+//!   CPU allocated it.)
+//! * Other CPUs never take frames out of a stash. When they need every free frame (out of
+//!   memory, reclaim, `validate`), they *hold* it ([`HotCache::request_hold`]): the owner, at
+//!   its next operation or when it [`serve`](HotCache::serve)s requests (the kernel's timer
+//!   tick), moves the whole stash into its locked ring, acknowledges, and bypasses the stash
+//!   until the hold is released. Linux's `drain_all_pages` runs the drain on each CPU for the
+//!   same reason.
+
+use super::cache::{CacheStats, CpuCache};
+use super::state::{self, FrameStates};
+use super::BuddyAccess;
+use crate::addr::{Pfn, PhysAddr};
+use crate::buddy::{FrameMemory, Owner};
+use crate::mem_map::Layout;
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Frames one stash holds. A full stash spills half to its ring, an empty one takes half from
+/// it, so a CPU that allocates and frees in bursts of up to this many never takes a lock.
+pub const HOT_CAPACITY: usize = 32;
+
+/// Frames moved between a stash and its ring at a time.
+const MOVE: usize = HOT_CAPACITY / 2;
+
+/// A relaxed load and store, for counters only their owner writes (no read-modify-write).
+#[inline(always)]
+fn bump_u64(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+#[inline(always)]
+fn add_i64(c: &AtomicI64, n: i64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// One CPU's stash; see the module docs. Aligned to 128 bytes like [`CpuCache`], so one CPU's
+/// stash shares no cache line with another's.
+#[repr(align(128))]
+pub struct HotCache {
+    id: u8,
+    /// Frames stacked, the hot end at `len - 1`.
+    len: AtomicUsize,
+    pfns: [AtomicU64; HOT_CAPACITY],
+    indices: [AtomicU32; HOT_CAPACITY],
+    /// The section of the last frame freed here (a free finds the mem_map index in O(1)).
+    section_hint: AtomicUsize,
+    hits: AtomicU64,
+    frees: AtomicU64,
+    conflicts: AtomicU64,
+    handed_out: [AtomicI64; Owner::COUNT],
+    /// Holders waiting for or holding this stash empty (other CPUs' read-modify-writes).
+    holds: AtomicU32,
+    /// Bumped by each hold request; the owner answers with the value it saw in `answered`.
+    requests: AtomicU32,
+    answered: AtomicU32,
+}
+
+impl core::fmt::Debug for HotCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HotCache")
+            .field("id", &self.id)
+            .field("len", &self.len())
+            .field("holds", &self.holds.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a hold request got: the ticket to wait on with [`HotCache::answered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldTicket(u32);
+
+impl HotCache {
+    /// An empty stash for the CPU whose ring has id `id`. `const` for the kernel's statics.
+    pub const fn new(id: u8) -> Self {
+        Self {
+            id,
+            len: AtomicUsize::new(0),
+            pfns: [const { AtomicU64::new(0) }; HOT_CAPACITY],
+            indices: [const { AtomicU32::new(0) }; HOT_CAPACITY],
+            section_hint: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            handed_out: [const { AtomicI64::new(0) }; Owner::COUNT],
+            holds: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            answered: AtomicU32::new(0),
+        }
+    }
+
+    /// The id its frames are parked under (its CPU's ring's).
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Frames stacked (exact for the owner, a recent value for anyone else).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no frame is stacked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its counters, in the ring's shape (hits, frees, conflicts, handed out per owner; the
+    /// rest zero). Add them to the ring's for the CPU's whole picture.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            frees: self.frees.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            ..CacheStats::default()
+        };
+        for (out, c) in s.handed_out.iter_mut().zip(&self.handed_out) {
+            *out = c.load(Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// The stacked frames with their mem_map indices, coldest first (for `validate`, which
+    /// reads them while every stash is held or from the owner).
+    pub(super) fn slots(&self) -> impl Iterator<Item = (PhysAddr, u32)> + '_ {
+        (0..self.len()).map(|i| {
+            (
+                Pfn::new(self.pfns[i].load(Ordering::Relaxed)).addr(),
+                self.indices[i].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Whether a hold is pending or in force: the owner must not stack frames, and takes the
+    /// locked path, which answers it. (Popping is harmless: before the answer the stash is
+    /// still the owner's, after it the stash is empty.)
+    #[inline(always)]
+    pub(super) fn held(&self) -> bool {
+        self.holds.load(Ordering::SeqCst) != 0
+    }
+
+    /// Owner: the hot frame, handed out to `owner` (its byte moved "parked" -> "handed out").
+    /// `None` when the stash is empty. A frame whose byte is not "parked here, unpoisoned" is
+    /// dropped from the stash and counted as a conflict (only a free behind the caches' back
+    /// writes one).
+    // Always inlined: this is the whole of the common allocation.
+    #[inline(always)]
+    pub(super) fn pop(&self, states: &FrameStates<'_>, owner: Owner) -> Option<PhysAddr> {
+        let parked = state::parked(self.id, false);
+        loop {
+            let len = self.len();
+            let top = len.checked_sub(1)?;
+            self.len.store(top, Ordering::Relaxed);
+            let index = self.indices[top].load(Ordering::Relaxed);
+            if states.load(index) != parked {
+                bump_u64(&self.conflicts);
+                continue;
+            }
+            // A plain store: only this CPU writes the bytes of the frames it stacks.
+            states.publish(index, state::handed_out(owner));
+            bump_u64(&self.hits);
+            add_i64(&self.handed_out[owner as usize], 1);
+            return Some(Pfn::new(self.pfns[top].load(Ordering::Relaxed)).addr());
+        }
+    }
+
+    /// Owner: the mem_map index of `pfn`, O(1) in the section of the last lookup.
+    #[inline(always)]
+    pub(super) fn index_of(&self, layout: &Layout, pfn: Pfn) -> Option<u32> {
+        let sections = layout.sections();
+        let pfn = pfn.as_u64();
+        let hint = self.section_hint.load(Ordering::Relaxed);
+        if let Some(s) = sections.get(hint) {
+            if pfn.wrapping_sub(s.start) < s.frames {
+                return Some((s.first_index + (pfn - s.start)) as u32);
+            }
+        }
+        let i = sections
+            .partition_point(|s| s.start <= pfn)
+            .checked_sub(1)?;
+        let s = sections.get(i)?;
+        if pfn.wrapping_sub(s.start) >= s.frames {
+            return None;
+        }
+        self.section_hint.store(i, Ordering::Relaxed);
+        Some((s.first_index + (pfn - s.start)) as u32)
+    }
+
+    /// Owner: the free of the frame at mem_map `index` whose byte `current` said "handed out
+    /// to `owner`", into this stash. `Some(owner)` when this free won the frame's byte (the
+    /// compare-and-swap) and stacked it; `None` when the stash is held, full, or the byte
+    /// changed (the caller takes the locked path, which decides on the byte it reads then).
+    #[inline(always)]
+    pub(super) fn push(
+        &self,
+        states: &FrameStates<'_>,
+        pfn: Pfn,
+        index: u32,
+        current: u8,
+        owner: Owner,
+    ) -> Option<Owner> {
+        let len = self.len();
+        if len == HOT_CAPACITY || self.held() {
+            return None;
+        }
+        states
+            .transition(index, current, state::parked(self.id, false))
+            .ok()?;
+        self.stack(len, pfn.as_u64(), index);
+        bump_u64(&self.frees);
+        add_i64(&self.handed_out[owner as usize], -1);
+        Some(owner)
+    }
+
+    #[inline(always)]
+    fn stack(&self, len: usize, pfn: u64, index: u32) {
+        self.pfns[len].store(pfn, Ordering::Relaxed);
+        self.indices[len].store(index, Ordering::Relaxed);
+        self.len.store(len + 1, Ordering::Relaxed);
+    }
+
+    /// Owner, holding `ring`'s lock: moves the colder half of a full stash (all of it when
+    /// `all`) into the ring, which drains to the buddy above its high mark. The frames stay
+    /// parked under the same id: no state byte changes.
+    pub(super) fn spill<B: BuddyAccess, M: FrameMemory + ?Sized>(
+        &self,
+        all: bool,
+        ring: &mut CpuCache,
+        states: &FrameStates<'_>,
+        buddy: &mut B,
+        mem: &mut M,
+    ) {
+        let len = self.len();
+        let n = if all { len } else { len.min(MOVE) };
+        for i in 0..n {
+            let pfn = self.pfns[i].load(Ordering::Relaxed);
+            let index = self.indices[i].load(Ordering::Relaxed);
+            ring.park_from_stash(states, buddy, Pfn::new(pfn), index, mem);
+        }
+        for i in n..len {
+            let pfn = self.pfns[i].load(Ordering::Relaxed);
+            let index = self.indices[i].load(Ordering::Relaxed);
+            self.pfns[i - n].store(pfn, Ordering::Relaxed);
+            self.indices[i - n].store(index, Ordering::Relaxed);
+        }
+        self.len.store(len - n, Ordering::Relaxed);
+    }
+
+    /// Owner, holding `ring`'s lock, stash empty and not held: takes up to half a stash from
+    /// the ring's hot end (no state byte changes: both park under the same id).
+    pub(super) fn top_up(&self, ring: &mut CpuCache, states: &FrameStates<'_>) {
+        let start = self.len();
+        let mut len = start;
+        while len < MOVE {
+            let Some((pfn, index)) = ring.unpark_to_stash(states) else {
+                break;
+            };
+            self.stack(len, pfn.as_u64(), index);
+            len += 1;
+        }
+        // The ring gave its hottest frame first: reverse, so it ends on top of the stash.
+        let (mut lo, mut hi) = (start, len.saturating_sub(1));
+        while lo < hi {
+            let (a, b) = (&self.pfns, &self.indices);
+            let (pa, ia) = (a[lo].load(Ordering::Relaxed), b[lo].load(Ordering::Relaxed));
+            a[lo].store(a[hi].load(Ordering::Relaxed), Ordering::Relaxed);
+            b[lo].store(b[hi].load(Ordering::Relaxed), Ordering::Relaxed);
+            a[hi].store(pa, Ordering::Relaxed);
+            b[hi].store(ia, Ordering::Relaxed);
+            lo += 1;
+            hi -= 1;
+        }
+    }
+
+    /// Owner, holding `ring`'s lock: answers a pending hold (the whole stash into the ring, the
+    /// request acknowledged, the stash bypassed until released) or ends the bypass once every
+    /// hold is released. Returns whether the stash may be used now. The kernel also calls it
+    /// from each CPU's timer tick, so an idle CPU answers within a tick.
+    ///
+    /// Why a holder that sees its ticket answered may rely on the stash staying empty: the
+    /// owner read the request counter after the holder bumped it, and the holder bumped the
+    /// hold count before that (both sequentially consistent), so every later read of the count
+    /// by the owner sees it non-zero until the holder releases: the owner stacks nothing
+    /// (`push` checks [`Self::held`]). An operation the owner was in the middle of when the
+    /// hold arrived ends before its next one answers (one CPU's operations never interleave).
+    pub(super) fn serve<B: BuddyAccess, M: FrameMemory + ?Sized>(
+        &self,
+        ring: &mut CpuCache,
+        states: &FrameStates<'_>,
+        buddy: &mut B,
+        mem: &mut M,
+    ) -> bool {
+        if !self.held() {
+            return true;
+        }
+        let seen = self.requests.load(Ordering::SeqCst);
+        if !self.is_empty() {
+            self.spill(true, ring, states, buddy, mem);
+        }
+        self.answered.store(seen, Ordering::SeqCst);
+        false
+    }
+
+    /// Any CPU: asks the owner to empty this stash into its ring and keep it empty; wait until
+    /// [`Self::answered`] says yes, then every frame the stash had is in the ring (where the
+    /// caller can lock it), until [`Self::release_hold`]. Holds nest.
+    pub fn request_hold(&self) -> HoldTicket {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        HoldTicket(self.requests.fetch_add(1, Ordering::SeqCst).wrapping_add(1))
+    }
+
+    /// Whether the owner has answered the request `ticket` (or a later one).
+    pub fn answered(&self, ticket: HoldTicket) -> bool {
+        let got = self.answered.load(Ordering::SeqCst);
+        got.wrapping_sub(ticket.0) as i32 >= 0
+    }
+
+    /// Ends one hold (answered or not). The owner uses the stash again at its next operation
+    /// once no hold is left.
+    pub fn release_hold(&self) {
+        self.holds.fetch_sub(1, Ordering::SeqCst);
+    }
+}
