@@ -28,6 +28,7 @@
 //!   leaves more than [`SlabHeap::set_retain`]'s high mark empty unmaps them down to its low
 //!   mark, and [`SlabHeap::release_empty`] (reclaim under pressure) down to any number.
 
+pub mod runs;
 pub mod segments;
 #[cfg(test)]
 mod tests;
