@@ -1,41 +1,51 @@
 //! The kernel heap's unsafe shell, host-built so `cargo test` and the bench run the code the
-//! kernel runs. The decisions live in `levitate_mm::slab` (size classes, slab bookkeeping) and
+//! kernel runs. The decisions live in `levitate_mm::slab` (size classes, slab bookkeeping),
+//! `levitate_mm::slab::runs` (medium blocks as page runs in spans) and
 //! `levitate_mm::slab::segments` (growth, placement, release), which never touch memory; this
-//! crate holds the pointers: it turns the slab layer's addresses into blocks, runs one
-//! linked_list_allocator heap per segment for large and odd blocks (over 2 KiB, or aligned
-//! past their class), and maps and unmaps the window's pages through a [`Mapper`] (the kernel:
-//! frames and page tables; the bench and tests: plain memory).
+//! crate holds the pointers: it turns those layers' addresses into blocks, runs one
+//! linked_list_allocator heap per segment for what neither serves (over 256 KiB, aligned past
+//! a page, or what the slabs and spans had no room for), and maps and unmaps the window's
+//! pages through a [`Mapper`] (the kernel: frames and page tables; the bench and tests: plain
+//! memory).
 //!
 //! # The window
 //!
 //! ```text
-//! base                                                                          base + size
-//! | record chunks (24 KiB per 2 MiB of slabs) | slab pages (<= limit, <= 1 GiB) | segments |
+//! base                                                                                  base + size
+//! | records | slab pages (<= limit, <= 1 GiB) | spans (<= limit, <= 1 GiB) | segments (the rest) |
 //! ```
 //!
-//! Every byte mapped (records, slab pages, segments) counts against the limit. A request the
-//! slabs cannot serve (window or limit used up) goes to the segments, so the slab layer is a
-//! fast path, never a reason to fail. Growth that would pass the limit first gives back every
-//! empty segment and slab page, then grows by exactly the need.
+//! The record area holds the slabs' chunks (24 KiB per 2 MiB of slab pages) and the spans'
+//! (8 KiB per 2 MiB of spans), each mapped on first use and kept. Blocks of 16 B to 2 KiB go
+//! to the slabs, 2 KiB to 256 KiB aligned to at most a page to a run of pages in a 1 MiB span
+//! (O(1) both ways: a bucket bitmap, records outside the blocks), the rest to the segments.
+//! Every byte mapped (records, slab pages, spans, segments) counts against the limit. A
+//! request the slabs or spans cannot serve (window or limit used up: a span is mapped whole)
+//! goes to the segments, so those layers are fast paths, never a reason to fail. Growth that
+//! would pass the limit first gives back every empty segment, span and slab page, then grows
+//! by exactly the need.
 //!
 //! # Idle memory
 //!
-//! A block of `DEDICATED_MIN` (256 KiB) or more gets a segment of its own, so freeing it
-//! gives its memory back at once and no small block left behind can pin it. A free that
-//! empties a shared segment gives it back at once unless it is the one small reserve
-//! segment the policy keeps; a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages empty
-//! unmaps a few at a time down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory pressure)
-//! gives back every empty segment and slab page beyond that reserve; a request at the limit
-//! takes the reserve too. A `Mapper::unmap` that cannot run now (page tables busy)
-//! leaves the memory mapped and empty; the next free or reclaim tries again.
+//! A block over 256 KiB gets a segment of its own, so freeing it gives its memory back at
+//! once and no small block left behind can pin it. A free that empties a span or a shared
+//! segment gives it back at once unless it is the one reserve of its kind (one span; one
+//! segment of at most 1 MiB); a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages
+//! empty unmaps a few at a time down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory
+//! pressure) gives back every empty segment, span and slab page beyond those reserves; a
+//! request at the limit takes the reserves too. A `Mapper::unmap` that cannot run now (page
+//! tables busy) leaves the memory mapped and empty; the next free or reclaim tries again.
 //!
 //! # Misuse
 //!
-//! [`Heap::free`] refuses, changing nothing, a free of an address outside the heap, and on the
+//! [`Heap::free`] refuses, changing nothing, a free of an address outside the heap; on the
 //! slab path one not at a slot start, of a slot already free, or with a layout of another
-//! class; on the segment path one not aligned as its layout says or running past its segment.
-//! A double free of a large block is caught by linked_list_allocator itself when the block has
-//! not been reused (it panics: "Freed node aliases existing hole"), as before this crate.
+//! class; on the span path one not at the first page of a live block, of a block already free,
+//! or with a layout of another page count or aligned past a page; on the segment path one not
+//! aligned as its layout says or running past its segment. A double free of a block in a
+//! shared segment (aligned past a page, or a fallback) is caught by linked_list_allocator
+//! itself when the block has not been reused (it panics: "Freed node aliases existing hole");
+//! one of a block alone in its segment finds the segment gone and is refused as foreign.
 #![no_std]
 
 #[cfg(test)]

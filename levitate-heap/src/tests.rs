@@ -285,10 +285,16 @@ fn growth_falls_back_to_the_exact_need() {
 fn empty_segments_go_back_at_once_but_a_small_reserve() {
     let mut h = heap(256 * MB, 64 * MB);
     // Two big blocks alone, two in a shared segment (aligned past a page), one in a span.
-    let blocks: Vec<_> = [(4 * MB, 8), (6 * MB, 8), (100_000, 8192), (5000, 8192), (9000, 8)]
-        .iter()
-        .map(|&(s, a)| (h.alloc(layout(s, a)).unwrap(), layout(s, a)))
-        .collect();
+    let blocks: Vec<_> = [
+        (4 * MB, 8),
+        (6 * MB, 8),
+        (100_000, 8192),
+        (5000, 8192),
+        (9000, 8),
+    ]
+    .iter()
+    .map(|&(s, a)| (h.alloc(layout(s, a)).unwrap(), layout(s, a)))
+    .collect();
     assert_eq!(h.stats().segments, 3);
     assert_eq!(h.stats().runs.spans, 1);
     for (p, l) in blocks {
@@ -536,7 +542,10 @@ fn medium_blocks_match_a_model_step_by_step() {
             let l = layout(size, 1 << ((x >> 40) % 13));
             let p = h.alloc(l).expect("room");
             let a = p.as_ptr() as usize;
-            assert!(h.runs.contains(a), "step {step}: {size} bytes not in a span");
+            assert!(
+                h.runs.contains(a),
+                "step {step}: {size} bytes not in a span"
+            );
             assert!(h.mapper().is_mapped(a, size), "step {step}: unmapped");
             if let Some((&lo, &(ll, _))) = live.range(..a).next_back() {
                 assert!(lo + ll.size() <= a, "step {step}: overlap");

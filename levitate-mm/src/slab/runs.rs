@@ -53,6 +53,8 @@ const EXACT: usize = 16;
 /// Buckets: EXACT exact ones, then four per doubling from 16 to 256 pages (256 alone in the
 /// last).
 const NBUCKETS: usize = bucket_of(SPAN_PAGES) + 1;
+// One bit per bucket in `nonempty`, and a span's pages within one record chunk.
+const _: () = assert!(NBUCKETS <= 64 && RUN_CHUNK_PAGES.is_multiple_of(SPAN_PAGES));
 
 /// What a page's record says.
 const INSIDE: u8 = 0;
@@ -259,6 +261,7 @@ impl<'a> RunHeap<'a> {
     }
 
     /// The counters.
+    #[inline]
     pub fn stats(&self) -> RunStats {
         self.stats
     }
@@ -656,7 +659,7 @@ mod tests {
     fn buckets_cover_every_length_in_order() {
         for pages in 1..=SPAN_PAGES {
             let b = bucket_of(pages);
-            assert!(b < NBUCKETS && b < 64);
+            assert!(b < NBUCKETS);
             assert!(bucket_of(pages.saturating_sub(1).max(1)) <= b);
             // Every run listed at or above the search bucket is long enough.
             let s = search_bucket(pages);
@@ -687,7 +690,11 @@ mod tests {
         h.validate().unwrap();
         h.free(a, 5000, 8, &mut src).unwrap();
         h.validate().unwrap();
-        assert_eq!(h.alloc(3 * PAGE, 8, &mut src), Ok(BASE), "the merged gap reused");
+        assert_eq!(
+            h.alloc(3 * PAGE, 8, &mut src),
+            Ok(BASE),
+            "the merged gap reused"
+        );
         h.free(BASE, 3 * PAGE, 8, &mut src).unwrap();
         h.free(c, 64 << 10, 8, &mut src).unwrap();
         h.validate().unwrap();
@@ -829,8 +836,7 @@ mod tests {
                     "step {step}: a double free passed"
                 );
             }
-            h.validate()
-                .unwrap_or_else(|e| panic!("step {step}: {e}"));
+            h.validate().unwrap_or_else(|e| panic!("step {step}: {e}"));
             assert_eq!(h.stats().spans as usize, src.mapped.len());
         }
         for (a, size) in order {
