@@ -172,8 +172,9 @@ impl levitate_heap::Mapper for PlainMemory {
 }
 
 /// Levitate's heap exactly as the kernel runs it: the `levitate-heap` crate (levitate_mm's
-/// size classes 16 B - 2 KiB in front, linked_list_allocator segments behind) over a window of
-/// plain memory, allowed to map the same 64 MiB the other heaps get.
+/// size classes 16 B - 2 KiB, page runs in 1 MiB spans for 2-256 KiB, linked_list_allocator
+/// segments for the rest) over a window of plain memory, allowed to map the same 64 MiB the
+/// other heaps get.
 pub struct LevitateHeap(levitate_heap::Heap<PlainMemory>);
 
 impl LevitateHeap {

@@ -1,41 +1,51 @@
 //! The kernel heap's unsafe shell, host-built so `cargo test` and the bench run the code the
-//! kernel runs. The decisions live in `levitate_mm::slab` (size classes, slab bookkeeping) and
+//! kernel runs. The decisions live in `levitate_mm::slab` (size classes, slab bookkeeping),
+//! `levitate_mm::slab::runs` (medium blocks as page runs in spans) and
 //! `levitate_mm::slab::segments` (growth, placement, release), which never touch memory; this
-//! crate holds the pointers: it turns the slab layer's addresses into blocks, runs one
-//! linked_list_allocator heap per segment for large and odd blocks (over 2 KiB, or aligned
-//! past their class), and maps and unmaps the window's pages through a [`Mapper`] (the kernel:
-//! frames and page tables; the bench and tests: plain memory).
+//! crate holds the pointers: it turns those layers' addresses into blocks, runs one
+//! linked_list_allocator heap per segment for what neither serves (over 256 KiB, aligned past
+//! a page, or what the slabs and spans had no room for), and maps and unmaps the window's
+//! pages through a [`Mapper`] (the kernel: frames and page tables; the bench and tests: plain
+//! memory).
 //!
 //! # The window
 //!
 //! ```text
-//! base                                                                          base + size
-//! | record chunks (24 KiB per 2 MiB of slabs) | slab pages (<= limit, <= 1 GiB) | segments |
+//! base                                                                                  base + size
+//! | records | slab pages (<= limit, <= 1 GiB) | spans (<= limit, <= 1 GiB) | segments (the rest) |
 //! ```
 //!
-//! Every byte mapped (records, slab pages, segments) counts against the limit. A request the
-//! slabs cannot serve (window or limit used up) goes to the segments, so the slab layer is a
-//! fast path, never a reason to fail. Growth that would pass the limit first gives back every
-//! empty segment and slab page, then grows by exactly the need.
+//! The record area holds the slabs' chunks (24 KiB per 2 MiB of slab pages) and the spans'
+//! (8 KiB per 2 MiB of spans), each mapped on first use and kept. Blocks of 16 B to 2 KiB go
+//! to the slabs, 2 KiB to 256 KiB aligned to at most a page to a run of pages in a 1 MiB span
+//! (O(1) both ways: a bucket bitmap, records outside the blocks), the rest to the segments.
+//! Every byte mapped (records, slab pages, spans, segments) counts against the limit. A
+//! request the slabs or spans cannot serve (window or limit used up: a span is mapped whole)
+//! goes to the segments, so those layers are fast paths, never a reason to fail. Growth that
+//! would pass the limit first gives back every empty segment, span and slab page, then grows
+//! by exactly the need.
 //!
 //! # Idle memory
 //!
-//! A block of `DEDICATED_MIN` (256 KiB) or more gets a segment of its own, so freeing it
-//! gives its memory back at once and no small block left behind can pin it. A free that
-//! empties a shared segment gives it back at once unless it is the one small reserve
-//! segment the policy keeps; a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages empty
-//! unmaps a few at a time down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory pressure)
-//! gives back every empty segment and slab page beyond that reserve; a request at the limit
-//! takes the reserve too. A `Mapper::unmap` that cannot run now (page tables busy)
-//! leaves the memory mapped and empty; the next free or reclaim tries again.
+//! A block over 256 KiB gets a segment of its own, so freeing it gives its memory back at
+//! once and no small block left behind can pin it. A free that empties a span or a shared
+//! segment gives it back at once unless it is the one reserve of its kind (one span; one
+//! segment of at most 1 MiB); a free that leaves more than [`SLAB_RETAIN_HIGH`] slab pages
+//! empty unmaps a few at a time down to [`SLAB_RETAIN_LOW`]. [`Heap::reclaim`] (memory
+//! pressure) gives back every empty segment, span and slab page beyond those reserves; a
+//! request at the limit takes the reserves too. A `Mapper::unmap` that cannot run now (page
+//! tables busy) leaves the memory mapped and empty; the next free or reclaim tries again.
 //!
 //! # Misuse
 //!
-//! [`Heap::free`] refuses, changing nothing, a free of an address outside the heap, and on the
+//! [`Heap::free`] refuses, changing nothing, a free of an address outside the heap; on the
 //! slab path one not at a slot start, of a slot already free, or with a layout of another
-//! class; on the segment path one not aligned as its layout says or running past its segment.
-//! A double free of a large block is caught by linked_list_allocator itself when the block has
-//! not been reused (it panics: "Freed node aliases existing hole"), as before this crate.
+//! class; on the span path one not at the first page of a live block, of a block already free,
+//! or with a layout of another page count or aligned past a page; on the segment path one not
+//! aligned as its layout says or running past its segment. A double free of a block in a
+//! shared segment (aligned past a page, or a fallback) is caught by linked_list_allocator
+//! itself when the block has not been reused (it panics: "Freed node aliases existing hole");
+//! one of a block alone in its segment finds the segment gone and is refused as foreign.
 #![no_std]
 
 #[cfg(test)]
@@ -47,6 +57,10 @@ mod tests;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
+use levitate_mm::slab::runs::{
+    RunChunk, RunError, RunHeap, RunMisuse, RunStats, SpanSource, MAX_RUN_CHUNKS, RETAIN_SPANS,
+    RUN_CHUNK_BYTES, RUN_CHUNK_PAGES, SPAN_BYTES,
+};
 use levitate_mm::slab::segments::{GrowError, Plan, Segments, DEDICATED_MIN};
 use levitate_mm::slab::{
     PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES, CHUNK_PAGES,
@@ -77,6 +91,8 @@ pub trait Mapper {
 pub enum Misuse {
     /// The slab layer refused it (not at a slot start, double free, wrong size).
     Slab(SlabMisuse),
+    /// The medium-block layer refused it (not a block start, double free, wrong size).
+    Run(RunMisuse),
     /// The address is in no slab and no segment of this heap.
     Foreign { addr: usize },
     /// A segment block not aligned as its layout says.
@@ -89,6 +105,7 @@ impl fmt::Display for Misuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Slab(m) => m.fmt(f),
+            Self::Run(m) => m.fmt(f),
             Self::Foreign { addr } => write!(f, "{addr:#x} is in no part of the heap"),
             Self::Misaligned { addr, align } => {
                 write!(f, "{addr:#x} is not aligned to {align} as its layout says")
@@ -108,22 +125,26 @@ impl fmt::Display for Misuse {
 pub struct Stats {
     /// Bytes mapped: records, slab pages, segments.
     pub mapped: usize,
-    /// Bytes in live blocks (slab objects at their class size, segment blocks as
-    /// linked_list_allocator counts them).
+    /// Bytes in live blocks (slab objects at their class size, medium blocks at their
+    /// pages, segment blocks as linked_list_allocator counts them).
     pub used: usize,
     /// The most bytes the heap may map.
     pub limit: usize,
     /// The slab layer's counters.
     pub slab: SlabStats,
-    /// Bytes of record chunks mapped (kept for the heap's life).
+    /// The medium-block layer's counters (its spans are in `mapped`, `growths`, `releases`).
+    pub runs: RunStats,
+    /// Bytes of record chunks mapped, the slabs' and the medium blocks' (kept for the heap's
+    /// life).
     pub record_bytes: usize,
     /// Live segments and their bytes.
     pub segments: usize,
     pub segment_bytes: usize,
-    /// Segments mapped, and given back.
+    /// Segments and spans mapped, and given back.
     pub growths: u64,
     pub releases: u64,
-    /// Small requests the slabs could not take (window or limit used up), served by segments.
+    /// Small or medium requests the slabs or spans could not take (window or limit used up),
+    /// served by segments.
     pub slab_fallbacks: u64,
     /// Requests refused (the limit or the frames could not cover them).
     pub failures: u64,
@@ -165,12 +186,15 @@ impl fmt::Display for AllocError {
     }
 }
 
-/// The heap: slabs in front, linked_list_allocator segments behind, over one window.
+/// The heap: slabs for small blocks, page runs in spans for medium ones,
+/// linked_list_allocator segments for the rest, over one window.
 pub struct Heap<M: Mapper> {
     slab: SlabHeap<'static>,
+    runs: RunHeap<'static>,
     segs: Segments<List>,
     mapper: M,
     records_base: usize,
+    run_records_base: usize,
     record_bytes: usize,
     limit: usize,
     /// The segment the last large block came from (tried first).
@@ -221,14 +245,69 @@ impl<M: Mapper> PageSource<'static> for Source<'_, M> {
     }
 }
 
+/// The medium-block layer's view of the mapper: whole spans, records at their fixed place,
+/// everything within the room left under the limit.
+struct Spans<'m, M: Mapper> {
+    mapper: &'m mut M,
+    room: usize,
+    records_base: usize,
+    record_bytes: &'m mut usize,
+}
+
+impl<M: Mapper> SpanSource<'static> for Spans<'_, M> {
+    fn map_span(&mut self, addr: usize) -> bool {
+        if self.room < SPAN_BYTES || !self.mapper.map(addr, SPAN_BYTES) {
+            return false;
+        }
+        self.room -= SPAN_BYTES;
+        true
+    }
+
+    fn unmap_span(&mut self, addr: usize) -> bool {
+        self.mapper.unmap(addr, SPAN_BYTES)
+    }
+
+    fn run_records(&mut self, chunk: usize) -> Option<&'static mut RunChunk> {
+        // Records are asked for just before their first span: without room for both, take
+        // neither (records stay for the heap's life).
+        let at = self.records_base + chunk * RUN_CHUNK_BYTES;
+        if self.room < RUN_CHUNK_BYTES + SPAN_BYTES || !self.mapper.map(at, RUN_CHUNK_BYTES) {
+            return None;
+        }
+        self.room -= RUN_CHUNK_BYTES;
+        *self.record_bytes += RUN_CHUNK_BYTES;
+        // SAFETY: `init`'s contract: the mapper just made [at, at + RUN_CHUNK_BYTES) valid
+        // memory of the window's record area that stays valid for the heap's life (record
+        // chunks are never unmapped); each chunk index is asked for once, so this is the only
+        // reference to it. `at` is page aligned (the run records start on a page, chunks are
+        // page multiples); any bit pattern is a valid RunPage (integers only).
+        Some(unsafe { &mut *(at as *mut RunChunk) })
+    }
+}
+
+/// The medium-block layer's source over `$heap`'s mapper, with `$room` bytes left under the
+/// limit (a macro, not a method, so the borrow stays on the two fields it takes).
+macro_rules! spans {
+    ($heap:ident, $room:expr) => {
+        Spans {
+            mapper: &mut $heap.mapper,
+            room: $room,
+            records_base: $heap.run_records_base,
+            record_bytes: &mut $heap.record_bytes,
+        }
+    };
+}
+
 impl<M: Mapper> Heap<M> {
     /// A heap with no window: every request fails until [`Self::init`].
     pub const fn new(mapper: M) -> Self {
         Self {
             slab: SlabHeap::empty(),
+            runs: RunHeap::empty(),
             segs: Segments::empty(),
             mapper,
             records_base: 0,
+            run_records_base: 0,
             record_bytes: 0,
             limit: 0,
             hint: 0,
@@ -255,31 +334,44 @@ impl<M: Mapper> Heap<M> {
             "heap window at {mapper_base:#x} is not 2 MiB aligned"
         );
         self.limit = limit;
-        // Slab pages: as many as the limit allows (up to 1 GiB), within half the window.
-        let slab_bytes = limit
-            .min(size / 2)
-            .min(MAX_CHUNKS * CHUNK_PAGES * PAGE)
-            .next_multiple_of(SLAB_ALIGN)
-            .min(MAX_CHUNKS * CHUNK_PAGES * PAGE);
-        let chunks = slab_bytes / (CHUNK_PAGES * PAGE);
-        let records = (chunks * CHUNK_BYTES).next_multiple_of(SLAB_ALIGN);
+        // Slab pages and medium-block spans: as many as the limit allows (up to 1 GiB each),
+        // within a quarter of the window each; the segments get the rest.
+        let part = |reach: usize| {
+            limit
+                .min(size / 4)
+                .min(reach)
+                .next_multiple_of(SLAB_ALIGN)
+                .min(reach)
+        };
+        let slab_bytes = part(MAX_CHUNKS * CHUNK_PAGES * PAGE);
+        let run_bytes = part(MAX_RUN_CHUNKS * RUN_CHUNK_PAGES * PAGE);
+        let slab_records = slab_bytes / (CHUNK_PAGES * PAGE) * CHUNK_BYTES;
+        let run_records = run_bytes / (RUN_CHUNK_PAGES * PAGE) * RUN_CHUNK_BYTES;
+        let records = (slab_records + run_records).next_multiple_of(SLAB_ALIGN);
         self.records_base = mapper_base;
+        self.run_records_base = mapper_base + slab_records;
         let slab_base = mapper_base + records;
-        let segs_base = slab_base + slab_bytes;
-        let pages = if segs_base <= mapper_base + size {
-            slab_bytes / PAGE
+        let run_base = slab_base + slab_bytes;
+        let segs_base = run_base + run_bytes;
+        let fits = segs_base <= mapper_base + size;
+        let (pages, spans) = if fits {
+            (slab_bytes / PAGE, run_bytes / SPAN_BYTES)
         } else {
-            0
+            (0, 0)
         };
         self.slab = SlabHeap::new(slab_base, pages).unwrap_or_else(SlabHeap::empty);
         self.slab.set_retain(SLAB_RETAIN_LOW, SLAB_RETAIN_HIGH);
+        self.runs = RunHeap::new(run_base, spans).unwrap_or_else(RunHeap::empty);
+        self.runs.set_retain(RETAIN_SPANS);
+        let segs_base = if fits { segs_base } else { mapper_base };
         self.segs
             .set_window(segs_base, (mapper_base + size).saturating_sub(segs_base));
     }
 
-    /// Maps the idle reserve now (16 empty slab pages, one shared segment of the smallest
-    /// growth step), so the first objects after boot do not map memory inside whatever asked
-    /// for them (an interrupt handler, a measurement of free frames).
+    /// Maps the idle reserve now (16 empty slab pages, one empty span for medium blocks, or a
+    /// shared segment of the smallest growth step when there is no span window), so the
+    /// first objects after boot do not map memory inside whatever asked for them (an
+    /// interrupt handler, a measurement of free frames).
     /// False when the limit or the frames do not allow it.
     pub fn prime(&mut self) -> bool {
         // A few empty slab pages first (SLAB_RETAIN_LOW of them, made by filling and
@@ -292,6 +384,20 @@ impl<M: Mapper> Heap<M> {
         for p in held.into_iter().flatten() {
             // SAFETY: a block just allocated above with this layout, not used since.
             let _ = unsafe { self.free(p, two_k) };
+        }
+        if self.runs.stats().empty_spans > 0 {
+            return true;
+        }
+        if self.runs.window().1 > 0 {
+            // One page-sized block maps a span; freed, the span stays as the reserve.
+            let page = Layout::from_size_align(PAGE, PAGE).unwrap_or(Layout::new::<u8>());
+            let room = self.room();
+            let mut src = spans!(self, room);
+            if let Ok(addr) = self.runs.alloc(PAGE, PAGE, &mut src) {
+                let _ = self.runs.free(addr, page.size(), page.align(), &mut src);
+                return self.runs.stats().empty_spans > 0;
+            }
+            return false;
         }
         if self.segs.iter().any(|s| !s.dedicated) {
             return true;
@@ -309,9 +415,12 @@ impl<M: Mapper> Heap<M> {
         &mut self.mapper
     }
 
-    /// Bytes mapped: records, slab pages, segments.
+    /// Bytes mapped: records, slab pages, spans, segments.
     pub fn mapped(&self) -> usize {
-        self.record_bytes + self.slab.stats().mapped_pages() as usize * PAGE + self.segs.mapped()
+        self.record_bytes
+            + self.slab.stats().mapped_pages() as usize * PAGE
+            + self.runs.stats().spans as usize * SPAN_BYTES
+            + self.segs.mapped()
     }
 
     fn room(&self) -> usize {
@@ -323,13 +432,13 @@ impl<M: Mapper> Heap<M> {
         self.last_error
     }
 
-    /// Whether `addr` lies in the slab pages or a segment.
+    /// Whether `addr` lies in the slab pages, the span window or a segment.
     pub fn contains(&self, addr: usize) -> bool {
-        self.slab.contains(addr) || self.segs.find(addr).is_some()
+        self.slab.contains(addr) || self.runs.contains(addr) || self.segs.find(addr).is_some()
     }
 
-    /// A block for `layout`, or `None` when neither the slabs nor the segments (after growing
-    /// as far as the limit and the mapper allow) can serve it.
+    /// A block for `layout`, or `None` when neither the slabs, the spans nor the segments
+    /// (after growing as far as the limit and the mapper allow) can serve it.
     #[inline]
     pub fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let (size, align) = (layout.size().max(1), layout.align());
@@ -345,6 +454,36 @@ impl<M: Mapper> Heap<M> {
             Err(SlabError::NotSmall) => {}
             Err(SlabError::OutOfPages) => return self.alloc_small_slow(layout),
         }
+        self.alloc_medium(layout, room)
+    }
+
+    /// Blocks of 2 KiB to 256 KiB aligned to at most a page: a run of pages in a span.
+    #[inline]
+    fn alloc_medium(&mut self, layout: Layout, room: usize) -> Option<NonNull<u8>> {
+        let (size, align) = (layout.size().max(1), layout.align());
+        let mut src = spans!(self, room);
+        match self.runs.alloc(size, align, &mut src) {
+            Ok(addr) => NonNull::new(addr as *mut u8),
+            Err(RunError::NotRun) => self.alloc_large(layout),
+            Err(RunError::OutOfSpans) => self.alloc_medium_slow(layout),
+        }
+    }
+
+    /// A medium request no span could take: give back empty segments and slab pages (they
+    /// may be what holds the limit), try again, else serve it from the segments.
+    #[cold]
+    fn alloc_medium_slow(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if self.release_all_empty().bytes > 0 {
+            let room = self.room();
+            let mut src = spans!(self, room);
+            if let Ok(addr) = self
+                .runs
+                .alloc(layout.size().max(1), layout.align(), &mut src)
+            {
+                return NonNull::new(addr as *mut u8);
+            }
+        }
+        self.slab_fallbacks += 1;
         self.alloc_large(layout)
     }
 
@@ -352,7 +491,11 @@ impl<M: Mapper> Heap<M> {
     /// holds the limit), try again, else serve it from the segments.
     #[cold]
     fn alloc_small_slow(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        if self.release_empty_segments().bytes > 0 {
+        let spans = {
+            let mut src = spans!(self, 0);
+            self.runs.release_empty(0, &mut src)
+        };
+        if self.release_empty_segments().bytes + spans > 0 {
             let room = self.room();
             let mut src = Source {
                 mapper: &mut self.mapper,
@@ -509,6 +652,13 @@ impl<M: Mapper> Heap<M> {
                 Misuse::Slab(m)
             });
         }
+        if self.runs.contains(addr) {
+            let mut src = spans!(self, 0);
+            return self.runs.free(addr, size, align, &mut src).map_err(|m| {
+                self.refused += 1;
+                Misuse::Run(m)
+            });
+        }
         // SAFETY: the caller's contract, checked as far as the segments can.
         unsafe { self.free_large(ptr, layout) }
     }
@@ -593,8 +743,8 @@ impl<M: Mapper> Heap<M> {
     }
 
     /// Gives back what is empty beyond the idle reserve (memory pressure): every empty
-    /// segment but the one small reserve, every empty slab page but [`SLAB_RETAIN_LOW`]. The
-    /// reserve (at most 1 MiB and 64 KiB) stays so that the next small or medium request, maybe
+    /// segment but the one small reserve, every empty span but one, every empty slab page but
+    /// [`SLAB_RETAIN_LOW`]. The reserve (at most 1 MiB, 1 MiB and 64 KiB) stays so that the next small or medium request, maybe
     /// in an interrupt handler, maps nothing; a request at the limit takes it too
     /// ([`Self::release_all_empty`]).
     pub fn reclaim(&mut self) -> Reclaimed {
@@ -617,6 +767,11 @@ impl<M: Mapper> Heap<M> {
         let pages = self.slab.release_empty(SLAB_RETAIN_LOW, &mut src);
         r.bytes += pages * PAGE;
         r.busy |= pages < surplus;
+        let surplus = (self.runs.stats().empty_spans as usize).saturating_sub(RETAIN_SPANS);
+        let mut src = spans!(self, 0);
+        let spans = self.runs.release_empty(RETAIN_SPANS, &mut src);
+        r.bytes += spans * SPAN_BYTES;
+        r.busy |= spans < surplus;
         r
     }
 
@@ -634,33 +789,41 @@ impl<M: Mapper> Heap<M> {
         let pages = self.slab.release_empty(0, &mut src);
         r.bytes += pages * PAGE;
         r.busy |= pages < empty;
+        let empty = self.runs.stats().empty_spans as usize;
+        let mut src = spans!(self, 0);
+        let spans = self.runs.release_empty(0, &mut src);
+        r.bytes += spans * SPAN_BYTES;
+        r.busy |= spans < empty;
         r
     }
 
     /// The counters.
     pub fn stats(&self) -> Stats {
         let slab = self.slab.stats();
+        let runs = self.runs.stats();
         let seg_used: usize = self.segs.iter().map(|s| s.payload.used()).sum();
         Stats {
             mapped: self.mapped(),
-            used: slab.class_bytes as usize + seg_used,
+            used: slab.class_bytes as usize + runs.used_pages as usize * PAGE + seg_used,
             limit: self.limit,
             slab,
+            runs,
             record_bytes: self.record_bytes,
             segments: self.segs.len(),
             segment_bytes: self.segs.mapped(),
-            growths: self.growths,
-            releases: self.releases,
+            growths: self.growths + runs.spans_mapped,
+            releases: self.releases + runs.spans_released,
             slab_fallbacks: self.slab_fallbacks,
             failures: self.failures,
             refused: self.refused,
         }
     }
 
-    /// Checks the slab layer's and the segments' invariants, and that every segment's list
-    /// covers exactly its segment.
+    /// Checks the slab layer's, the spans' and the segments' invariants, and that every
+    /// segment's list covers exactly its segment.
     pub fn validate(&self) -> Result<(), &'static str> {
         self.slab.validate()?;
+        self.runs.validate()?;
         self.segs.validate()?;
         for seg in self.segs.iter() {
             let bottom = seg.payload.bottom() as usize;

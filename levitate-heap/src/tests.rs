@@ -4,6 +4,7 @@
 //! cases in miniature.
 
 use super::*;
+use levitate_mm::slab::runs::MAX_RUN_BYTES;
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -121,18 +122,27 @@ fn small_and_large_blocks_go_to_their_paths() {
     let small = h.alloc(layout(100, 8)).unwrap();
     let mid = h.alloc(layout(2000, 16)).unwrap();
     let large = h.alloc(layout(10_000, 8)).unwrap();
-    let odd = h.alloc(layout(64, 4096)).unwrap();
-    assert_eq!(odd.as_ptr() as usize % 4096, 0);
+    let paged = h.alloc(layout(64, 4096)).unwrap();
+    let odd = h.alloc(layout(64, 8192)).unwrap();
+    let huge = h.alloc(layout(300 << 10, 8)).unwrap();
+    assert_eq!(paged.as_ptr() as usize % 4096, 0);
+    assert_eq!(odd.as_ptr() as usize % 8192, 0);
     let s = h.stats();
     assert_eq!(s.slab.objects, 2);
-    assert_eq!(s.segments, 1);
+    // 2 KiB to 256 KiB aligned to at most a page: runs in a span; the rest: segments (the
+    // big one alone in its own).
+    assert_eq!((s.runs.blocks, s.runs.used_pages, s.runs.spans), (2, 4, 1));
+    assert_eq!(s.segments, 2);
     assert!(h.mapper().is_mapped(large.as_ptr() as usize, 10_000));
+    assert!(h.mapper().is_mapped(huge.as_ptr() as usize, 300 << 10));
     h.validate().unwrap();
     for (p, l) in [
         (small, layout(100, 8)),
         (mid, layout(2000, 16)),
         (large, layout(10_000, 8)),
-        (odd, layout(64, 4096)),
+        (paged, layout(64, 4096)),
+        (odd, layout(64, 8192)),
+        (huge, layout(300 << 10, 8)),
     ] {
         // SAFETY: live blocks with their layouts.
         unsafe { h.free(p, l) }.unwrap();
@@ -145,7 +155,8 @@ fn small_and_large_blocks_go_to_their_paths() {
 fn every_misuse_is_refused_and_changes_nothing() {
     let mut h = heap(256 * MB, 64 * MB);
     let a = h.alloc(layout(24, 8)).unwrap();
-    let big = h.alloc(layout(8192, 64)).unwrap();
+    let big = h.alloc(layout(8192, 8192)).unwrap();
+    let mid = h.alloc(layout(12_000, 64)).unwrap();
     let before = h.stats();
     let at = |p: NonNull<u8>, off: usize| NonNull::new(p.as_ptr().wrapping_add(off)).unwrap();
     // SAFETY (all the frees below): each is refused before touching memory, which is what
@@ -165,15 +176,37 @@ fn every_misuse_is_refused_and_changes_nothing() {
             Err(Misuse::Foreign { addr: 0x1000 })
         );
         assert!(matches!(
-            h.free(at(big, 8), layout(8192, 64)),
+            h.free(at(big, 8), layout(8192, 8192)),
             Err(Misuse::Misaligned { .. })
         ));
         assert!(matches!(
             h.free(big, layout(1 << 30, 64)),
             Err(Misuse::PastSegment { .. })
         ));
+        // Medium blocks: not at the start, inside it, another size, another alignment class.
+        assert!(matches!(
+            h.free(at(mid, 8), layout(12_000, 64)),
+            Err(Misuse::Run(RunMisuse::NotBlockStart { .. }))
+        ));
+        assert!(matches!(
+            h.free(at(mid, PAGE), layout(8000, 64)),
+            Err(Misuse::Run(RunMisuse::NotBlockStart { .. }))
+        ));
+        assert!(matches!(
+            h.free(mid, layout(20_000, 64)),
+            Err(Misuse::Run(RunMisuse::WrongSize { pages: 3, .. }))
+        ));
+        assert!(matches!(
+            h.free(mid, layout(12_000, 2 * PAGE)),
+            Err(Misuse::Run(RunMisuse::WrongSize { .. }))
+        ));
+        // Free space after it, in the same span.
+        assert!(matches!(
+            h.free(at(mid, 3 * PAGE), layout(4096, 8)),
+            Err(Misuse::Run(RunMisuse::DoubleFree { .. }))
+        ));
         assert_eq!(h.stats().used, before.used);
-        assert_eq!(h.stats().refused, 5);
+        assert_eq!(h.stats().refused, 10);
         h.free(a, layout(24, 8)).unwrap();
         assert!(matches!(
             h.free(a, layout(24, 8)),
@@ -181,8 +214,14 @@ fn every_misuse_is_refused_and_changes_nothing() {
                 SlabMisuse::DoubleFree { .. } | SlabMisuse::NotSlab { .. }
             ))
         ));
-        h.free(big, layout(8192, 64)).unwrap();
+        h.free(big, layout(8192, 8192)).unwrap();
+        h.free(mid, layout(12_000, 64)).unwrap();
+        assert!(matches!(
+            h.free(mid, layout(12_000, 64)),
+            Err(Misuse::Run(RunMisuse::DoubleFree { .. }))
+        ));
     }
+    assert_eq!(h.stats().refused, 12);
     h.validate().unwrap();
 }
 
@@ -214,12 +253,17 @@ fn growth_falls_back_to_the_exact_need() {
     let mut h2 = heap(256 * MB, 64 * MB);
     h2.mapper_mut().frames = 150 << 10;
     assert!(h2.alloc(layout(100 << 10, 8)).is_some());
-    assert_eq!(h2.mapped(), need_for(100 << 10, 8).unwrap());
+    // (The span's records were mapped before the span was refused; they stay.)
+    assert_eq!(
+        h2.mapped(),
+        need_for(100 << 10, 8).unwrap() + h2.stats().record_bytes
+    );
     // Big requests get exactly their need, alone.
     let mut h3 = heap(512 * MB, 128 * MB);
     let big = h3.alloc(layout(56_000_000, 8)).unwrap();
     assert_eq!(h3.mapped(), need_for(56_000_000, 8).unwrap());
-    assert!(h3.alloc(layout(5000, 8)).is_some());
+    // (Aligned past a page, so it goes to a segment rather than a span.)
+    assert!(h3.alloc(layout(5000, 8192)).is_some());
     assert_eq!(
         h3.stats().segments,
         2,
@@ -240,11 +284,19 @@ fn growth_falls_back_to_the_exact_need() {
 #[test]
 fn empty_segments_go_back_at_once_but_a_small_reserve() {
     let mut h = heap(256 * MB, 64 * MB);
-    let blocks: Vec<_> = [4 * MB, 6 * MB, 100_000, 5000]
-        .iter()
-        .map(|&s| (h.alloc(layout(s, 8)).unwrap(), layout(s, 8)))
-        .collect();
-    assert!(h.stats().segments >= 2);
+    // Two big blocks alone, two in a shared segment (aligned past a page), one in a span.
+    let blocks: Vec<_> = [
+        (4 * MB, 8),
+        (6 * MB, 8),
+        (100_000, 8192),
+        (5000, 8192),
+        (9000, 8),
+    ]
+    .iter()
+    .map(|&(s, a)| (h.alloc(layout(s, a)).unwrap(), layout(s, a)))
+    .collect();
+    assert_eq!(h.stats().segments, 3);
+    assert_eq!(h.stats().runs.spans, 1);
     for (p, l) in blocks {
         // SAFETY: live blocks with their layouts.
         unsafe { h.free(p, l) }.unwrap();
@@ -253,9 +305,11 @@ fn empty_segments_go_back_at_once_but_a_small_reserve() {
     assert!(s.segments <= 1, "{} segments left", s.segments);
     assert!(s.segment_bytes <= levitate_mm::slab::segments::RETAIN_MAX);
     assert_eq!(h.mapped(), h.mapper().bytes);
-    // Reclaim keeps the reserve; a release of everything leaves only the records.
+    assert_eq!(h.stats().runs.spans, 1, "the span reserve");
+    // Reclaim keeps the reserves; a release of everything leaves only the records.
     h.reclaim();
     assert_eq!(h.stats().segments, 1);
+    assert_eq!(h.stats().runs.spans, 1);
     h.release_all_empty();
     assert_eq!(h.mapped(), h.stats().record_bytes);
     assert_eq!(h.mapper().bytes, h.mapped());
@@ -270,7 +324,7 @@ fn priming_maps_the_reserve_once() {
     assert_eq!(h.stats().slab.empty_pages, SLAB_RETAIN_LOW as u64);
     assert_eq!(
         mapped,
-        levitate_mm::slab::segments::MIN_GROWTH + SLAB_RETAIN_LOW * PAGE + CHUNK_BYTES
+        SPAN_BYTES + RUN_CHUNK_BYTES + SLAB_RETAIN_LOW * PAGE + CHUNK_BYTES
     );
     for size in [16, 100, 700, 2000] {
         let p = h.alloc(layout(size, 8)).unwrap();
@@ -466,4 +520,110 @@ fn a_segment_sized_for_a_request_always_takes_it() {
         unsafe { h.free(p, l) }.unwrap();
     }
     assert_eq!(h.stats().failures, 0);
+}
+
+/// Medium blocks (the bench's heap-large range and a little beyond) against a model, with
+/// `validate` after every step: no overlap, contents kept, every block in mapped memory, a
+/// misuse tried on a live block every few steps (inside it, a size of another page count)
+/// refused with its contents intact, and every double free refused.
+#[test]
+fn medium_blocks_match_a_model_step_by_step() {
+    let mut h = heap(256 * MB, 64 * MB);
+    let mut live: BTreeMap<usize, (Layout, u8)> = BTreeMap::new();
+    let mut order: Vec<usize> = Vec::new();
+    let mut refused = 0;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for step in 0..6_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if order.len() < 200 && (!x.is_multiple_of(3) || order.is_empty()) {
+            let size = (2 << 10) + 1 + (x >> 8) as usize % (MAX_RUN_BYTES - (2 << 10));
+            let l = layout(size, 1 << ((x >> 40) % 13));
+            let p = h.alloc(l).expect("room");
+            let a = p.as_ptr() as usize;
+            assert!(
+                h.runs.contains(a),
+                "step {step}: {size} bytes not in a span"
+            );
+            assert!(h.mapper().is_mapped(a, size), "step {step}: unmapped");
+            if let Some((&lo, &(ll, _))) = live.range(..a).next_back() {
+                assert!(lo + ll.size() <= a, "step {step}: overlap");
+            }
+            if let Some((&hi, _)) = live.range(a..).next() {
+                assert!(a + size <= hi, "step {step}: overlap");
+            }
+            let tag = step as u8;
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), tag, size) };
+            live.insert(a, (l, tag));
+            order.push(a);
+        } else {
+            let a = order.swap_remove((x >> 32) as usize % order.len());
+            let (l, tag) = live.remove(&a).unwrap();
+            let p = NonNull::new(a as *mut u8).unwrap();
+            if step % 5 == 0 {
+                let inside = NonNull::new((a + PAGE) as *mut u8).unwrap();
+                let other = layout(l.size() + PAGE, l.align());
+                // SAFETY: frees the heap must refuse before touching memory.
+                unsafe {
+                    if l.size() > PAGE {
+                        assert!(h.free(inside, l).is_err(), "step {step}: inside freed");
+                        refused += 1;
+                    }
+                    assert!(h.free(p, other).is_err(), "step {step}: wrong size freed");
+                }
+                refused += 1;
+            }
+            // SAFETY: a live block of `l.size()` bytes.
+            let bytes = unsafe { core::slice::from_raw_parts(a as *const u8, l.size()) };
+            assert!(bytes.iter().all(|&b| b == tag), "step {step}: contents");
+            // SAFETY: a live block with its layout, then the same free again (refused).
+            unsafe {
+                h.free(p, l).unwrap();
+                assert!(h.free(p, l).is_err(), "step {step}: double free passed");
+            }
+            refused += 1;
+        }
+        h.validate().unwrap_or_else(|e| panic!("step {step}: {e}"));
+        assert_eq!(h.mapped(), h.mapper().bytes);
+        assert_eq!(h.stats().refused, refused);
+    }
+    assert_eq!(h.stats().segments, 0, "a medium block went to a segment");
+    for (a, (l, _)) in live {
+        // SAFETY: a live block with its layout.
+        unsafe { h.free(NonNull::new(a as *mut u8).unwrap(), l) }.unwrap();
+    }
+    let s = h.stats();
+    assert_eq!((s.runs.blocks, s.runs.spans), (0, RETAIN_SPANS as u64));
+    h.release_all_empty();
+    assert_eq!(h.mapped(), h.stats().record_bytes);
+    h.validate().unwrap();
+}
+
+/// Near the limit a span (1 MiB) no longer fits: medium requests go to segments of their
+/// exact need, and nothing fails while the limit has room for the need.
+#[test]
+fn medium_blocks_near_the_limit_take_the_exact_need() {
+    let mut h = heap(256 * MB, 3 * MB / 2);
+    let a = h.alloc(layout(200 << 10, 8)).unwrap();
+    assert_eq!(h.stats().runs.spans, 1);
+    // The span's room is 1 MiB - 200 KiB; five more 200 KiB blocks cannot share it and a
+    // second span does not fit under the limit.
+    let more: Vec<_> = (0..5)
+        .map(|_| h.alloc(layout(200 << 10, 8)).expect("exact growth"))
+        .collect();
+    let s = h.stats();
+    assert_eq!(s.runs.spans, 1);
+    assert!(s.segments >= 1 && s.slab_fallbacks >= 1, "{s:?}");
+    assert_eq!(s.failures, 0);
+    assert!(h.mapped() <= 3 * MB / 2);
+    h.validate().unwrap();
+    for p in more.into_iter().chain([a]) {
+        // SAFETY: live blocks with their layouts.
+        unsafe { h.free(p, layout(200 << 10, 8)) }.unwrap();
+    }
+    h.release_all_empty();
+    assert_eq!(h.mapped(), h.stats().record_bytes);
+    h.validate().unwrap();
 }

@@ -3,11 +3,12 @@
 //! Two parts. A small arena in BSS serves the allocations boot makes before any frame allocator
 //! exists (the packed device tree, early strings), through linked_list_allocator. Once memory is
 //! set up, the main heap is `levitate_heap::Heap` over the heap region: size-class slabs
-//! (16 B to 2 KiB, one page each, mapped one frame at a time) in front, linked_list_allocator
-//! segments behind for large and odd blocks. Its policy (growth by twice the need or exactly the
-//! need near the limit, empty segments and slab pages given back when a free empties them
-//! beyond a small reserve, under pressure too, and everything empty at the limit) lives in
-//! `levitate_mm::slab`, host-tested and benchmarked as the kernel runs it. This file provides
+//! (16 B to 2 KiB, one page each, mapped one frame at a time), page runs in 1 MiB spans for
+//! 2-256 KiB, linked_list_allocator segments for large and odd blocks. Its policy (growth by
+//! twice the need or exactly the need near the limit, empty segments, spans and slab pages
+//! given back when a free empties them beyond a small reserve, under pressure too, and
+//! everything empty at the limit) lives in `levitate_mm::slab`, host-tested and benchmarked
+//! as the kernel runs it. This file provides
 //! the lock, the mapping of heap pages ([`KernelMapper`] over the memory module's grow and
 //! release functions: frames and page tables) and the figures for `heap` and `meminfo`.
 //!
