@@ -65,8 +65,12 @@ pub struct HotCache {
     len: AtomicUsize,
     pfns: [AtomicU64; HOT_CAPACITY],
     indices: [AtomicU32; HOT_CAPACITY],
-    /// The section of the last frame freed here (a free finds the mem_map index in O(1)).
-    section_hint: AtomicUsize,
+    /// The mem_map section of the last frame freed here, copied (first frame, frames, first
+    /// index): a free finds the frame's index from these three words, without following the
+    /// layout (the loads of a free depend on each other; each level saved shows).
+    hint_start: AtomicU64,
+    hint_frames: AtomicU64,
+    hint_first: AtomicU64,
     hits: AtomicU64,
     frees: AtomicU64,
     conflicts: AtomicU64,
@@ -100,7 +104,9 @@ impl HotCache {
             len: AtomicUsize::new(0),
             pfns: [const { AtomicU64::new(0) }; HOT_CAPACITY],
             indices: [const { AtomicU32::new(0) }; HOT_CAPACITY],
-            section_hint: AtomicUsize::new(0),
+            hint_start: AtomicU64::new(0),
+            hint_frames: AtomicU64::new(0),
+            hint_first: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
@@ -189,14 +195,17 @@ impl HotCache {
     /// Owner: the mem_map index of `pfn`, O(1) in the section of the last lookup.
     #[inline(always)]
     pub(super) fn index_of(&self, layout: &Layout, pfn: Pfn) -> Option<u32> {
-        let sections = layout.sections();
         let pfn = pfn.as_u64();
-        let hint = self.section_hint.load(Ordering::Relaxed);
-        if let Some(s) = sections.get(hint) {
-            if pfn.wrapping_sub(s.start) < s.frames {
-                return Some((s.first_index + (pfn - s.start)) as u32);
-            }
+        let offset = pfn.wrapping_sub(self.hint_start.load(Ordering::Relaxed));
+        if offset < self.hint_frames.load(Ordering::Relaxed) {
+            return Some((self.hint_first.load(Ordering::Relaxed) + offset) as u32);
         }
+        self.index_of_slow(layout, pfn)
+    }
+
+    #[inline(never)]
+    fn index_of_slow(&self, layout: &Layout, pfn: u64) -> Option<u32> {
+        let sections = layout.sections();
         let i = sections
             .partition_point(|s| s.start <= pfn)
             .checked_sub(1)?;
@@ -204,7 +213,9 @@ impl HotCache {
         if pfn.wrapping_sub(s.start) >= s.frames {
             return None;
         }
-        self.section_hint.store(i, Ordering::Relaxed);
+        self.hint_start.store(s.start, Ordering::Relaxed);
+        self.hint_frames.store(s.frames, Ordering::Relaxed);
+        self.hint_first.store(s.first_index, Ordering::Relaxed);
         Some((s.first_index + (pfn - s.start)) as u32)
     }
 
