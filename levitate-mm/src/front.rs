@@ -58,6 +58,15 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
+        if req.order != 0 || req.below.is_some() {
+            // Straight to the buddy (no cache serves it); only its out-of-memory goes round
+            // the drain and the retry.
+            let first = self.buddy.with_buddy(|b| b.alloc(req, mem));
+            if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
+                return first;
+            }
+            return self.alloc_slow(req, mem);
+        }
         match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
             Some(block) => Ok(block),
             None => self.alloc_slow(req, mem),
@@ -90,6 +99,9 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
+        if order != 0 {
+            return self.buddy.with_buddy(|b| b.free(addr, order, mem));
+        }
         match pcp::free_hot(&mut self.caches, self.states, addr, order) {
             Some(owner) => Ok(owner),
             None => pcp::free_slow(
