@@ -1,10 +1,12 @@
-//! Per-CPU caches of order-0 frames in front of the buddy (Linux's per-CPU page lists): most
-//! single-frame allocations and frees touch only the calling CPU's cache, in O(1), without
-//! the buddy's global lock. Caches refill from and drain to the buddy in batches.
+//! Per-CPU caches of order-0 frames in front of the buddy (Linux's per-CPU page lists, with a
+//! lock-free stash on top): most single-frame allocations and frees touch only the calling
+//! CPU's stash, in O(1), with no lock at all. Behind each stash a locked ring refills from and
+//! drains to the buddy in batches.
 //!
 //! ```text
 //! pcp::alloc / pcp::free (order 0, no address limit)
-//!   -> this CPU's CpuCache (its own lock, uncontended)    hit: O(1)
+//!   -> this CPU's HotCache (no lock: this CPU only)        hit: a pop / one CAS and a push
+//!   -> this CPU's CpuCache (its own lock, uncontended)     half a stash at a time
 //!   -> Buddy (global lock): refill `batch` when empty, drain `batch` above `high`
 //! pcp::alloc / pcp::free (any other request) -> Buddy
 //! ```
@@ -12,35 +14,38 @@
 //! # Design
 //!
 //! * **A state byte per frame** ([`FrameStates`]): buddy, parked in cache N, handed out to an
-//!   owner; and a home byte, the cache that handed the frame out. The buddy sees a cached
-//!   frame as an order-0 block allocated to [`Owner::FrameCache`], whether it is parked or
-//!   handed out, so it cannot see a double free into a cache; the byte can. A free goes to
-//!   the frame's home cache, on whichever CPU it runs, and under that cache's lock moves
-//!   "handed out" to "parked" with a plain store: every byte is written only under the lock
-//!   of the one cache it names (state.rs), so two frees of one frame, on any CPUs, meet on
-//!   one lock and cannot both succeed; a frame already parked is refused as
+//!   owner. The buddy sees a cached frame as an order-0 block allocated to
+//!   [`Owner::FrameCache`], whether it is parked or handed out, so it cannot see a double free
+//!   into a cache; the byte can. A free, on whichever CPU it runs, moves "handed out" to
+//!   "parked in this CPU's cache" with a compare-and-swap, so of two frees of one frame, on
+//!   any CPUs, exactly one succeeds; a frame already parked is refused as
 //!   [`FreeError::DoubleFree`]; a frame the buddy holds goes to the buddy's free with all its
-//!   checks. A pair is therefore two lock acquisitions and no other read-modify-write.
-//! * **Lock order: one cache, then the buddy.** The common path takes only the local cache
-//!   (a frame freed on another CPU than it was allocated on takes its home cache instead).
-//!   Refills and drains take the buddy inside it. A drain of all caches
-//!   ([`drain_all`]) takes them one at a time with nothing else held, and [`alloc`] calls it
-//!   only after releasing its own cache: no CPU ever holds two caches, so two CPUs running
-//!   out of memory at once cannot deadlock. The kernel provides the locking through
-//!   [`CacheAccess`] and [`BuddyAccess`].
+//!   checks. A parked frame's byte is written only by its own CPU or under its ring's lock
+//!   (state.rs), so a pop is a plain store. A pair is one compare-and-swap and no lock.
+//! * **Stashes** ([`HotCache`], hot.rs): owner-only, every field an atomic; other CPUs never
+//!   take frames out of one, they *hold* it ([`hold_stashes`]) and its owner moves them into
+//!   its ring at its next locked call or when it [`serve_holds`]. Callers without stashes
+//!   (tests of the ring alone) leave [`CacheAccess::with_hot`] at its default.
+//! * **Lock order: one ring, then the buddy.** The common path takes no lock; refills and
+//!   drains take the buddy inside the ring's lock. A drain of all caches ([`drain_all`]) takes
+//!   the rings one at a time with nothing else held, and [`alloc`] calls it only after
+//!   releasing its own: no CPU ever holds two rings, so two CPUs running out of memory at once
+//!   cannot deadlock. The kernel provides the locking through [`CacheAccess`] and
+//!   [`BuddyAccess`].
 //! * **No stranded frames.** Before [`alloc`] reports `OutOfMemory` (for any request, since
-//!   parked frames also keep the buddy from merging larger blocks) it drains every cache and
-//!   retries once. A sequential caller therefore gets `OutOfMemory` only when every cache is
-//!   empty and the buddy cannot serve the request; concurrently, a frame another CPU parks
-//!   after the drain may be missed by this attempt.
-//! * **Poisoning** follows the buddy's switch: a frame freed into a cache is filled with
-//!   [`POISON`](crate::buddy::POISON) and checked when handed out again (a mismatch fails the
-//!   allocation with `UseAfterFree`, the frame poisoned again and kept: a retry succeeds) or
-//!   when drained (counted, and reported by the drain).
-//! * **Accounting.** The buddy counts all cached frames as frame cache; each cache counts
-//!   frames handed out per owner (read from the state byte at free, in the home cache, so a
-//!   free on another CPU debits the right owner and cache); `meminfo` adds [`CacheStats`]
-//!   over all CPUs.
+//!   parked frames also keep the buddy from merging larger blocks) it holds every stash,
+//!   drains every ring and retries once. A sequential caller therefore gets `OutOfMemory`
+//!   only when every cache is empty and the buddy cannot serve the request; concurrently, a
+//!   frame another CPU parks after the drain may be missed by this attempt, and so are the
+//!   frames of a stash whose CPU does not answer the hold in time ([`Drained::unanswered`]).
+//! * **Poisoning** follows the buddy's switch: frees then bypass the stash, and a frame freed
+//!   into a ring is filled with [`POISON`](crate::buddy::POISON) and checked when handed out
+//!   again (a mismatch fails the allocation with `UseAfterFree`, the frame poisoned again and
+//!   kept: a retry succeeds) or when drained (counted, and reported by the drain).
+//! * **Accounting.** The buddy counts all cached frames as frame cache; each stash and ring
+//!   counts frames handed out per owner (read from the state byte at free, so a free on
+//!   another CPU debits the right owner; one CPU's figure goes negative when it frees what
+//!   another allocated); `meminfo` adds [`CacheStats`] over all CPUs.
 //!
 //! # Limits
 //!
