@@ -51,7 +51,7 @@ impl Addressable {
         linear_end: u64::MAX,
     };
 
-    /// The number of physical address bits an ID_AA64MMFR0_EL1.PARange value (bits [3:0])
+    /// The number of physical address bits an ID_AA64MMFR0_EL1.PARange value (bits `[3:0]`)
     /// stands for (ARM ARM D19.2, ID_AA64MMFR0_EL1: 0b0000 32 bits ... 0b0110 52 bits with
     /// FEAT_LPA, 0b0111 56 bits with FEAT_D128). `None` for values the architecture reserves.
     pub const fn pa_bits_from_parange(parange: u8) -> Option<u8> {

@@ -292,7 +292,7 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
 }
 
 impl<'a> SlabHeap<'a> {
-    /// Bookkeeping for no window at all (serves nothing until [`Self::init`]); `const` so a
+    /// Bookkeeping for no window at all (serves nothing until `init`); `const` so a
     /// kernel can keep the heap in a static.
     pub const fn empty() -> Self {
         Self {
