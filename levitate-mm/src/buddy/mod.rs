@@ -107,6 +107,9 @@ pub struct Buddy<'m> {
     /// Frames allocated, per owner.
     allocated: [u64; Owner::COUNT],
     misuse: MisuseCounts,
+    /// The reason for the last refused free, left by the out-of-line path for [`Self::free`]
+    /// to return (so that path answers in a register).
+    free_refused: FreeError,
     alloc_failures: u64,
     use_after_free: u64,
 }
@@ -176,6 +179,10 @@ impl<'m> Buddy<'m> {
             poisoning: false,
             allocated: [0; Owner::COUNT],
             misuse: MisuseCounts::default(),
+            free_refused: FreeError::BadOrder {
+                addr: PhysAddr::new(0),
+                order: 0,
+            },
             alloc_failures: 0,
             use_after_free: 0,
         };
