@@ -76,8 +76,8 @@ impl Block {
     }
 }
 
-/// Why `alloc_slow` failed: what [`AllocError`] needs beyond the request, small enough to be
-/// returned in registers.
+/// Why `alloc_slow` failed: what [`AllocError`] needs beyond the request. With the address it
+/// makes a 16-byte answer written and read as two whole words.
 #[derive(Clone, Copy)]
 enum Failure {
     BadOrder,
@@ -92,10 +92,11 @@ impl Buddy<'_> {
     // The common case is inlined into the caller's lock closure and kept small: no address
     // limit, poisoning off, and a free block of exactly this order where the request is served
     // (no split; ~97 % of the allocations in the bench's `mixed`). Anything else is
-    // `alloc_slow`, out of line, which answers in two registers (an address, or what went
-    // wrong): the `Result` is built here, field by field, so it stays in registers until it is
-    // stored where the caller reads it (an error copied in as a block of bytes is moved on in
-    // overlapping pieces, which stalls store forwarding on every call, failed or not).
+    // `alloc_slow`, out of line, which answers with an address or what went wrong (two
+    // words): the `Result` is built here, field by field, so it stays in registers until it
+    // is stored where the caller reads it. An error copied in as one block of bytes is moved
+    // on through the caller's frames in overlapping pieces, which stalls store forwarding
+    // (until every store before it has reached the cache) on every call, failed or not.
     #[inline(always)]
     pub fn alloc<M: FrameMemory + ?Sized>(
         &mut self,

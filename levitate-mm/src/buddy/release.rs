@@ -17,9 +17,9 @@ impl<'m> Buddy<'m> {
     // The common case is inlined into the caller's lock closure and kept small: a page-aligned
     // address in the main section heading an allocated block of this order, poisoning off.
     // Anything else (other sections, poisoning, every refusal) is `free_slow`, out of line,
-    // which returns the owner in one byte and leaves a refusal in `self.free_refused`: the
-    // `Result` is then built here, where it is returned, instead of being stored by the callee
-    // and copied back through each layer (partial copies of it stalled store forwarding).
+    // which returns the owner in a register and leaves a refusal in `self.free_refused`; it
+    // is copied out field by field (`FreeError::by_fields`), so the `Result` is built in
+    // registers and stored once, where the caller reads it (see `Buddy::alloc`).
     #[inline(always)]
     pub fn free<M: FrameMemory + ?Sized>(
         &mut self,
