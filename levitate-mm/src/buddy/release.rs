@@ -135,7 +135,7 @@ impl<'m> Buddy<'m> {
         }
         let page = &self.pages[index as usize];
         if page.state() == STATE_ALLOCATED {
-            // Of another order: a block of this order was freed by the caller's fast path.
+            // Of another order: `free` and `free_slow` accept an allocated head of this one.
             return FreeError::WrongOrder {
                 addr,
                 order,
