@@ -259,7 +259,63 @@ pub enum FreeError {
     },
 }
 
+impl Holder {
+    /// A copy made field by field (see [`FreeError::by_fields`]).
+    #[inline(always)]
+    const fn by_fields(self) -> Self {
+        match self {
+            Self::Free { block, order } => Self::Free { block, order },
+            Self::Allocated {
+                block,
+                order,
+                owner,
+            } => Self::Allocated {
+                block,
+                order,
+                owner,
+            },
+            Self::Lost => Self::Lost,
+        }
+    }
+}
+
 impl FreeError {
+    /// A copy made field by field. [`super::Buddy::free`] returns its stored refusal this way:
+    /// a plain copy is one block of bytes, which the compiler then moves through the caller's
+    /// frames in overlapping pieces that stall store forwarding (on every call, refused or
+    /// not); built from its fields, each field stays a register until the result is stored
+    /// where the caller reads it.
+    #[inline(always)]
+    pub(super) const fn by_fields(&self) -> Self {
+        match *self {
+            Self::BadOrder { addr, order } => Self::BadOrder { addr, order },
+            Self::OutsideRam { addr, order } => Self::OutsideRam { addr, order },
+            Self::Reserved { addr, order } => Self::Reserved { addr, order },
+            Self::Misaligned { addr, order } => Self::Misaligned { addr, order },
+            Self::WrongOrder {
+                addr,
+                order,
+                actual,
+                owner,
+            } => Self::WrongOrder {
+                addr,
+                order,
+                actual,
+                owner,
+            },
+            Self::DoubleFree { addr, order, now } => Self::DoubleFree {
+                addr,
+                order,
+                now: now.by_fields(),
+            },
+            Self::NeverAllocated { addr, order, now } => Self::NeverAllocated {
+                addr,
+                order,
+                now: now.by_fields(),
+            },
+        }
+    }
+
     /// The kind, for the misuse counters.
     pub const fn kind(&self) -> Misuse {
         match self {

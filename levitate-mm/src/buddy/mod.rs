@@ -32,6 +32,14 @@
 //!   buddies. A flag on the head of every block ever allocated (kept when the head becomes a
 //!   tail) tells a double free from a free of an address never handed out. Each refusal is a
 //!   [`FreeError`] and counts in [`Stats::misuse`]; the lists and pages are unchanged.
+//! * **Fast paths.** `alloc` and `free` are inlined into the caller's lock closure, and only
+//!   their common case is: a request without a limit served by a free block of exactly its
+//!   order (pop, mark), and a free of an allocated head in the largest section whose buddy is
+//!   in use (check, push); with poisoning off. Splits, merges, limits, poisoning, the other
+//!   sections and every refusal run out of line and answer in a word or two, so the caller's
+//!   `Result` is built in registers: a multi-word error copied between frames as a block of
+//!   bytes stalls store forwarding on every call. The checks themselves are the same on
+//!   both paths.
 //! * **Poisoning** (a runtime switch): freed blocks are filled with [`POISON`], and an
 //!   allocation checks its frames first. A mismatch fails the allocation with
 //!   [`AllocError::UseAfterFree`] naming the first bad byte, after filling the block with the
@@ -107,6 +115,9 @@ pub struct Buddy<'m> {
     /// Frames allocated, per owner.
     allocated: [u64; Owner::COUNT],
     misuse: MisuseCounts,
+    /// The reason for the last refused free, left by the out-of-line path for [`Self::free`]
+    /// to return (so that path answers in a register).
+    free_refused: FreeError,
     alloc_failures: u64,
     use_after_free: u64,
 }
@@ -176,6 +187,10 @@ impl<'m> Buddy<'m> {
             poisoning: false,
             allocated: [0; Owner::COUNT],
             misuse: MisuseCounts::default(),
+            free_refused: FreeError::BadOrder {
+                addr: PhysAddr::new(0),
+                order: 0,
+            },
             alloc_failures: 0,
             use_after_free: 0,
         };
@@ -267,11 +282,18 @@ impl<'m> Buddy<'m> {
     /// any other in O(log sections).
     #[inline]
     fn locate(&self, pfn: Pfn) -> Option<(&'m Section, u32)> {
-        let pfn = pfn.as_u64();
         let main = self.main;
-        if pfn.wrapping_sub(main.start) < main.frames {
-            return Some((main, (main.first_index + (pfn - main.start)) as u32));
+        let offset = pfn.as_u64().wrapping_sub(main.start);
+        if offset < main.frames {
+            return Some((main, (main.first_index + offset) as u32));
         }
+        self.locate_elsewhere(pfn.as_u64())
+    }
+
+    /// [`Self::locate`] outside the main section (out of line: one-section machines never
+    /// come here, and the search would only bloat the inlined fast paths).
+    #[inline(never)]
+    fn locate_elsewhere(&self, pfn: u64) -> Option<(&'m Section, u32)> {
         let sections: &'m [Section] = self.layout.sections();
         let i = sections
             .partition_point(|s| s.start <= pfn)
@@ -285,9 +307,16 @@ impl<'m> Buddy<'m> {
     fn pfn_of(&self, index: u32) -> u64 {
         let index = u64::from(index);
         let main = self.main;
-        if index.wrapping_sub(main.first_index) < main.frames {
-            return main.start + (index - main.first_index);
+        let offset = index.wrapping_sub(main.first_index);
+        if offset < main.frames {
+            return main.start + offset;
         }
+        self.pfn_of_elsewhere(index)
+    }
+
+    /// [`Self::pfn_of`] outside the main section, out of line as [`Self::locate_elsewhere`].
+    #[inline(never)]
+    fn pfn_of_elsewhere(&self, index: u64) -> u64 {
         let sections = self.layout.sections();
         let i = sections
             .partition_point(|s| s.first_index <= index)
