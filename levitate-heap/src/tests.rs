@@ -665,7 +665,12 @@ fn segment_block_misuse_is_refused_for_every_kind() {
     let mid = h.alloc(mid_l).unwrap();
     assert_eq!(h.stats().slab_fallbacks, 2);
     assert!(!h.slab.contains(small.as_ptr() as usize) && !h.runs.contains(mid.as_ptr() as usize));
-    let blocks = [(huge, huge_l), (aligned, aligned_l), (small, small_l), (mid, mid_l)];
+    let blocks = [
+        (huge, huge_l),
+        (aligned, aligned_l),
+        (small, small_l),
+        (mid, mid_l),
+    ];
     assert_eq!(h.stats().segment_blocks, 4);
     for (i, &(p, l)) in blocks.iter().enumerate() {
         fill(p, l.size(), i as u8 + 1);
@@ -719,7 +724,10 @@ fn segment_block_misuse_is_refused_for_every_kind() {
     assert_eq!(after.refused, before.refused + refused);
     assert_eq!((after.used, after.segment_blocks), (before.used, 4));
     for (i, &(p, l)) in blocks.iter().enumerate() {
-        assert!(holds(p, l.size(), i as u8 + 1), "a refused free changed {l:?}");
+        assert!(
+            holds(p, l.size(), i as u8 + 1),
+            "a refused free changed {l:?}"
+        );
     }
     h.mapper_mut().frames = usize::MAX;
     // Double frees. The big block's segment stays mapped (page tables busy), so its second
@@ -729,7 +737,11 @@ fn segment_block_misuse_is_refused_for_every_kind() {
     // SAFETY: the real free of a live block, then the same free again (to be refused).
     unsafe {
         h.free(huge, huge_l).unwrap();
-        assert_eq!(h.stats().segments, 2, "the emptied segment went back while busy");
+        assert_eq!(
+            h.stats().segments,
+            2,
+            "the emptied segment went back while busy"
+        );
         assert_eq!(
             h.free(huge, huge_l),
             Err(Misuse::Block(BlockMisuse::NotLive {
@@ -870,10 +882,16 @@ fn segment_blocks_match_a_model_with_misuse_after_every_step() {
                 let q = NonNull::new(b as *mut u8).unwrap();
                 // SAFETY: a misuse the heap must refuse before touching memory.
                 let got = unsafe { h.free(q, bl) };
-                assert!(got.is_err(), "step {step}: {b:#x} {bl:?} freed inside {a:#x} {l:?}");
+                assert!(
+                    got.is_err(),
+                    "step {step}: {b:#x} {bl:?} freed inside {a:#x} {l:?}"
+                );
                 refused += 1;
             }
-            assert!(holds(p, l.size(), tag), "step {step}: a refused free changed it");
+            assert!(
+                holds(p, l.size(), tag),
+                "step {step}: a refused free changed it"
+            );
         }
         if !dead.is_empty() {
             let (a, l) = dead[(r >> 28) as usize % dead.len()];
@@ -882,7 +900,10 @@ fn segment_blocks_match_a_model_with_misuse_after_every_step() {
                 // SAFETY: a double free (or a free of a block reused with another layout)
                 // the heap must refuse before touching memory.
                 let got = unsafe { h.free(q, l) };
-                assert!(got.is_err(), "step {step}: double free of {a:#x} {l:?} passed");
+                assert!(
+                    got.is_err(),
+                    "step {step}: double free of {a:#x} {l:?} passed"
+                );
                 refused += 1;
             }
         }
