@@ -154,7 +154,8 @@ pub struct Stats {
     pub objects: u64,
     /// Slab pages given back.
     pub released_pages: u64,
-    /// Bytes of slab records (kept for the heap's life).
+    /// Bytes of records: slab and span chunks (kept for the heap's life) and the large
+    /// blocks' table (it follows the live large blocks).
     pub record_bytes: usize,
     /// Small requests served by segments (the slabs had no room).
     pub slab_fallbacks: u64,
