@@ -16,7 +16,10 @@
 //! ```
 //!
 //! The record area holds the slabs' chunks (24 KiB per 2 MiB of slab pages) and the spans'
-//! (8 KiB per 2 MiB of spans), each mapped on first use and kept. Blocks of 16 B to 2 KiB go
+//! (8 KiB per 2 MiB of spans), each mapped on first use and kept, and the table of the
+//! segments' live blocks (`levitate_mm::slab::blocks`: 16 bytes a block, mapped a page at a
+//! time as segment blocks are handed out and given back as they are freed, at most a 64th of
+//! the limit). Blocks of 16 B to 2 KiB go
 //! to the slabs, 2 KiB to 256 KiB aligned to at most a page to a run of pages in a 1 MiB span
 //! (O(1) both ways: a bucket bitmap, records outside the blocks), the rest to the segments.
 //! Every byte mapped (records, slab pages, spans, segments) counts against the limit. A
@@ -42,10 +45,13 @@
 //! slab path one not at a slot start, of a slot already free, or with a layout of another
 //! class; on the span path one not at the first page of a live block, of a block already free,
 //! or with a layout of another page count or aligned past a page; on the segment path one not
-//! aligned as its layout says or running past its segment. A double free of a block in a
-//! shared segment (aligned past a page, or a fallback) is caught by linked_list_allocator
-//! itself when the block has not been reused (it panics: "Freed node aliases existing hole");
-//! one of a block alone in its segment finds the segment gone and is refused as foreign.
+//! aligned as its layout says, running past its segment, or not matching a live block's
+//! record (inside a block, where no block lives: a double free, or with another size or
+//! alignment than the block was allocated with). Every segment block has its record, checked
+//! before linked_list_allocator sees the free (that crate trusts its caller: it panics on a
+//! freed block that overlaps a hole, and corrupts its list on one that does not). A segment
+//! block is handed out only once its record is stored: with no page for the table, the
+//! allocation fails cleanly.
 #![no_std]
 
 #[cfg(test)]
@@ -57,6 +63,7 @@ mod tests;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
+use levitate_mm::slab::blocks::{BlockMisuse, BlockRecord, BlockTable};
 use levitate_mm::slab::runs::{
     RunChunk, RunError, RunHeap, RunMisuse, RunStats, SpanSource, MAX_RUN_CHUNKS, RETAIN_SPANS,
     RUN_CHUNK_BYTES, RUN_CHUNK_PAGES, SPAN_BYTES,
@@ -66,6 +73,7 @@ use levitate_mm::slab::{
     PageSource, RecordChunk, SlabError, SlabHeap, SlabMisuse, SlabStats, CHUNK_BYTES, CHUNK_PAGES,
     MAX_CHUNKS, MAX_SMALL, PAGE,
 };
+use linked_list_allocator::hole::HoleList;
 use linked_list_allocator::Heap as List;
 
 /// A free that leaves more empty slab pages than this unmaps the surplus ...
@@ -73,6 +81,11 @@ pub const SLAB_RETAIN_HIGH: usize = 64;
 /// ... down to this many (64 KiB kept for the next burst).
 pub const SLAB_RETAIN_LOW: usize = 16;
 const SLAB_ALIGN: usize = 2 << 20;
+/// The segment blocks' table may take this share of the limit (a 64th: room for a live
+/// segment block per KiB of limit; 16 MiB at the 1 GiB limit, for a million blocks).
+const BLOCK_TABLE_SHARE: usize = 64;
+/// Pages of the block table a free keeps beyond its need (no map and unmap at a page edge).
+const BLOCK_TABLE_SPARE: usize = 1;
 
 /// Maps and unmaps page-aligned stretches of the heap's window (the kernel maps fresh frames
 /// there; the bench and the tests use plain memory).
@@ -99,6 +112,9 @@ pub enum Misuse {
     Misaligned { addr: usize, align: usize },
     /// A segment block whose layout runs past its segment's end.
     PastSegment { addr: usize, size: usize },
+    /// The segments' block records refused it (inside a block, no live block there: a
+    /// double free, another size or alignment).
+    Block(BlockMisuse),
 }
 
 impl fmt::Display for Misuse {
@@ -106,6 +122,7 @@ impl fmt::Display for Misuse {
         match *self {
             Self::Slab(m) => m.fmt(f),
             Self::Run(m) => m.fmt(f),
+            Self::Block(m) => m.fmt(f),
             Self::Foreign { addr } => write!(f, "{addr:#x} is in no part of the heap"),
             Self::Misaligned { addr, align } => {
                 write!(f, "{addr:#x} is not aligned to {align} as its layout says")
@@ -134,12 +151,14 @@ pub struct Stats {
     pub slab: SlabStats,
     /// The medium-block layer's counters (its spans are in `mapped`, `growths`, `releases`).
     pub runs: RunStats,
-    /// Bytes of record chunks mapped, the slabs' and the medium blocks' (kept for the heap's
-    /// life).
+    /// Bytes of records mapped: the slabs' and the medium blocks' chunks (kept for the heap's
+    /// life) and the segment blocks' table (it follows the live segment blocks).
     pub record_bytes: usize,
     /// Live segments and their bytes.
     pub segments: usize,
     pub segment_bytes: usize,
+    /// Live blocks in segments (one record each).
+    pub segment_blocks: usize,
     /// Segments and spans mapped, and given back.
     pub growths: u64,
     pub releases: u64,
@@ -170,6 +189,9 @@ pub enum AllocError {
     Window { need: usize },
     /// The heap has no window yet.
     NoWindow,
+    /// The segment blocks' table is at its most pages: a block handed out now would go
+    /// unrecorded, so its misuse would go unseen.
+    Records { live: usize },
 }
 
 impl fmt::Display for AllocError {
@@ -182,6 +204,10 @@ impl fmt::Display for AllocError {
             Self::OutOfMemory { bytes } => write!(f, "no memory to map {bytes} bytes"),
             Self::Window { need } => write!(f, "no {need}-byte gap left in the heap's window"),
             Self::NoWindow => write!(f, "the heap has no window yet"),
+            Self::Records { live } => write!(
+                f,
+                "the table of large blocks is full ({live} live); none can be recorded"
+            ),
         }
     }
 }
@@ -195,6 +221,9 @@ pub struct Heap<M: Mapper> {
     mapper: M,
     records_base: usize,
     run_records_base: usize,
+    /// A record per live segment block, in pages of the record area from `blocks_base`.
+    blocks: BlockTable,
+    blocks_base: usize,
     record_bytes: usize,
     limit: usize,
     /// The segment the last large block came from (tried first).
@@ -308,6 +337,8 @@ impl<M: Mapper> Heap<M> {
             mapper,
             records_base: 0,
             run_records_base: 0,
+            blocks: BlockTable::empty(),
+            blocks_base: 0,
             record_bytes: 0,
             limit: 0,
             hint: 0,
@@ -347,9 +378,12 @@ impl<M: Mapper> Heap<M> {
         let run_bytes = part(MAX_RUN_CHUNKS * RUN_CHUNK_PAGES * PAGE);
         let slab_records = slab_bytes / (CHUNK_PAGES * PAGE) * CHUNK_BYTES;
         let run_records = run_bytes / (RUN_CHUNK_PAGES * PAGE) * RUN_CHUNK_BYTES;
-        let records = (slab_records + run_records).next_multiple_of(SLAB_ALIGN);
+        let table_pages = (limit / BLOCK_TABLE_SHARE).div_ceil(PAGE).max(1);
+        let table_bytes = table_pages * PAGE;
+        let records = (slab_records + run_records + table_bytes).next_multiple_of(SLAB_ALIGN);
         self.records_base = mapper_base;
         self.run_records_base = mapper_base + slab_records;
+        self.blocks_base = self.run_records_base + run_records;
         let slab_base = mapper_base + records;
         let run_base = slab_base + slab_bytes;
         let segs_base = run_base + run_bytes;
@@ -363,7 +397,15 @@ impl<M: Mapper> Heap<M> {
         self.slab.set_retain(SLAB_RETAIN_LOW, SLAB_RETAIN_HIGH);
         self.runs = RunHeap::new(run_base, spans).unwrap_or_else(RunHeap::empty);
         self.runs.set_retain(RETAIN_SPANS);
-        let segs_base = if fits { segs_base } else { mapper_base };
+        // Without room for slabs and spans, the table alone before the segments.
+        let segs_base = if fits {
+            segs_base
+        } else {
+            self.blocks_base = mapper_base;
+            mapper_base + table_bytes
+        };
+        let table_fits = segs_base <= mapper_base + size;
+        self.blocks = BlockTable::new(if table_fits { table_pages } else { 0 });
         self.segs
             .set_window(segs_base, (mapper_base + size).saturating_sub(segs_base));
     }
@@ -514,7 +556,111 @@ impl<M: Mapper> Heap<M> {
         self.alloc_large(layout)
     }
 
+    /// A block from the segments, recorded in the block table before it is handed out.
     fn alloc_large(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if let Err(e) = self.reserve_block_record() {
+            self.failures += 1;
+            self.last_error = Some(e);
+            return None;
+        }
+        let p = self.alloc_in_segments(layout)?;
+        let addr = p.as_ptr() as usize;
+        let (table, recs) = self.block_table();
+        if table
+            .insert(recs, addr, layout.size(), layout.align())
+            .is_ok()
+        {
+            return Some(p);
+        }
+        // Not reachable: the reserve made room (no trim takes the last free slot) and a list
+        // never hands out a block overlapping a live one. Rather than hand out a block whose
+        // misuse would go unseen, give it back and fail.
+        if let Some(seg) = self.segs.find(addr).and_then(|i| self.segs.get_mut(i)) {
+            // SAFETY: the block was just allocated from this segment's list with this layout
+            // and never handed out.
+            unsafe { seg.payload.deallocate(p, layout) };
+        }
+        self.failures += 1;
+        self.last_error = Some(AllocError::Records {
+            live: self.blocks.len(),
+        });
+        None
+    }
+
+    /// Makes room for one more block record: maps a page of the table when it is full (at
+    /// the limit, after giving back every empty part).
+    fn reserve_block_record(&mut self) -> Result<(), AllocError> {
+        if self.blocks.has_room() {
+            return Ok(());
+        }
+        if self.limit == 0 {
+            return Err(AllocError::NoWindow);
+        }
+        let page = self
+            .blocks
+            .grow_page()
+            .map_err(|f| AllocError::Records { live: f.records })?;
+        if self.room() < PAGE {
+            self.release_all_empty();
+            if self.room() < PAGE {
+                return Err(AllocError::Limit {
+                    need: PAGE,
+                    room: self.room(),
+                });
+            }
+        }
+        if !self.mapper.map(self.blocks_base + page * PAGE, PAGE) {
+            return Err(AllocError::OutOfMemory { bytes: PAGE });
+        }
+        self.blocks.page_mapped();
+        self.record_bytes += PAGE;
+        Ok(())
+    }
+
+    /// The block table and its records (the pages mapped for it).
+    fn block_table(&mut self) -> (&mut BlockTable, &mut [BlockRecord]) {
+        let n = self.blocks.capacity();
+        let recs: &mut [BlockRecord] = if n == 0 {
+            &mut []
+        } else {
+            // SAFETY: `init`'s contract: the table's first `pages` pages at `blocks_base`
+            // (page aligned: the record area starts on a page and the chunks before it are
+            // page multiples, more than BlockRecord's 8) were mapped by the mapper for the
+            // table alone and stay mapped until `trim_block_table` unmaps the last one, after
+            // the table has stopped counting it; the slice borrows `self` mutably, so it is
+            // the only reference; any bit pattern is a valid BlockRecord (two integers).
+            unsafe { core::slice::from_raw_parts_mut(self.blocks_base as *mut BlockRecord, n) }
+        };
+        (&mut self.blocks, recs)
+    }
+
+    /// The block table's records, to read.
+    fn block_records(&self) -> &[BlockRecord] {
+        let n = self.blocks.capacity();
+        if n == 0 {
+            return &[];
+        }
+        // SAFETY: as in `block_table`; shared for as long as `self` is borrowed.
+        unsafe { core::slice::from_raw_parts(self.blocks_base as *const BlockRecord, n) }
+    }
+
+    /// Unmaps the block table's pages beyond its records, room for one more and `spare`
+    /// pages. Returns the bytes given back and whether an unmap could not run now.
+    fn trim_block_table(&mut self, spare: usize) -> Reclaimed {
+        let mut r = Reclaimed::default();
+        while let Some(page) = self.blocks.surplus_page(spare) {
+            if !self.mapper.unmap(self.blocks_base + page * PAGE, PAGE) {
+                r.busy = true;
+                break;
+            }
+            self.blocks.page_unmapped();
+            self.record_bytes -= PAGE;
+            r.bytes += PAGE;
+        }
+        r
+    }
+
+    fn alloc_in_segments(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         // Big blocks get a segment of their own; the rest first-fit over the shared ones,
         // the one that served last first.
         let alone = levitate_mm::slab::segments::need_for(layout.size(), layout.align())
@@ -634,8 +780,9 @@ impl<M: Mapper> Heap<M> {
     ///
     /// # Safety
     /// If `ptr` is a live block of this heap, `layout` must be the one it was allocated with
-    /// (a wrong size on the slab path is caught; on the segment path it is only caught when it
-    /// runs past the segment). After this returns `Ok`, the block is not used again.
+    /// (a size of another class or page count is caught on the slab and span paths, any other
+    /// size or alignment on the segment path; a size of the same class or page count is
+    /// harmless). After this returns `Ok`, the block is not used again.
     #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Misuse> {
         let addr = ptr.as_ptr() as usize;
@@ -689,14 +836,29 @@ impl<M: Mapper> Heap<M> {
                     size: layout.size(),
                 });
             }
-            // SAFETY: the caller's contract: a live block of this heap with this layout; it
-            // lies in this segment, so it came from this segment's list.
+            let (table, recs) = self.block_table();
+            match table.find(recs, addr, layout.size(), layout.align()) {
+                Ok(r) => {
+                    table.remove(recs, r);
+                }
+                Err(m) => {
+                    self.refused += 1;
+                    return Err(Misuse::Block(m));
+                }
+            }
+            let Some(seg) = self.segs.get_mut(i) else {
+                unreachable!("find returned a live index")
+            };
+            // SAFETY: the record just dropped says a block of exactly this layout starts
+            // here, handed out by this segment's list (records lie in their segments) and not
+            // freed since; the caller's contract says nothing else uses it now.
             unsafe { seg.payload.deallocate(ptr, layout) };
             seg.payload.used() == 0
         };
         if emptied {
             self.release_surplus_segments();
         }
+        self.trim_block_table(BLOCK_TABLE_SPARE);
         Ok(())
     }
 
@@ -772,6 +934,9 @@ impl<M: Mapper> Heap<M> {
         let spans = self.runs.release_empty(RETAIN_SPANS, &mut src);
         r.bytes += spans * SPAN_BYTES;
         r.busy |= spans < surplus;
+        let t = self.trim_block_table(0);
+        r.bytes += t.bytes;
+        r.busy |= t.busy;
         r
     }
 
@@ -794,6 +959,9 @@ impl<M: Mapper> Heap<M> {
         let spans = self.runs.release_empty(0, &mut src);
         r.bytes += spans * SPAN_BYTES;
         r.busy |= spans < empty;
+        let t = self.trim_block_table(0);
+        r.bytes += t.bytes;
+        r.busy |= t.busy;
         r
     }
 
@@ -811,6 +979,7 @@ impl<M: Mapper> Heap<M> {
             record_bytes: self.record_bytes,
             segments: self.segs.len(),
             segment_bytes: self.segs.mapped(),
+            segment_blocks: self.blocks.len(),
             growths: self.growths + runs.spans_mapped,
             releases: self.releases + runs.spans_released,
             slab_fallbacks: self.slab_fallbacks,
@@ -819,17 +988,40 @@ impl<M: Mapper> Heap<M> {
         }
     }
 
-    /// Checks the slab layer's, the spans' and the segments' invariants, and that every
-    /// segment's list covers exactly its segment.
+    /// Checks the slab layer's, the spans' and the segments' invariants, that every
+    /// segment's list covers exactly its segment, and that the block records account for
+    /// every byte the lists have handed out (each record inside its segment, their sizes as
+    /// linked_list_allocator rounds them adding up to the list's `used`).
     pub fn validate(&self) -> Result<(), &'static str> {
         self.slab.validate()?;
         self.runs.validate()?;
         self.segs.validate()?;
+        let recs = self.block_records();
+        self.blocks.validate(recs)?;
+        let mut recorded = 0;
         for seg in self.segs.iter() {
             let bottom = seg.payload.bottom() as usize;
-            if bottom < seg.start || seg.payload.top() as usize != seg.start + seg.size {
+            let end = seg.start + seg.size;
+            if bottom < seg.start || seg.payload.top() as usize != end {
                 return Err("a segment's list does not cover its segment");
             }
+            let mut used = 0;
+            for r in self.blocks.within(recs, seg.start, end) {
+                if r.start().saturating_add(r.size()) > end {
+                    return Err("a block record runs past its segment");
+                }
+                let l = Layout::from_size_align(r.size(), r.align())
+                    .and_then(HoleList::align_layout)
+                    .map_err(|_| "a block record's layout is not valid")?;
+                used += l.size();
+                recorded += 1;
+            }
+            if used != seg.payload.used() {
+                return Err("a segment's block records do not add up to its list's used bytes");
+            }
+        }
+        if recorded != self.blocks.len() {
+            return Err("a block record lies in no segment");
         }
         if self.mapped() > self.limit {
             return Err("more mapped than the limit");

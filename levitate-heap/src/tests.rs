@@ -261,7 +261,9 @@ fn growth_falls_back_to_the_exact_need() {
     // Big requests get exactly their need, alone.
     let mut h3 = heap(512 * MB, 128 * MB);
     let big = h3.alloc(layout(56_000_000, 8)).unwrap();
-    assert_eq!(h3.mapped(), need_for(56_000_000, 8).unwrap());
+    // (And one page of the segment blocks' table for its record.)
+    assert_eq!(h3.stats().record_bytes, PAGE);
+    assert_eq!(h3.mapped(), need_for(56_000_000, 8).unwrap() + PAGE);
     // (Aligned past a page, so it goes to a segment rather than a span.)
     assert!(h3.alloc(layout(5000, 8192)).is_some());
     assert_eq!(
@@ -625,5 +627,344 @@ fn medium_blocks_near_the_limit_take_the_exact_need() {
     }
     h.release_all_empty();
     assert_eq!(h.mapped(), h.stats().record_bytes);
+    h.validate().unwrap();
+}
+
+/// Fills `[p, p + size)` with `tag`.
+fn fill(p: NonNull<u8>, size: usize, tag: u8) {
+    // SAFETY: callers pass a live block of at least `size` bytes.
+    unsafe { core::ptr::write_bytes(p.as_ptr(), tag, size) };
+}
+
+/// Whether `[p, p + size)` still holds `tag` everywhere.
+fn holds(p: NonNull<u8>, size: usize, tag: u8) -> bool {
+    // SAFETY: callers pass a live block of at least `size` bytes.
+    unsafe { core::slice::from_raw_parts(p.as_ptr(), size) }
+        .iter()
+        .all(|&b| b == tag)
+}
+
+/// Every misuse of a segment block is refused before linked_list_allocator sees it, for the
+/// three kinds of segment block: one over 256 KiB (alone in its segment), one aligned past a
+/// page (in a shared segment), and small and medium fallbacks near the limit. Without the
+/// block records these frees reached `linked_list_allocator::Heap::deallocate`, which panics
+/// on a freed block overlapping a hole and silently corrupts its list otherwise.
+#[test]
+fn segment_block_misuse_is_refused_for_every_kind() {
+    let mut h = heap(256 * MB, 64 * MB);
+    let huge_l = layout(300 << 10, 8);
+    let aligned_l = layout(5000, 8192);
+    let huge = h.alloc(huge_l).unwrap();
+    let aligned = h.alloc(aligned_l).unwrap();
+    // Out of frames: the slabs and spans can map nothing, so a small and a medium request
+    // fall back to the shared segment's free space.
+    h.mapper_mut().frames = h.mapper().bytes;
+    let small_l = layout(100, 8);
+    let mid_l = layout(10_000, 16);
+    let small = h.alloc(small_l).unwrap();
+    let mid = h.alloc(mid_l).unwrap();
+    assert_eq!(h.stats().slab_fallbacks, 2);
+    assert!(!h.slab.contains(small.as_ptr() as usize) && !h.runs.contains(mid.as_ptr() as usize));
+    let blocks = [
+        (huge, huge_l),
+        (aligned, aligned_l),
+        (small, small_l),
+        (mid, mid_l),
+    ];
+    assert_eq!(h.stats().segment_blocks, 4);
+    for (i, &(p, l)) in blocks.iter().enumerate() {
+        fill(p, l.size(), i as u8 + 1);
+    }
+    let at = |p: NonNull<u8>, off: usize| NonNull::new(p.as_ptr().wrapping_add(off)).unwrap();
+    let before = h.stats();
+    let mut refused = 0;
+    for &(p, l) in &blocks {
+        let a = p.as_ptr() as usize;
+        // SAFETY (every free in this loop): a misuse the heap must refuse before touching
+        // memory, which is what the test checks.
+        unsafe {
+            assert_eq!(
+                h.free(at(p, 16), layout(16, 8)),
+                Err(Misuse::Block(BlockMisuse::Inside {
+                    addr: a + 16,
+                    block: a
+                })),
+                "inside {l:?}"
+            );
+            for size in [l.size() + 1, l.size() - 1, l.size() + 64] {
+                // (A size past a segment of exactly the block's need is refused as such.)
+                assert!(
+                    matches!(
+                        h.free(p, layout(size, l.align())),
+                        Err(Misuse::Block(BlockMisuse::WrongLayout { .. })
+                            | Misuse::PastSegment { .. })
+                    ),
+                    "size {size} for {l:?}"
+                );
+            }
+            assert!(
+                matches!(
+                    h.free(p, layout(l.size(), l.align() / 2)),
+                    Err(Misuse::Block(BlockMisuse::WrongLayout { .. }))
+                ),
+                "half the alignment of {l:?}"
+            );
+            assert!(
+                matches!(
+                    h.free(p, layout(l.size(), l.align() * 2)),
+                    Err(Misuse::Block(BlockMisuse::WrongLayout { .. }) | Misuse::Misaligned { .. })
+                ),
+                "twice the alignment of {l:?}"
+            );
+        }
+        refused += 6;
+        h.validate().unwrap();
+    }
+    let after = h.stats();
+    assert_eq!(after.refused, before.refused + refused);
+    assert_eq!((after.used, after.segment_blocks), (before.used, 4));
+    for (i, &(p, l)) in blocks.iter().enumerate() {
+        assert!(
+            holds(p, l.size(), i as u8 + 1),
+            "a refused free changed {l:?}"
+        );
+    }
+    h.mapper_mut().frames = usize::MAX;
+    // Double frees. The big block's segment stays mapped (page tables busy), so its second
+    // free finds the segment, empty, and must be refused by the records, not by the
+    // segment's absence (linked_list_allocator panicked here: its one hole covers it).
+    h.mapper_mut().busy = true;
+    // SAFETY: the real free of a live block, then the same free again (to be refused).
+    unsafe {
+        h.free(huge, huge_l).unwrap();
+        assert_eq!(
+            h.stats().segments,
+            2,
+            "the emptied segment went back while busy"
+        );
+        assert_eq!(
+            h.free(huge, huge_l),
+            Err(Misuse::Block(BlockMisuse::NotLive {
+                addr: huge.as_ptr() as usize
+            }))
+        );
+    }
+    h.mapper_mut().busy = false;
+    for &(p, l) in &blocks[2..] {
+        // SAFETY: as above.
+        unsafe {
+            h.free(p, l).unwrap();
+            assert!(matches!(
+                h.free(p, l),
+                Err(Misuse::Block(BlockMisuse::NotLive { .. }))
+            ));
+        }
+        h.validate().unwrap();
+    }
+    // The aligned block: freed, its memory taken by another aligned block, then freed again
+    // with its old layout (the hole the list would have made overlaps the new block).
+    // SAFETY: the real free; then frees to be refused.
+    unsafe { h.free(aligned, aligned_l) }.unwrap();
+    let reuse_l = layout(3000, 8192);
+    let reuse = h.alloc(reuse_l).unwrap();
+    assert_eq!(reuse, aligned, "first fit takes the freed block's place");
+    fill(reuse, 3000, 0x77);
+    // SAFETY: a free to be refused.
+    unsafe {
+        assert!(matches!(
+            h.free(aligned, aligned_l),
+            Err(Misuse::Block(BlockMisuse::WrongLayout {
+                block_size: 3000,
+                ..
+            }))
+        ));
+    }
+    assert!(holds(reuse, 3000, 0x77));
+    // SAFETY: the live block with its layout.
+    unsafe { h.free(reuse, reuse_l) }.unwrap();
+    assert_eq!(h.stats().refused, before.refused + refused + 4);
+    assert_eq!(h.stats().segment_blocks, 0);
+    h.validate().unwrap();
+    h.release_all_empty();
+    assert_eq!(h.mapped(), h.stats().record_bytes);
+    assert_eq!(h.mapper().bytes, h.mapped());
+    h.validate().unwrap();
+}
+
+/// Random segment blocks (over 256 KiB, aligned past a page, and small and medium fallbacks
+/// while the frames run out) against a model, with misuse tried after every step (inside a
+/// live block, a size and an alignment of another layout, a double free of a block freed
+/// earlier whose memory may have been reused) and page tables busy at random, so emptied
+/// segments stay mapped; `validate` after each step.
+#[test]
+fn segment_blocks_match_a_model_with_misuse_after_every_step() {
+    let mut h = heap(512 * MB, 128 * MB);
+    let mut live: BTreeMap<usize, (Layout, u8)> = BTreeMap::new();
+    let mut order: Vec<usize> = Vec::new();
+    let mut dead: Vec<(usize, Layout)> = Vec::new();
+    let mut refused = 0u64;
+    let mut x = 0x853c_49e6_748f_ea9bu64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for step in 0..4_000u32 {
+        let r = next();
+        // Every 500 steps, 100 steps without frames: small and medium requests fall back.
+        let starved = step % 500 >= 400;
+        h.mapper_mut().frames = if starved {
+            h.mapper().bytes
+        } else {
+            usize::MAX
+        };
+        h.mapper_mut().busy = r % 7 == 0;
+        if order.len() < 100 && (r % 3 != 0 || order.is_empty()) {
+            let l = match (r >> 8) % 4 {
+                _ if starved => layout(1 + (r >> 16) as usize % 20_000, 1 << ((r >> 40) % 5)),
+                0 | 1 => layout(
+                    DEDICATED_MIN + (r >> 16) as usize % (3 * MB / 4),
+                    1 << ((r >> 40) % 13),
+                ),
+                _ => layout(1 + (r >> 16) as usize % 100_000, 8192 << ((r >> 40) % 3)),
+            };
+            let Some(p) = h.alloc(l) else {
+                assert!(starved, "step {step}: {l:?} failed: {:?}", h.last_error());
+                continue;
+            };
+            let a = p.as_ptr() as usize;
+            assert_eq!(a % l.align(), 0);
+            if h.slab.contains(a) || h.runs.contains(a) {
+                // Served by a slab or span after all (room there): not this test's subject.
+                // SAFETY: the live block with its layout.
+                unsafe { h.free(p, l) }.unwrap();
+                continue;
+            }
+            assert!(h.mapper().is_mapped(a, l.size()), "step {step}: unmapped");
+            if let Some((&lo, &(ll, _))) = live.range(..a).next_back() {
+                assert!(lo + ll.size() <= a, "step {step}: overlap");
+            }
+            if let Some((&hi, _)) = live.range(a..).next() {
+                assert!(a + l.size() <= hi, "step {step}: overlap");
+            }
+            let tag = step as u8 | 1;
+            fill(p, l.size(), tag);
+            live.insert(a, (l, tag));
+            order.push(a);
+        } else {
+            let a = order.swap_remove((r >> 32) as usize % order.len());
+            let (l, tag) = live.remove(&a).unwrap();
+            let p = NonNull::new(a as *mut u8).unwrap();
+            assert!(holds(p, l.size(), tag), "step {step}: contents changed");
+            // SAFETY: the live block with its layout.
+            unsafe { h.free(p, l) }.unwrap();
+            dead.push((a, l));
+            if dead.len() > 64 {
+                dead.swap_remove((r >> 20) as usize % dead.len());
+            }
+        }
+        // Misuse after every step, on a live block and on a block freed earlier.
+        if let Some(&a) = order.get((r >> 24) as usize % order.len().max(1)) {
+            let (l, tag) = live[&a];
+            let p = NonNull::new(a as *mut u8).unwrap();
+            let inside = a + 8 * (1 + (r >> 44) as usize % (l.size() / 8).max(1));
+            let attempts = [
+                (inside, layout(8, 8)),
+                (a, layout(l.size() + 1 + (r >> 50) as usize % 64, l.align())),
+                (a, layout(l.size().max(2) - 1, l.align())),
+                (a, layout(l.size(), (l.align() / 2).max(1))),
+            ];
+            for (b, bl) in attempts {
+                if b == a && bl == l || (b != a && b >= a + l.size()) {
+                    continue;
+                }
+                let q = NonNull::new(b as *mut u8).unwrap();
+                // SAFETY: a misuse the heap must refuse before touching memory.
+                let got = unsafe { h.free(q, bl) };
+                assert!(
+                    got.is_err(),
+                    "step {step}: {b:#x} {bl:?} freed inside {a:#x} {l:?}"
+                );
+                refused += 1;
+            }
+            assert!(
+                holds(p, l.size(), tag),
+                "step {step}: a refused free changed it"
+            );
+        }
+        if !dead.is_empty() {
+            let (a, l) = dead[(r >> 28) as usize % dead.len()];
+            if live.get(&a).map(|&(ll, _)| ll) != Some(l) {
+                let q = NonNull::new(a as *mut u8).unwrap();
+                // SAFETY: a double free (or a free of a block reused with another layout)
+                // the heap must refuse before touching memory.
+                let got = unsafe { h.free(q, l) };
+                assert!(
+                    got.is_err(),
+                    "step {step}: double free of {a:#x} {l:?} passed"
+                );
+                refused += 1;
+            }
+        }
+        h.validate().unwrap_or_else(|e| panic!("step {step}: {e}"));
+        assert_eq!(h.mapped(), h.mapper().bytes);
+        assert_eq!(h.stats().refused, refused);
+        assert_eq!(h.stats().segment_blocks, live.len());
+    }
+    h.mapper_mut().busy = false;
+    h.mapper_mut().frames = usize::MAX;
+    assert!(h.stats().slab_fallbacks > 0, "no fallback was tried");
+    for (a, (l, tag)) in live {
+        let p = NonNull::new(a as *mut u8).unwrap();
+        assert!(holds(p, l.size(), tag));
+        // SAFETY: the live block with its layout.
+        unsafe { h.free(p, l) }.unwrap();
+    }
+    h.release_all_empty();
+    assert_eq!(h.stats().segments, 0);
+    assert_eq!(h.mapped(), h.stats().record_bytes);
+    h.validate().unwrap();
+}
+
+/// The table of segment blocks is bounded: at its most pages, a segment request fails
+/// cleanly (counted, with a reason) rather than hand out a block it cannot check; freeing
+/// gives the table's pages back as its records go.
+#[test]
+fn a_full_block_table_fails_the_request_cleanly() {
+    use levitate_mm::slab::blocks::RECORDS_PER_PAGE;
+    // A table of at most two pages (512 records), set before the first segment block.
+    let mut h = heap(256 * MB, 64 * MB);
+    h.blocks = BlockTable::new(2);
+    let l = layout(16, 8192);
+    let mut held = Vec::new();
+    while held.len() < 2 * RECORDS_PER_PAGE {
+        held.push(h.alloc(l).expect("room in the table"));
+    }
+    assert_eq!(h.stats().record_bytes, 2 * PAGE);
+    let failures = h.stats().failures;
+    assert!(h.alloc(l).is_none());
+    assert_eq!(
+        h.last_error(),
+        Some(AllocError::Records {
+            live: 2 * RECORDS_PER_PAGE
+        })
+    );
+    assert_eq!(h.stats().failures, failures + 1);
+    // Small and medium requests do not need the table.
+    let s = h.alloc(layout(64, 8)).unwrap();
+    // SAFETY: live blocks with their layouts.
+    unsafe { h.free(s, layout(64, 8)) }.unwrap();
+    h.validate().unwrap();
+    for p in held {
+        // SAFETY: as above.
+        unsafe { h.free(p, l) }.unwrap();
+    }
+    assert_eq!(h.stats().segment_blocks, 0);
+    // A free keeps a spare page; a release keeps only room for the next block's record.
+    assert_eq!(h.blocks.pages(), 2);
+    h.release_all_empty();
+    assert_eq!(h.blocks.pages(), 1);
+    assert_eq!(h.stats().record_bytes, CHUNK_BYTES + PAGE);
     h.validate().unwrap();
 }

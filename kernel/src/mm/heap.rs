@@ -13,7 +13,8 @@
 //! release functions: frames and page tables) and the figures for `heap` and `meminfo`.
 //!
 //! Misuse (a free of an address in no part of the heap, not at an object's start, of an object
-//! already free, with a layout of another class, misaligned or running past its segment) is
+//! already free, with a layout of another class, misaligned or running past its segment; for
+//! segment blocks any layout but the one allocated, checked against a record per block) is
 //! refused, counted and logged, never followed: the memory stays as it was.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -153,7 +154,8 @@ pub struct Stats {
     pub objects: u64,
     /// Slab pages given back.
     pub released_pages: u64,
-    /// Bytes of slab records (kept for the heap's life).
+    /// Bytes of records: slab and span chunks (kept for the heap's life) and the large
+    /// blocks' table (it follows the live large blocks).
     pub record_bytes: usize,
     /// Small requests served by segments (the slabs had no room).
     pub slab_fallbacks: u64,
@@ -338,6 +340,57 @@ levitate_hal::ktest!(
         levitate_hal::kassert_eq!(refused, 5);
         levitate_hal::kassert!(intact, "a refused free changed a live block");
         levitate_hal::kassert_eq!(stats().refused - before.refused, 6);
+        levitate_hal::kassert_eq!(stats().used, before.used);
+        Ok(())
+    }
+);
+
+levitate_hal::ktest!(
+    fn heap_refuses_large_block_misuse() -> KtestResult {
+        // A block over 256 KiB (alone in its segment) and one aligned past a page (in a shared
+        // segment): both live in linked_list_allocator segments, whose frees the block records
+        // check (a misuse there used to reach linked_list_allocator: a panic or a corrupt list).
+        let huge = Layout::from_size_align(300 << 10, 8).unwrap();
+        let aligned = Layout::from_size_align(5000, 8192).unwrap();
+        let before = stats();
+        // SAFETY: layouts of non-zero size.
+        let (a, b) = unsafe { (HEAP.alloc(huge), HEAP.alloc(aligned)) };
+        levitate_hal::kassert!(!a.is_null() && !b.is_null());
+        // SAFETY: `a` and `b` are live blocks of these sizes.
+        unsafe {
+            a.write_bytes(0x6b, huge.size());
+            b.write_bytes(0x4d, aligned.size());
+        }
+        let inside = Layout::from_size_align(16, 8).unwrap();
+        // SAFETY (each dealloc below but the two real frees): a free the heap must refuse
+        // before touching memory; the test checks that it did and that the blocks are intact.
+        unsafe {
+            HEAP.dealloc(a.wrapping_add(4096), inside); // inside the big block
+            HEAP.dealloc(a, Layout::from_size_align(huge.size() - 8, 8).unwrap()); // size
+            HEAP.dealloc(a, Layout::from_size_align(huge.size(), 16).unwrap()); // alignment
+            HEAP.dealloc(b.wrapping_add(16), inside); // inside the aligned block
+            HEAP.dealloc(b, Layout::from_size_align(4000, 8192).unwrap()); // size
+        }
+        let refused = stats().refused - before.refused;
+        // SAFETY: live blocks of these sizes (the refused frees changed nothing).
+        let intact = unsafe {
+            core::slice::from_raw_parts(a, huge.size())
+                .iter()
+                .all(|&x| x == 0x6b)
+                && core::slice::from_raw_parts(b, aligned.size())
+                    .iter()
+                    .all(|&x| x == 0x4d)
+        };
+        // SAFETY: the real frees of the live blocks, then double frees to be refused.
+        unsafe {
+            HEAP.dealloc(a, huge);
+            HEAP.dealloc(b, aligned);
+            HEAP.dealloc(b, aligned);
+            HEAP.dealloc(a, huge);
+        }
+        levitate_hal::kassert_eq!(refused, 5);
+        levitate_hal::kassert!(intact, "a refused free changed a large block");
+        levitate_hal::kassert_eq!(stats().refused - before.refused, 7);
         levitate_hal::kassert_eq!(stats().used, before.used);
         Ok(())
     }

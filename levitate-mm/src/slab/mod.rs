@@ -1,6 +1,7 @@
 //! The kernel heap's policy, as pure bookkeeping over addresses: the size-class slabs for small
-//! objects (this file), page runs in spans for medium blocks up to 256 KiB ([`runs`]) and the
-//! segments of the large-object heap ([`segments`]). Nothing here touches the memory it
+//! objects (this file), page runs in spans for medium blocks up to 256 KiB ([`runs`]), the
+//! segments of the large-object heap ([`segments`]) and the records of the blocks in them
+//! ([`blocks`]). Nothing here touches the memory it
 //! manages (it hands out and takes back addresses), so it stays in this `forbid(unsafe_code)`
 //! crate; the `levitate-heap` crate is the thin unsafe shell that turns addresses into
 //! pointers, maps pages through [`PageSource`] and [`runs::SpanSource`] and runs
@@ -29,6 +30,7 @@
 //!   leaves more than [`SlabHeap::set_retain`]'s high mark empty unmaps them down to its low
 //!   mark, and [`SlabHeap::release_empty`] (reclaim under pressure) down to any number.
 
+pub mod blocks;
 pub mod runs;
 pub mod segments;
 #[cfg(test)]
