@@ -124,10 +124,18 @@ impl core::ops::AddAssign for CacheStats {
 struct Slot {
     pfn: u64,
     index: u32,
+    /// Parked filled with the poison (as its state byte says): such a frame stays in the ring,
+    /// where leaving checks it, and is never moved to the stash. Kept here so moving frames
+    /// to the stash reads no state byte (those lines are usually cold).
+    poisoned: bool,
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot { pfn: 0, index: 0 };
+    const EMPTY: Slot = Slot {
+        pfn: 0,
+        index: 0,
+        poisoned: false,
+    };
 
     #[inline]
     fn addr(self) -> PhysAddr {
@@ -382,6 +390,7 @@ impl CpuCache {
                 self.push(Slot {
                     pfn: pfn.as_u64(),
                     index,
+                    poisoned,
                 });
             }
             self.stats.refills += 1;
@@ -417,6 +426,7 @@ impl CpuCache {
             Slot {
                 pfn: addr.pfn().as_u64(),
                 index,
+                poisoned,
             },
             mem,
         );
@@ -438,16 +448,18 @@ impl CpuCache {
         let slot = Slot {
             pfn: pfn.as_u64(),
             index,
+            poisoned: false,
         };
         self.park(states, buddy, slot, mem);
     }
 
-    /// Takes the hot frame for this CPU's stash if it is parked here unpoisoned (a stash holds
-    /// no poisoned frames: they are checked when they leave, which only the ring does).
-    pub(super) fn unpark_to_stash(&mut self, states: &FrameStates<'_>) -> Option<(Pfn, u32)> {
+    /// Takes the hot frame for this CPU's stash if it was parked unpoisoned (a stash holds no
+    /// poisoned frames: they are checked when they leave, which only the ring does). Reads no
+    /// state byte: the stash's pop checks the byte of each frame it hands out.
+    pub(super) fn unpark_to_stash(&mut self) -> Option<(Pfn, u32)> {
         let top = self.len.checked_sub(1)?;
         let slot = self.slot(top);
-        if states.load(slot.index) != state::parked(self.id, false) {
+        if slot.poisoned {
             return None;
         }
         self.len = top;
@@ -619,6 +631,7 @@ impl CpuCache {
         self.push(Slot {
             pfn: addr.pfn().as_u64(),
             index,
+            poisoned: false,
         });
     }
 

@@ -281,11 +281,11 @@ impl HotCache {
 
     /// Owner, holding `ring`'s lock, stash empty and not held: takes up to half a stash from
     /// the ring's hot end (no state byte changes: both park under the same id).
-    pub(super) fn top_up(&self, ring: &mut CpuCache, states: &FrameStates<'_>) {
+    pub(super) fn top_up(&self, ring: &mut CpuCache) {
         let start = self.len();
         let mut len = start;
         while len < MOVE {
-            let Some((pfn, index)) = ring.unpark_to_stash(states) else {
+            let Some((pfn, index)) = ring.unpark_to_stash() else {
                 break;
             };
             self.stack(len, pfn.as_u64(), index);

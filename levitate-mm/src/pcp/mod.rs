@@ -351,7 +351,7 @@ where
                     if ring.is_empty() {
                         ring.refill(states, buddy, mem)?;
                     }
-                    hot.top_up(ring, states);
+                    hot.top_up(ring);
                     if let Some(addr) = hot.pop(states, req.owner) {
                         if req.zero {
                             mem.fill(addr.pfn(), 1, 0);
