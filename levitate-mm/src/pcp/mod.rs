@@ -529,12 +529,22 @@ where
     let answered = caches.hold_stashes(why, &mut |hot, ring| {
         hot.serve(ring, states, buddy, mem);
     });
+    serve_own(caches, states, buddy, mem);
+    answered
+}
+
+/// This CPU answers the holds on its own stash (if it has one).
+fn serve_own<C, B, M>(caches: &mut C, states: &FrameStates<'_>, buddy: &mut B, mem: &mut M)
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
     caches.with_local_hot(|hot, ring| {
         if let Some(hot) = hot {
             hot.serve(ring, states, buddy, mem);
         }
     });
-    answered
 }
 
 /// The owner's answer to a hold request, outside any allocation: the kernel calls it from
@@ -547,11 +557,7 @@ where
     M: FrameMemory + ?Sized,
 {
     if caches.with_hot(|hot| hot.held()) == Some(true) {
-        caches.with_local_hot(|hot, ring| {
-            if let Some(hot) = hot {
-                hot.serve(ring, states, buddy, mem);
-            }
-        });
+        serve_own(caches, states, buddy, mem);
     }
 }
 
