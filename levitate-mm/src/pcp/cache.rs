@@ -490,8 +490,8 @@ impl CpuCache {
         }
     }
 
-    /// A frame whose bytes no transition writes (an invalid state, or a home that names no
-    /// cache): counted as a conflict, and refused without touching it.
+    /// A frame whose byte no transition writes (an invalid state): counted as a conflict, and
+    /// refused without touching it.
     pub(super) fn lost(&mut self, addr: PhysAddr) -> FreeError {
         self.stats.conflicts += 1;
         FreeError::NeverAllocated {

@@ -12,7 +12,7 @@
 //! | 2 handed out         | owner             | whoever `pcp::alloc` handed it to             |
 //! | 3 parked, poisoned   | cache id          | a CPU cache, filled with the poison           |
 //!
-//! The owner rides in the byte because a free carries no owner: the home cache reads it here
+//! The owner rides in the byte because a free carries no owner: the freeing CPU reads it here
 //! to keep the per-owner counts right. The cache id lets `validate` prove no frame sits in two caches
 //! without allocating. The poisoned bit is per frame, not global, so turning poisoning on
 //! while frames are parked never reports a false use after free on the unpoisoned ones.
@@ -189,9 +189,9 @@ impl<'a> FrameStates<'a> {
             .load(Ordering::Acquire)
     }
 
-    /// Sets the byte of a frame only the caller may move: a frame parked in, or handed out by,
-    /// the cache whose lock the caller holds (see the module docs). Release: whoever sees the
-    /// new state also sees the caller's writes before it (the home byte among them).
+    /// Sets the byte of a frame only the caller may move: a frame parked in the caller's own
+    /// stash, or in the ring whose lock it holds (see the module docs). Release: whoever sees
+    /// the new state also sees the caller's writes before it.
     #[inline]
     pub(super) fn publish(&self, index: u32, to: u8) {
         self.pages[index as usize]
