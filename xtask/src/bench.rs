@@ -9,7 +9,8 @@ use lexopt::ValueExt;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick]";
+    "usage: cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick] \
+     [--json FILE]";
 
 /// Parses the options and runs the bench.
 pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
@@ -41,10 +42,17 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
         }
     }
     if boot {
-        if args.iter().any(|a| a != "--quick") {
-            bail!("--boot takes only --quick ({USAGE})");
+        let mut quick = false;
+        let mut json = None;
+        let mut rest = args.iter();
+        while let Some(a) = rest.next() {
+            match a.as_str() {
+                "--quick" => quick = true,
+                "--json" => json = rest.next().map(std::path::PathBuf::from),
+                _ => bail!("--boot takes only --quick and --json FILE ({USAGE})"),
+            }
         }
-        return crate::bench_boot::run(!args.is_empty());
+        return crate::bench_boot::run(quick, json);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

@@ -1,4 +1,4 @@
-//! `cargo xtask bench --boot [--quick]`: boot cost. Boots the release kernel in QEMU at 128 MiB,
+//! `cargo xtask bench --boot [--quick] [--json FILE]`: boot cost. Boots the release kernel in QEMU at 128 MiB,
 //! 1 GiB and 8 GiB of RAM, several times each (sizes interleaved), and reports the median time
 //! to each boot phase and to the first prompt, as the kernel measured them (`boottime`: the
 //! counter since the kernel's first instruction), the 8 GiB / 128 MiB ratio against the target
@@ -30,8 +30,10 @@ struct Boot {
     wall_ms: f64,
 }
 
-/// Runs the boot bench.
-pub fn run(quick: bool) -> Result<ExitCode> {
+/// Runs the boot bench; with `json`, also writes the medians there:
+/// `{"reps":N,"sizes":[{"size":"128M","mem_mib":128,"phases":{"early":MS,...},
+/// "prompt_ms":MS,"qemu_wall_ms":MS}],"ratio_8g_128m":X,"target_ratio":3.0,"pass":true}`.
+pub fn run(quick: bool, json: Option<std::path::PathBuf>) -> Result<ExitCode> {
     let reps = if quick { 3 } else { 7 };
     crate::deps::ensure_qemu()?;
     let built = kernel::build(Variant {
@@ -102,7 +104,54 @@ pub fn run(quick: bool) -> Result<ExitCode> {
          {TARGET_RATIO}x): {}",
         if ratio < TARGET_RATIO { "pass" } else { "FAIL" }
     );
+    if let Some(path) = json {
+        let sizes: Vec<String> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(s, (mem_mib, label))| {
+                let phases: Vec<String> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(p, name)| format!("{}:{:.3}", json_string(name), median_at(s, p)))
+                    .collect();
+                let wall = median(boots[s].iter().map(|b| b.wall_ms).collect());
+                format!(
+                    "{{\"size\":{},\"mem_mib\":{mem_mib},\"phases\":{{{}}},\"prompt_ms\":{:.3},\
+                     \"qemu_wall_ms\":{wall:.3}}}",
+                    json_string(label),
+                    phases.join(","),
+                    median_at(s, last)
+                )
+            })
+            .collect();
+        let text = format!(
+            "{{\"reps\":{reps},\"sizes\":[{}],\"ratio_8g_128m\":{ratio:.4},\
+             \"target_ratio\":{TARGET_RATIO:.1},\"pass\":{}}}\n",
+            sizes.join(","),
+            ratio < TARGET_RATIO
+        );
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` as a JSON string (phase names and labels are plain words; quotes and backslashes are
+/// escaped anyway).
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -199,4 +248,15 @@ fn phase_rows(text: &str) -> Result<Vec<(String, f64)>> {
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_are_quoted_and_escaped() {
+        assert_eq!(json_string("mem_map"), "\"mem_map\"");
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
 }

@@ -11,7 +11,7 @@
 //!                   [--out DIR]
 //! cargo xtask boot  [--board qemu|pixel6] [--vendor-boot] [image options]
 //! cargo xtask gdb   [--release]
-//! cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick]
+//! cargo xtask bench [--quick | --smoke] [--json FILE] [--svg FILE] | --boot [--quick] [--json FILE]
 //! cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZE] [--dtb-base BASE]
 //!                   [--pa-bits N]
 //! ```
@@ -110,7 +110,8 @@ memmap:          cargo xtask memmap DTB [--json] [--svg FILE] [--kernel BASE:SIZ
                  [--pa-bits N]  (the CPU's physical address bits: 32, 36, 40, 42, 44, 48, 52
                  or 56; default 48; RAM beyond, or beyond the 128 TiB linear map, is ignored)
 test options:    --quick (skip the QEMU matrix except the default configuration)
-bench options:   --quick (a shorter run), --smoke (a second, to check it works), --json FILE
+bench options:   --quick (a shorter run), --smoke (a second, to check it works), --json FILE,
+                 --svg FILE; --boot [--quick] [--json FILE] (boot cost in QEMU instead)
 ";
 
 fn main() -> ExitCode {
