@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! Front::alloc(order, ...)     order 0, no limit -> this CPU's cache (pcp); else -> buddy
-//! Front::alloc_frames(n, ...)  1 -> as order 0; 2..=511 -> bitmap layer (exact); more -> buddy
+//! Front::alloc_frames(n, ...)  1 -> as order 0; 2..=511 -> bitmap layer (exact; the buddy's
+//!                              lock only to take or give back a chunk, or with poisoning on);
+//!                              more -> buddy
 //! before OutOfMemory           drain every CPU's cache and release the bitmap layer's idle
 //!                              chunk, then try once more
 //! ```
@@ -166,8 +168,12 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         zero: bool,
         mem: &mut M,
     ) -> Result<Run, FrameError> {
-        let buddy = &mut self.buddy;
+        let (buddy, states) = (&mut self.buddy, self.states);
         self.runs.with_runs(|runs| {
+            // A listed chunk with room needs no buddy lock (poisoning off).
+            if let Some(addr) = runs.alloc_listed(n, owner, zero, states.poisoning(), mem) {
+                return Ok(Run { addr, frames: n });
+            }
             buddy.with_buddy(|b| bitmap::alloc_frames(runs, b, n, owner, zero, mem))
         })
     }
@@ -182,9 +188,15 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         if n == 1 {
             return self.free(addr, 0, mem).map_err(FrameError::Free);
         }
-        let buddy = &mut self.buddy;
-        self.runs
-            .with_runs(|runs| buddy.with_buddy(|b| bitmap::free_frames(runs, b, addr, n, mem)))
+        let (buddy, states) = (&mut self.buddy, self.states);
+        self.runs.with_runs(|runs| {
+            // A run whose chunk stays needs no buddy lock (poisoning off); everything else,
+            // misuse included, goes the full way, which names it.
+            if let Some(owner) = runs.free_listed(addr, n, states.poisoning()) {
+                return Ok(owner);
+            }
+            buddy.with_buddy(|b| bitmap::free_frames(runs, b, addr, n, mem))
+        })
     }
 
     /// Gives back everything the front holds free for speed: every frame parked in a per-CPU

@@ -59,8 +59,46 @@ impl<const N: usize> SmallRuns<N> {
                 });
             }
         }
+        Ok(self.take_spot(spot, frames, owner, zero, mem))
+    }
+
+    /// [`Self::alloc`]'s common case without the buddy: a run from a chunk already listed,
+    /// with poisoning off both in this layer and in `poisoning` (the caller's lock-free view of
+    /// the buddy's switch, `FrameStates::poisoning`). `None` when the buddy is needed: a bad
+    /// length (the full path names it), no listed chunk with the run (a chunk must be taken),
+    /// or poisoning (the switch is synchronised and runs checked under the buddy's lock).
+    /// A switch turned on a moment ago and not yet seen is harmless: the layer's free runs are
+    /// filled when the next locked call synchronises it.
+    #[inline]
+    pub fn alloc_listed<M: FrameMemory + ?Sized>(
+        &mut self,
+        frames: u64,
+        owner: Owner,
+        zero: bool,
+        poisoning: bool,
+        mem: &mut M,
+    ) -> Option<PhysAddr> {
+        if poisoning || self.poisoned || frames == 0 || frames >= CHUNK_FRAMES {
+            return None;
+        }
+        let spot = self.find_spot(frames as u32)?;
+        Some(self.take_spot(spot, frames, owner, zero, mem))
+    }
+
+    /// Marks the run at `spot` taken for `owner` (zeroed if asked): the end of both allocation
+    /// paths, after any poison check.
+    fn take_spot<M: FrameMemory + ?Sized>(
+        &mut self,
+        spot: Spot,
+        frames: u64,
+        owner: Owner,
+        zero: bool,
+        mem: &mut M,
+    ) -> PhysAddr {
+        let slot = usize::from(spot.slot);
+        let first = self.chunks[slot].pfn(spot.start);
         let chunk = &mut self.chunks[slot];
-        chunk.take(spot.start, n, owner, spot.first_free);
+        chunk.take(spot.start, frames as u32, owner, spot.first_free);
         if self.idle == spot.slot {
             self.idle = super::chunk::NIL;
         }
@@ -72,7 +110,7 @@ impl<const N: usize> SmallRuns<N> {
         if zero {
             mem.fill(first, frames, 0);
         }
-        Ok(first.addr())
+        first.addr()
     }
 
     /// A listed chunk with a free run of `n`: the head of the lowest list whose bound is at

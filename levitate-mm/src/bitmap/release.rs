@@ -64,40 +64,83 @@ impl<const N: usize> SmallRuns<N> {
     ) -> Result<Owner, FrameError> {
         let (slot, start) = self.check_free(addr, frames)?;
         self.sync_poisoning(buddy, mem);
-        let n = frames as u32;
         let chunk = &self.chunks[usize::from(slot)];
         let owner = chunk.owner_at(start);
-        let empties = u32::from(chunk.free) + n == bits::BITS;
-        // The first chunk to empty stays, idle; another one goes back at once.
-        if empties && self.idle != NIL && self.idle != slot {
+        if self.returns_chunk(slot, frames) {
             // The buddy poisons the whole chunk when poisoning is on.
             self.return_chunk(slot, buddy, mem)
                 .map_err(FrameError::Free)?;
+            self.count_freed(owner, frames);
         } else {
-            let chunk = &mut self.chunks[usize::from(slot)];
-            let was_full = chunk.free == 0;
-            let merged = chunk.give_back(start, n);
-            let free = u32::from(chunk.free);
-            // Both are upper bounds on the longest free run: the only run that grew is the
-            // merged one, and no run is longer than the chunk's free frames.
-            let bound = u32::from(chunk.bound).max(merged).min(free);
-            if was_full {
-                chunk.bound = bound as u16;
-                self.link(slot);
-            } else {
-                self.rebound(slot, bound);
-            }
-            if self.poisoned {
-                mem.fill(addr.pfn(), frames, POISON);
-            }
-            if empties {
-                self.idle = slot;
-            }
+            self.give_back_run(slot, start, addr, frames, mem);
         }
+        Ok(owner)
+    }
+
+    /// [`Self::free_unrecorded`]'s common case without the buddy: a run whose free passes every
+    /// check and leaves its chunk listed (or idle), with poisoning off here and in `poisoning`
+    /// (as [`Self::alloc_listed`]). `None` when the buddy is needed or the free is refused:
+    /// the full path then frees it, or names and counts the misuse.
+    #[inline]
+    pub fn free_listed(&mut self, addr: PhysAddr, frames: u64, poisoning: bool) -> Option<Owner> {
+        if poisoning || self.poisoned {
+            return None;
+        }
+        let (slot, start) = self.check_free(addr, frames).ok()?;
+        if self.returns_chunk(slot, frames) {
+            return None;
+        }
+        let owner = self.chunks[usize::from(slot)].owner_at(start);
+        self.give_back_run(slot, start, addr, frames, &mut NoFill);
+        Some(owner)
+    }
+
+    /// Whether freeing `frames` in `slot` empties a chunk that must go back to the buddy (the
+    /// first chunk to empty stays, idle; another one goes back at once).
+    fn returns_chunk(&self, slot: u16, frames: u64) -> bool {
+        let empties = u32::from(self.chunks[usize::from(slot)].free) + frames as u32 == bits::BITS;
+        empties && self.idle != NIL && self.idle != slot
+    }
+
+    /// Gives a checked run back to its chunk (which stays): maps, bound, list, poison, idle
+    /// mark, counters.
+    fn give_back_run<M: FrameMemory + ?Sized>(
+        &mut self,
+        slot: u16,
+        start: u32,
+        addr: PhysAddr,
+        frames: u64,
+        mem: &mut M,
+    ) {
+        let n = frames as u32;
+        let chunk = &mut self.chunks[usize::from(slot)];
+        let owner = chunk.owner_at(start);
+        let empties = u32::from(chunk.free) + n == bits::BITS;
+        let was_full = chunk.free == 0;
+        let merged = chunk.give_back(start, n);
+        let free = u32::from(chunk.free);
+        // Both are upper bounds on the longest free run: the only run that grew is the
+        // merged one, and no run is longer than the chunk's free frames.
+        let bound = u32::from(chunk.bound).max(merged).min(free);
+        if was_full {
+            chunk.bound = bound as u16;
+            self.link(slot);
+        } else {
+            self.rebound(slot, bound);
+        }
+        if self.poisoned {
+            mem.fill(addr.pfn(), frames, POISON);
+        }
+        if empties {
+            self.idle = slot;
+        }
+        self.count_freed(owner, frames);
+    }
+
+    fn count_freed(&mut self, owner: Owner, frames: u64) {
         self.in_use = self.in_use.saturating_sub(frames);
         let held = &mut self.allocated[owner as usize];
         *held = held.saturating_sub(frames);
-        Ok(owner)
     }
 
     /// Everything a free must pass, in the order that names the bug best: the length, the
@@ -132,5 +175,15 @@ impl<const N: usize> SmallRuns<N> {
             });
         }
         Ok((slot, start))
+    }
+}
+
+/// Memory for the buddy-free path, which runs only with poisoning off: nothing to fill.
+struct NoFill;
+
+impl FrameMemory for NoFill {
+    fn fill(&mut self, _first: crate::addr::Pfn, _frames: u64, _byte: u8) {}
+    fn find_not(&self, _first: crate::addr::Pfn, _frames: u64, _byte: u8) -> Option<PhysAddr> {
+        None
     }
 }
