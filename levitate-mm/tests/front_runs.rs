@@ -53,6 +53,21 @@ impl RunsAccess for Layer<'_> {
     }
 }
 
+/// The front over one ring, the layer and the counting buddy, for one step.
+fn front_over<'a, 'm>(
+    cache: &'a mut CpuCache,
+    runs: &'a mut SmallRuns,
+    buddy: &'a mut Buddy<'m>,
+    states: &'a FrameStates<'m>,
+) -> Front<'a, 'm, Ring<'a>, Layer<'a>, Counting<'a, 'm>> {
+    Front {
+        caches: Ring(cache),
+        runs: Layer(runs),
+        buddy: Counting { buddy, locks: 0 },
+        states,
+    }
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -80,15 +95,7 @@ fn run_model(poison: bool) {
     let mut rng = Rng(0x5eed_0f72_756e_7301);
     let (mut fast_allocs, mut fast_frees) = (0u64, 0u64);
     for step in 0..4000 {
-        let mut front = Front {
-            caches: Ring(&mut cache),
-            runs: Layer(&mut runs),
-            buddy: Counting {
-                buddy: &mut buddy,
-                locks: 0,
-            },
-            states: &states,
-        };
+        let mut front = front_over(&mut cache, &mut runs, &mut buddy, &states);
         let grow = live.len() < 8 || (live.len() < 40 && rng.below(2) == 0);
         if grow {
             let n = 2 + rng.below(510);
@@ -142,15 +149,7 @@ fn run_model(poison: bool) {
         // Misuse now and then: a run freed again (unless handed out again since), or a live
         // run freed with a wrong length. Refused, and nothing changes.
         if step % 7 == 0 {
-            let mut front = Front {
-                caches: Ring(&mut cache),
-                runs: Layer(&mut runs),
-                buddy: Counting {
-                    buddy: &mut buddy,
-                    locks: 0,
-                },
-                states: &states,
-            };
+            let mut front = front_over(&mut cache, &mut runs, &mut buddy, &states);
             let before = (
                 front.runs.0.stats().frames_free,
                 front.runs.0.stats().chunks,
