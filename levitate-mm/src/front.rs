@@ -60,40 +60,36 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
-        if req.order != 0 || req.below.is_some() {
-            // Straight to the buddy (no cache serves it); only its out-of-memory goes round
-            // the drain and the retry.
-            let first = self.buddy.with_buddy(|b| b.alloc(req, mem));
-            if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
-                return first;
-            }
-            return self.alloc_slow(req, mem);
-        }
-        match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
-            Some(block) => Ok(block),
-            None => self.alloc_slow(req, mem),
+        match pcp::try_alloc(&mut self.caches, self.states, &mut self.buddy, req, mem) {
+            Err(e @ AllocError::OutOfMemory { .. }) => self.alloc_after_oom(req, mem, e),
+            done => done,
         }
     }
 
-    /// [`Self::alloc`] past this CPU's stash.
+    /// [`Self::alloc`] once its first attempt ran out of memory: the caches drained and the
+    /// request retried ([`pcp::retry_after_drain`]), then the idle chunk released and one more
+    /// attempt.
+    #[cold]
     #[inline(never)]
-    fn alloc_slow<M: FrameMemory + ?Sized>(
+    fn alloc_after_oom<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
         mem: &mut M,
+        first: AllocError,
     ) -> Result<Block, AllocError> {
-        let first = pcp::alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem);
-        if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
-            return first;
+        let (caches, states, buddy) = (&mut self.caches, self.states, &mut self.buddy);
+        let again = pcp::retry_after_drain(caches, states, buddy, req, mem, first);
+        if !matches!(again, Err(AllocError::OutOfMemory { .. })) {
+            return again;
         }
         if self.release_idle_chunk(mem) == 0 {
-            return first;
+            return again;
         }
-        pcp::alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem)
+        pcp::try_alloc(&mut self.caches, self.states, &mut self.buddy, req, mem)
     }
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
-    /// cache, with the state byte's double-free check; other orders to the buddy).
+    /// stash or cache, with the state byte's double-free check; other orders to the buddy).
     #[inline]
     pub fn free<M: FrameMemory + ?Sized>(
         &mut self,
@@ -101,20 +97,14 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        if order != 0 {
-            return self.buddy.with_buddy(|b| b.free(addr, order, mem));
-        }
-        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
-            Some(owner) => Ok(owner),
-            None => pcp::free_slow(
-                &mut self.caches,
-                self.states,
-                &mut self.buddy,
-                addr,
-                order,
-                mem,
-            ),
-        }
+        pcp::free(
+            &mut self.caches,
+            self.states,
+            &mut self.buddy,
+            addr,
+            order,
+            mem,
+        )
     }
 
     /// `n` contiguous frames at their exact cost: one frame through this CPU's cache,

@@ -245,70 +245,19 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
-    match alloc_hot(caches, states, req, mem) {
-        Some(block) => Ok(block),
-        None => alloc_slow(caches, states, buddy, req, mem),
+    match try_alloc(caches, states, buddy, req, mem) {
+        Err(e @ AllocError::OutOfMemory { .. }) => {
+            retry_after_drain(caches, states, buddy, req, mem, e)
+        }
+        done => done,
     }
 }
 
-/// The common allocation, inlined into the caller: an order-0 request without an address
-/// limit served from this CPU's stash. `None` when it does not apply or the stash is empty;
-/// the caller then calls [`alloc_slow`].
-#[inline(always)]
-pub fn alloc_hot<C, M>(
-    caches: &mut C,
-    states: &FrameStates<'_>,
-    req: Request,
-    mem: &mut M,
-) -> Option<Block>
-where
-    C: CacheAccess,
-    M: FrameMemory + ?Sized,
-{
-    if req.order != 0 || req.below.is_some() {
-        return None;
-    }
-    let addr = caches.with_hot(|hot| hot.pop(states, req.owner))??;
-    if req.zero {
-        mem.fill(addr.pfn(), 1, 0);
-    }
-    Some(Block { addr, order: 0 })
-}
-
-/// [`alloc`] without its stash fast path (which [`alloc_hot`] is): the locked cache, the
-/// buddy, the drain of every cache and the retry before `OutOfMemory`.
-#[inline(never)]
-pub fn alloc_slow<C, B, M>(
-    caches: &mut C,
-    states: &FrameStates<'_>,
-    buddy: &mut B,
-    req: Request,
-    mem: &mut M,
-) -> Result<Block, AllocError>
-where
-    C: CacheAccess,
-    B: BuddyAccess,
-    M: FrameMemory + ?Sized,
-{
-    let first = try_alloc(caches, states, buddy, req, mem);
-    if !matches!(first, Err(AllocError::OutOfMemory { .. })) {
-        return first;
-    }
-    // Our cache is released here: the drain may lock every cache, one at a time.
-    let drained = drain_all(caches, states, buddy, mem);
-    if let Some(e) = drained.use_after_free {
-        // Reported like the buddy's own check: this call fails, the frame is poisoned again
-        // and free, a retry succeeds.
-        return Err(e);
-    }
-    if drained.frames == 0 {
-        return first;
-    }
-    try_alloc(caches, states, buddy, req, mem)
-}
-
+/// One attempt of [`alloc`], without the drain: an order-0 request without an address limit
+/// from this CPU's stash (inlined into the caller: a pop and two stores), or its locked ring;
+/// any other request from the buddy.
 #[inline]
-fn try_alloc<C, B, M>(
+pub fn try_alloc<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
     buddy: &mut B,
@@ -323,10 +272,43 @@ where
     if req.order != 0 || req.below.is_some() {
         return buddy.with_buddy(|b| b.alloc(req, mem));
     }
-    if let Some(block) = alloc_hot(caches, states, req, mem) {
-        return Ok(block);
+    if let Some(Some(addr)) = caches.with_hot(|hot| hot.pop(states, req.owner)) {
+        if req.zero {
+            mem.fill(addr.pfn(), 1, 0);
+        }
+        return Ok(Block { addr, order: 0 });
     }
     alloc_local(caches, states, buddy, req, mem)
+}
+
+/// [`alloc`] after its first attempt failed with `first` (out of memory): drains every cache
+/// and tries once more; `first` again when the drain found nothing.
+#[cold]
+#[inline(never)]
+pub fn retry_after_drain<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    req: Request,
+    mem: &mut M,
+    first: AllocError,
+) -> Result<Block, AllocError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
+    // Our cache is released here: the drain may lock every cache, one at a time.
+    let drained = drain_all(caches, states, buddy, mem);
+    if let Some(e) = drained.use_after_free {
+        // Reported like the buddy's own check: this call fails, the frame is poisoned again
+        // and free, a retry succeeds.
+        return Err(e);
+    }
+    if drained.frames == 0 {
+        return Err(first);
+    }
+    try_alloc(caches, states, buddy, req, mem)
 }
 
 /// The locked path of an order-0 allocation: serves a pending hold, refills the stash from
@@ -391,9 +373,9 @@ where
 
 /// The common free, inlined into the caller: a single frame handed out by a cache, into this
 /// CPU's stash (one compare-and-swap on its state byte). `None` when it does not apply (other
-/// orders, misuse, poisoning, a full or held stash); the caller then calls [`free_slow`].
+/// orders, misuse, poisoning, a full or held stash); [`free`] then calls `free_slow`.
 #[inline(always)]
-pub fn free_hot<C: CacheAccess>(
+fn free_hot<C: CacheAccess>(
     caches: &mut C,
     states: &FrameStates<'_>,
     addr: PhysAddr,
@@ -415,10 +397,10 @@ pub fn free_hot<C: CacheAccess>(
     })?
 }
 
-/// [`free`] without its stash fast path (which [`free_hot`] is): other orders, misuse (named
+/// [`free`] without its stash fast path (which `free_hot` is): other orders, misuse (named
 /// and counted), poisoning, a full or held stash.
 #[inline(never)]
-pub fn free_slow<C, B, M>(
+fn free_slow<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
     buddy: &mut B,
