@@ -8,7 +8,7 @@ use super::physmem;
 use crate::percpu::{self, MAX_CPUS};
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use levitate_hal::arch::aarch64::timer;
+use levitate_hal::arch::aarch64::{cpu, timer};
 use levitate_hal::sync::{IrqGuard, IrqSafeMutex, IrqSafeMutexGuard};
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
 use levitate_mm::bitmap::{BitmapStats, FrameError, Run, SmallRuns};
@@ -220,13 +220,18 @@ impl CacheAccess for KernelCaches {
                 tickets[i] = Some(ticket);
             }
         }
-        aarch64_cpu::asm::sev();
+        // DSB then SEV (`cpu::send_event`): SEV orders no memory access, so without the barrier
+        // a CPU woken from WFE could read the hold count before our increment is visible
+        // (ARM ARM, "Wait for Event mechanism and Send event": SEV is not ordered by DMB; B2.3:
+        // a DSB completes every earlier memory access).
+        cpu::send_event();
         let start = timer::ticks();
         let wait_us = match why {
             HoldFor::Frames => HOLD_WAIT_FRAMES_US,
             HoldFor::Check => HOLD_WAIT_CHECK_US,
         };
         let budget = timer::frequency().saturating_mul(wait_us) / 1_000_000;
+        let mut round = 0u32;
         loop {
             serve_holds();
             let pending = HOTS
@@ -242,8 +247,9 @@ impl CacheAccess for KernelCaches {
             }
             // Wake idle CPUs again now and then: one may have gone back to sleep just before
             // the first event (its loop answers only before it waits).
-            if waited % 4096 < 64 {
-                aarch64_cpu::asm::sev();
+            round = round.wrapping_add(1);
+            if round.is_multiple_of(256) {
+                cpu::send_event();
             }
             core::hint::spin_loop();
         }
