@@ -238,6 +238,8 @@ pub fn run(parser: &mut lexopt::Parser) -> Result<ExitCode> {
     let started = Instant::now();
     deps::ensure_target()?;
     deps::ensure_qemu()?;
+    // Before the host tests: levitate-mm's dtb_devices test builds trees with dtc too.
+    deps::ensure_dtc()?;
     let initramfs = crate::initramfs::default_archive()?;
     let base = RunOptions {
         initrd: Some(initramfs),
