@@ -132,31 +132,32 @@ impl BuddyAccess for LockedBuddy<'_> {
 }
 
 /// The kernel's `KernelCaches`.
+/// One pointer and the CPU, like the kernel's zero-sized handles plus its CPU index: the
+/// front is built on every call, so its size shows in the bench.
 struct LocalCaches<'a> {
-    caches: &'a [spin::Mutex<CpuCache>],
-    hots: &'a [HotCache],
+    lev: &'a Levitate,
     cpu: usize,
 }
 
 impl CacheAccess for LocalCaches<'_> {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
-        f(&mut self.caches[self.cpu].lock())
+        f(&mut self.lev.caches[self.cpu].lock())
     }
 
     #[inline]
     fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
-        Some(f(&self.hots[self.cpu]))
+        Some(f(&self.lev.hots[self.cpu]))
     }
 
     fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
         f(
-            Some(&self.hots[self.cpu]),
-            &mut self.caches[self.cpu].lock(),
+            Some(&self.lev.hots[self.cpu]),
+            &mut self.lev.caches[self.cpu].lock(),
         )
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
-        for c in self.caches {
+        for c in self.lev.caches.iter() {
             f(&mut c.lock());
         }
     }
@@ -169,7 +170,7 @@ impl CacheAccess for LocalCaches<'_> {
         _why: HoldFor,
         serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
     ) -> bool {
-        for (hot, ring) in self.hots.iter().zip(self.caches) {
+        for (hot, ring) in self.lev.hots.iter().zip(self.lev.caches.iter()) {
             hot.request_hold();
             serve(hot, &mut ring.lock());
         }
@@ -177,7 +178,7 @@ impl CacheAccess for LocalCaches<'_> {
     }
 
     fn release_stashes(&mut self) {
-        self.hots.iter().for_each(HotCache::release_hold);
+        self.lev.hots.iter().for_each(HotCache::release_hold);
     }
 }
 
@@ -190,11 +191,11 @@ fn frame_of(addr: PhysAddr) -> u64 {
 }
 
 /// The kernel's `KernelRuns`.
-struct LockedRuns<'a>(&'a spin::Mutex<SmallRuns>);
+struct LockedRuns<'a>(&'a Levitate);
 
 impl RunsAccess for LockedRuns<'_> {
     fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R {
-        f(&mut self.0.lock())
+        f(&mut self.0.runs.lock())
     }
 }
 
@@ -206,12 +207,8 @@ impl Levitate {
         cpu: usize,
     ) -> Front<'_, 'static, LocalCaches<'_>, LockedRuns<'_>, LockedBuddy<'_>> {
         Front {
-            caches: LocalCaches {
-                caches: &self.caches,
-                hots: &self.hots,
-                cpu,
-            },
-            runs: LockedRuns(&self.runs),
+            caches: LocalCaches { lev: self, cpu },
+            runs: LockedRuns(self),
             buddy: LockedBuddy(self),
             states: &self.states,
         }

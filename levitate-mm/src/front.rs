@@ -54,13 +54,28 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     /// (by [`pcp::alloc`]) and the bitmap layer's idle chunk released, and the request tried
     /// once more: parked frames and the idle chunk are free memory, and once back in the buddy
     /// they may merge into the block asked for.
-    #[inline]
+    // Always inlined, and only the stash pop: the rest is one call away (`alloc_slow`), so
+    // the common case pays for no stack frame of the slow paths.
+    #[inline(always)]
     pub fn alloc<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
-        match pcp::try_alloc(&mut self.caches, self.states, &mut self.buddy, req, mem) {
+        match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
+            Some(block) => Ok(block),
+            None => self.alloc_slow(req, mem),
+        }
+    }
+
+    /// [`Self::alloc`] past the stash: the ring or the buddy, then the out-of-memory path.
+    #[inline(never)]
+    fn alloc_slow<M: FrameMemory + ?Sized>(
+        &mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        match pcp::try_alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem) {
             Err(e @ AllocError::OutOfMemory { .. }) => self.alloc_after_oom(req, mem, e),
             done => done,
         }
@@ -90,21 +105,24 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
     /// stash or cache, with the state byte's double-free check; other orders to the buddy).
-    #[inline]
+    #[inline(always)]
     pub fn free<M: FrameMemory + ?Sized>(
         &mut self,
         addr: PhysAddr,
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        pcp::free(
-            &mut self.caches,
-            self.states,
-            &mut self.buddy,
-            addr,
-            order,
-            mem,
-        )
+        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
+            Some(owner) => Ok(owner),
+            None => pcp::free_slow(
+                &mut self.caches,
+                self.states,
+                &mut self.buddy,
+                addr,
+                order,
+                mem,
+            ),
+        }
     }
 
     /// `n` contiguous frames at their exact cost: one frame through this CPU's cache,

@@ -31,12 +31,12 @@
 //!   same reason.
 
 use super::cache::{CacheStats, CpuCache};
-use super::state::{self, FrameStates};
+use super::state::{self, FrameState, FrameStates};
 use super::BuddyAccess;
 use crate::addr::{Pfn, PhysAddr};
 use crate::buddy::{FrameMemory, Owner};
 use crate::mem_map::Layout;
-use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Frames one stash holds. A full stash spills half to its ring, an empty one takes half from
 /// it, so a CPU that allocates and frees in bursts of up to this many never takes a lock.
@@ -49,11 +49,6 @@ const MOVE: usize = HOT_CAPACITY / 2;
 #[inline(always)]
 fn bump_u64(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-}
-
-#[inline(always)]
-fn add_i64(c: &AtomicI64, n: i64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// One CPU's stash; see the module docs. Aligned to 128 bytes like [`CpuCache`], so one CPU's
@@ -71,10 +66,11 @@ pub struct HotCache {
     hint_start: AtomicU64,
     hint_frames: AtomicU64,
     hint_first: AtomicU64,
-    hits: AtomicU64,
-    frees: AtomicU64,
+    /// Pops and pushes per owner: one counter bump per operation (hits, frees and frames
+    /// handed out are sums and differences of these, computed when read).
+    popped: [AtomicU64; Owner::COUNT],
+    pushed: [AtomicU64; Owner::COUNT],
     conflicts: AtomicU64,
-    handed_out: [AtomicI64; Owner::COUNT],
     /// Holders waiting for or holding this stash empty (other CPUs' read-modify-writes).
     holds: AtomicU32,
     /// Bumped by each hold request; the owner answers with the value it saw in `answered`.
@@ -107,10 +103,9 @@ impl HotCache {
             hint_start: AtomicU64::new(0),
             hint_frames: AtomicU64::new(0),
             hint_first: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
+            popped: [const { AtomicU64::new(0) }; Owner::COUNT],
+            pushed: [const { AtomicU64::new(0) }; Owner::COUNT],
             conflicts: AtomicU64::new(0),
-            handed_out: [const { AtomicI64::new(0) }; Owner::COUNT],
             holds: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             answered: AtomicU32::new(0),
@@ -137,13 +132,17 @@ impl HotCache {
     /// rest zero). Add them to the ring's for the CPU's whole picture.
     pub fn stats(&self) -> CacheStats {
         let mut s = CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            frees: self.frees.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             ..CacheStats::default()
         };
-        for (out, c) in s.handed_out.iter_mut().zip(&self.handed_out) {
-            *out = c.load(Ordering::Relaxed);
+        for ((out, popped), pushed) in s.handed_out.iter_mut().zip(&self.popped).zip(&self.pushed) {
+            let (popped, pushed) = (
+                popped.load(Ordering::Relaxed),
+                pushed.load(Ordering::Relaxed),
+            );
+            s.hits = s.hits.wrapping_add(popped);
+            s.frees = s.frees.wrapping_add(pushed);
+            *out = popped.wrapping_sub(pushed) as i64;
         }
         s
     }
@@ -180,68 +179,80 @@ impl HotCache {
             let top = len.checked_sub(1)?;
             self.len.store(top, Ordering::Relaxed);
             let index = self.indices[top].load(Ordering::Relaxed);
-            if states.load(index) != parked {
+            let byte = states.byte(index);
+            if byte.load(Ordering::Acquire) != parked {
                 bump_u64(&self.conflicts);
                 continue;
             }
-            // A plain store: only this CPU writes the bytes of the frames it stacks.
-            states.publish(index, state::handed_out(owner));
-            bump_u64(&self.hits);
-            add_i64(&self.handed_out[owner as usize], 1);
+            // A plain release store: only this CPU writes the bytes of the frames it stacks
+            // (state.rs), and whoever sees "handed out" sees the frame's contents before it.
+            byte.store(state::handed_out(owner), Ordering::Release);
+            bump_u64(&self.popped[owner as usize]);
             return Some(Pfn::new(self.pfns[top].load(Ordering::Relaxed)).addr());
         }
     }
 
-    /// Owner: the mem_map index of `pfn`, O(1) in the section of the last lookup.
+    /// Owner: the mem_map index of `pfn` when it lies in the section the stash remembers
+    /// (three loads, no search); `None` otherwise, and the locked path then remembers the
+    /// frame's section ([`Self::remember_section`]).
     #[inline(always)]
-    pub(super) fn index_of(&self, layout: &Layout, pfn: Pfn) -> Option<u32> {
-        let pfn = pfn.as_u64();
-        let offset = pfn.wrapping_sub(self.hint_start.load(Ordering::Relaxed));
+    fn index_in_hint(&self, pfn: Pfn) -> Option<u32> {
+        let offset = pfn
+            .as_u64()
+            .wrapping_sub(self.hint_start.load(Ordering::Relaxed));
         if offset < self.hint_frames.load(Ordering::Relaxed) {
             return Some((self.hint_first.load(Ordering::Relaxed) + offset) as u32);
         }
-        self.index_of_slow(layout, pfn)
+        None
     }
 
-    #[inline(never)]
-    fn index_of_slow(&self, layout: &Layout, pfn: u64) -> Option<u32> {
+    /// Owner: remembers the mem_map section of `pfn` for the next frees (called on the locked
+    /// path, when a free missed it). Nothing when `pfn` is no managed frame.
+    pub(super) fn remember_section(&self, layout: &Layout, pfn: Pfn) {
+        let pfn = pfn.as_u64();
         let sections = layout.sections();
-        let i = sections
-            .partition_point(|s| s.start <= pfn)
-            .checked_sub(1)?;
-        let s = sections.get(i)?;
-        if pfn.wrapping_sub(s.start) >= s.frames {
-            return None;
+        let Some(i) = sections.partition_point(|s| s.start <= pfn).checked_sub(1) else {
+            return;
+        };
+        let Some(s) = sections.get(i) else {
+            return;
+        };
+        if pfn.wrapping_sub(s.start) < s.frames {
+            self.hint_start.store(s.start, Ordering::Relaxed);
+            self.hint_frames.store(s.frames, Ordering::Relaxed);
+            self.hint_first.store(s.first_index, Ordering::Relaxed);
         }
-        self.hint_start.store(s.start, Ordering::Relaxed);
-        self.hint_frames.store(s.frames, Ordering::Relaxed);
-        self.hint_first.store(s.first_index, Ordering::Relaxed);
-        Some((s.first_index + (pfn - s.start)) as u32)
     }
 
-    /// Owner: the free of the frame at mem_map `index` whose byte `current` said "handed out
-    /// to `owner`", into this stash. `Some(owner)` when this free won the frame's byte (the
-    /// compare-and-swap) and stacked it; `None` when the stash is held, full, or the byte
-    /// changed (the caller takes the locked path, which decides on the byte it reads then).
+    /// Owner: the free of the single frame `pfn` into this stash, when it was handed out by
+    /// a cache (any CPU's). `Some(owner)` when this free won the frame's byte (the
+    /// compare-and-swap "handed out" -> "parked here") and stacked it; `None` when the frame
+    /// is no handed-out frame of ours (misuse or the buddy's), poisoning is on, the stash is
+    /// held or full, or the byte changed under us: the caller then takes the locked path,
+    /// which decides on the byte it reads there and names any misuse.
     #[inline(always)]
-    pub(super) fn push(
-        &self,
-        states: &FrameStates<'_>,
-        pfn: Pfn,
-        index: u32,
-        current: u8,
-        owner: Owner,
-    ) -> Option<Owner> {
+    pub(super) fn push(&self, states: &FrameStates<'_>, pfn: Pfn) -> Option<Owner> {
+        let index = self.index_in_hint(pfn)?;
+        let byte = states.byte(index);
+        let current = byte.load(Ordering::Acquire);
+        let FrameState::HandedOut { owner } = FrameState::decode(current) else {
+            return None;
+        };
         let len = self.len();
-        if len == HOT_CAPACITY || self.held() {
+        if len >= HOT_CAPACITY || self.held() || states.poisoning() {
             return None;
         }
-        states
-            .transition(index, current, state::parked(self.id, false))
-            .ok()?;
+        // The one read-modify-write of an alloc/free pair: of two CPUs freeing this frame at
+        // once exactly one wins; the other sees "parked" in the locked path and is refused.
+        byte.compare_exchange(
+            current,
+            state::parked(self.id, false),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .ok()?;
         self.stack(len, pfn.as_u64(), index);
-        bump_u64(&self.frees);
-        add_i64(&self.handed_out[owner as usize], -1);
+        bump_u64(&self.pushed[owner as usize]);
         Some(owner)
     }
 

@@ -253,9 +253,7 @@ where
     }
 }
 
-/// One attempt of [`alloc`], without the drain: an order-0 request without an address limit
-/// from this CPU's stash (inlined into the caller: a pop and two stores), or its locked ring;
-/// any other request from the buddy.
+/// One attempt of [`alloc`], without the drain: [`alloc_hot`], else [`try_alloc_slow`].
 #[inline]
 pub fn try_alloc<C, B, M>(
     caches: &mut C,
@@ -269,14 +267,55 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
+    match alloc_hot(caches, states, req, mem) {
+        Some(block) => Ok(block),
+        None => try_alloc_slow(caches, states, buddy, req, mem),
+    }
+}
+
+/// The common allocation, inlined into the caller: an order-0 request without an address
+/// limit from this CPU's stash (a pop and two stores, [`HotCache::pop`]). `None` when it does
+/// not apply (other orders, a limit, no stashes) or the stash is empty or held: the caller
+/// then takes [`try_alloc_slow`]. The front calls the two itself so that only this part is
+/// inlined.
+#[inline(always)]
+pub fn alloc_hot<C, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    req: Request,
+    mem: &mut M,
+) -> Option<Block>
+where
+    C: CacheAccess,
+    M: FrameMemory + ?Sized,
+{
+    if req.order != 0 || req.below.is_some() {
+        return None;
+    }
+    let addr = caches.with_hot(|hot| hot.pop(states, req.owner))??;
+    if req.zero {
+        mem.fill(addr.pfn(), 1, 0);
+    }
+    Some(Block { addr, order: 0 })
+}
+
+/// [`try_alloc`] without its stash fast path: other orders and limits from the buddy, order
+/// 0 from this CPU's locked ring (which refills the stash).
+#[inline(never)]
+pub fn try_alloc_slow<C, B, M>(
+    caches: &mut C,
+    states: &FrameStates<'_>,
+    buddy: &mut B,
+    req: Request,
+    mem: &mut M,
+) -> Result<Block, AllocError>
+where
+    C: CacheAccess,
+    B: BuddyAccess,
+    M: FrameMemory + ?Sized,
+{
     if req.order != 0 || req.below.is_some() {
         return buddy.with_buddy(|b| b.alloc(req, mem));
-    }
-    if let Some(Some(addr)) = caches.with_hot(|hot| hot.pop(states, req.owner)) {
-        if req.zero {
-            mem.fill(addr.pfn(), 1, 0);
-        }
-        return Ok(Block { addr, order: 0 });
     }
     alloc_local(caches, states, buddy, req, mem)
 }
@@ -372,10 +411,12 @@ where
 }
 
 /// The common free, inlined into the caller: a single frame handed out by a cache, into this
-/// CPU's stash (one compare-and-swap on its state byte). `None` when it does not apply (other
-/// orders, misuse, poisoning, a full or held stash); [`free`] then calls `free_slow`.
+/// CPU's stash (one compare-and-swap on its state byte, [`HotCache::push`]). `None` when it
+/// does not apply (other orders, misuse, poisoning, a full or held stash, no stashes): the
+/// caller then takes [`free_slow`], which handles and names every case. [`free`] is the two
+/// in a row; the front calls them itself so that only this part is inlined.
 #[inline(always)]
-fn free_hot<C: CacheAccess>(
+pub fn free_hot<C: CacheAccess>(
     caches: &mut C,
     states: &FrameStates<'_>,
     addr: PhysAddr,
@@ -384,23 +425,13 @@ fn free_hot<C: CacheAccess>(
     if order != 0 || addr.page_offset() != 0 {
         return None;
     }
-    caches.with_hot(|hot| {
-        let index = hot.index_of(states.layout(), addr.pfn())?;
-        let current = states.load(index);
-        let FrameState::HandedOut { owner } = FrameState::decode(current) else {
-            return None;
-        };
-        if states.poisoning() {
-            return None;
-        }
-        hot.push(states, addr.pfn(), index, current, owner)
-    })?
+    caches.with_hot(|hot| hot.push(states, addr.pfn()))?
 }
 
 /// [`free`] without its stash fast path (which `free_hot` is): other orders, misuse (named
 /// and counted), poisoning, a full or held stash.
 #[inline(never)]
-fn free_slow<C, B, M>(
+pub fn free_slow<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
     buddy: &mut B,
@@ -456,7 +487,12 @@ where
                     if hot.len() == HOT_CAPACITY {
                         hot.spill(false, ring, states, buddy, mem);
                     }
-                    match hot.push(states, addr.pfn(), index, current, owner) {
+                    // A free outside the remembered section comes here once; later ones of
+                    // that section take the stash at once.
+                    hot.remember_section(states.layout(), addr.pfn());
+                    // `push` reads the byte again: None when it changed meanwhile (the loop
+                    // reads it once more) or a hold or poisoning arrived (the ring then).
+                    match hot.push(states, addr.pfn()) {
                         Some(owner) => return Ok(owner),
                         None => continue,
                     }

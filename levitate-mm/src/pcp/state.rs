@@ -38,7 +38,7 @@ use super::PcpError;
 use crate::addr::Pfn;
 use crate::buddy::Owner;
 use crate::mem_map::{Layout, Page};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Most caches (CPUs) the state byte can name: six bits of payload.
 pub const MAX_CACHES: usize = 64;
@@ -178,6 +178,14 @@ impl<'a> FrameStates<'a> {
     #[inline]
     pub fn set_poisoning(&self, on: bool) {
         self.poisoning.store(on, Ordering::Relaxed);
+    }
+
+    /// The state byte itself of the frame at mem_map `index`, for a caller that reads and
+    /// then writes it (one bounds check instead of two). The writer must follow the rules in
+    /// the module docs.
+    #[inline(always)]
+    pub(super) fn byte(&self, index: u32) -> &AtomicU8 {
+        self.pages[index as usize].cache_state()
     }
 
     /// The byte of the frame at mem_map `index` (always one of ours: the caller found it
