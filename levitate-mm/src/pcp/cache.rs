@@ -454,16 +454,18 @@ impl CpuCache {
     }
 
     /// Takes the hot frame for this CPU's stash if it was parked unpoisoned (a stash holds no
-    /// poisoned frames: they are checked when they leave, which only the ring does). Reads no
+    /// poisoned frames: they are checked when they leave, which only the ring does), as a
+    /// stash slot (`hot::pack`; `None` for a frame number the slot cannot hold). Reads no
     /// state byte: the stash's pop checks the byte of each frame it hands out.
-    pub(super) fn unpark_to_stash(&mut self) -> Option<(Pfn, u32)> {
+    pub(super) fn unpark_to_stash(&mut self) -> Option<u64> {
         let top = self.len.checked_sub(1)?;
         let slot = self.slot(top);
         if slot.poisoned {
             return None;
         }
+        let packed = super::hot::pack(Pfn::new(slot.pfn), slot.index)?;
         self.len = top;
-        Some((Pfn::new(slot.pfn), slot.index))
+        Some(packed)
     }
 
     /// The free of the frame at mem_map `index` whose state `current` (read without a lock)

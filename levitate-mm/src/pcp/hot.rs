@@ -45,6 +45,20 @@ pub const HOT_CAPACITY: usize = 32;
 /// Frames moved between a stash and its ring at a time.
 const MOVE: usize = HOT_CAPACITY / 2;
 
+/// A stash slot: the frame number in the upper half, the mem_map index in the lower. `None`
+/// for a frame number above 32 bits (physical addresses from 16 TiB up): such a frame is
+/// never stashed and takes the locked ring instead.
+#[inline(always)]
+pub(super) fn pack(pfn: Pfn, index: u32) -> Option<u64> {
+    let pfn = u32::try_from(pfn.as_u64()).ok()?;
+    Some(u64::from(pfn) << 32 | u64::from(index))
+}
+
+#[inline(always)]
+fn unpack(slot: u64) -> (Pfn, u32) {
+    (Pfn::new(slot >> 32), slot as u32)
+}
+
 /// A relaxed load and store, for counters only their owner writes (no read-modify-write).
 #[inline(always)]
 fn bump_u64(c: &AtomicU64) {
@@ -58,8 +72,9 @@ pub struct HotCache {
     id: u8,
     /// Frames stacked, the hot end at `len - 1`.
     len: AtomicUsize,
-    pfns: [AtomicU64; HOT_CAPACITY],
-    indices: [AtomicU32; HOT_CAPACITY],
+    /// Each stacked frame as one word, its frame number above its mem_map index
+    /// ([`pack`]): one load per pop and one store per push.
+    slots: [AtomicU64; HOT_CAPACITY],
     /// The mem_map section of the last frame freed here, copied (first frame, frames, first
     /// index): a free finds the frame's index from these three words, without following the
     /// layout (the loads of a free depend on each other; each level saved shows).
@@ -98,8 +113,7 @@ impl HotCache {
         Self {
             id,
             len: AtomicUsize::new(0),
-            pfns: [const { AtomicU64::new(0) }; HOT_CAPACITY],
-            indices: [const { AtomicU32::new(0) }; HOT_CAPACITY],
+            slots: [const { AtomicU64::new(0) }; HOT_CAPACITY],
             hint_start: AtomicU64::new(0),
             hint_frames: AtomicU64::new(0),
             hint_first: AtomicU64::new(0),
@@ -151,10 +165,8 @@ impl HotCache {
     /// reads them while every stash is held or from the owner).
     pub(super) fn slots(&self) -> impl Iterator<Item = (PhysAddr, u32)> + '_ {
         (0..self.len()).map(|i| {
-            (
-                Pfn::new(self.pfns[i].load(Ordering::Relaxed)).addr(),
-                self.indices[i].load(Ordering::Relaxed),
-            )
+            let (pfn, index) = unpack(self.slots[i].load(Ordering::Relaxed));
+            (pfn.addr(), index)
         })
     }
 
@@ -178,7 +190,7 @@ impl HotCache {
             let len = self.len();
             let top = len.checked_sub(1)?;
             self.len.store(top, Ordering::Relaxed);
-            let index = self.indices[top].load(Ordering::Relaxed);
+            let (pfn, index) = unpack(self.slots.get(top)?.load(Ordering::Relaxed));
             let byte = states.byte(index);
             if byte.load(Ordering::Acquire) != parked {
                 bump_u64(&self.conflicts);
@@ -188,7 +200,7 @@ impl HotCache {
             // (state.rs), and whoever sees "handed out" sees the frame's contents before it.
             byte.store(state::handed_out(owner), Ordering::Release);
             bump_u64(&self.popped[owner as usize]);
-            return Some(Pfn::new(self.pfns[top].load(Ordering::Relaxed)).addr());
+            return Some(pfn.addr());
         }
     }
 
@@ -233,6 +245,7 @@ impl HotCache {
     #[inline(always)]
     pub(super) fn push(&self, states: &FrameStates<'_>, pfn: Pfn) -> Option<Owner> {
         let index = self.index_in_hint(pfn)?;
+        let slot = pack(pfn, index)?;
         let byte = states.byte(index);
         let current = byte.load(Ordering::Acquire);
         let FrameState::HandedOut { owner } = FrameState::decode(current) else {
@@ -251,15 +264,14 @@ impl HotCache {
             Ordering::Acquire,
         )
         .ok()?;
-        self.stack(len, pfn.as_u64(), index);
+        self.stack(len, slot);
         bump_u64(&self.pushed[owner as usize]);
         Some(owner)
     }
 
     #[inline(always)]
-    fn stack(&self, len: usize, pfn: u64, index: u32) {
-        self.pfns[len].store(pfn, Ordering::Relaxed);
-        self.indices[len].store(index, Ordering::Relaxed);
+    fn stack(&self, len: usize, slot: u64) {
+        self.slots[len].store(slot, Ordering::Relaxed);
         self.len.store(len + 1, Ordering::Relaxed);
     }
 
@@ -276,16 +288,13 @@ impl HotCache {
     ) {
         let len = self.len();
         let n = if all { len } else { len.min(MOVE) };
-        for i in 0..n {
-            let pfn = self.pfns[i].load(Ordering::Relaxed);
-            let index = self.indices[i].load(Ordering::Relaxed);
-            ring.park_from_stash(states, buddy, Pfn::new(pfn), index, mem);
+        for slot in &self.slots[..n] {
+            let (pfn, index) = unpack(slot.load(Ordering::Relaxed));
+            ring.park_from_stash(states, buddy, pfn, index, mem);
         }
         for i in n..len {
-            let pfn = self.pfns[i].load(Ordering::Relaxed);
-            let index = self.indices[i].load(Ordering::Relaxed);
-            self.pfns[i - n].store(pfn, Ordering::Relaxed);
-            self.indices[i - n].store(index, Ordering::Relaxed);
+            let slot = self.slots[i].load(Ordering::Relaxed);
+            self.slots[i - n].store(slot, Ordering::Relaxed);
         }
         self.len.store(len - n, Ordering::Relaxed);
     }
@@ -296,21 +305,19 @@ impl HotCache {
         let start = self.len();
         let mut len = start;
         while len < MOVE {
-            let Some((pfn, index)) = ring.unpark_to_stash() else {
+            let Some(slot) = ring.unpark_to_stash() else {
                 break;
             };
-            self.stack(len, pfn.as_u64(), index);
+            self.stack(len, slot);
             len += 1;
         }
         // The ring gave its hottest frame first: reverse, so it ends on top of the stash.
         let (mut lo, mut hi) = (start, len.saturating_sub(1));
         while lo < hi {
-            let (a, b) = (&self.pfns, &self.indices);
-            let (pa, ia) = (a[lo].load(Ordering::Relaxed), b[lo].load(Ordering::Relaxed));
+            let a = &self.slots;
+            let low = a[lo].load(Ordering::Relaxed);
             a[lo].store(a[hi].load(Ordering::Relaxed), Ordering::Relaxed);
-            b[lo].store(b[hi].load(Ordering::Relaxed), Ordering::Relaxed);
-            a[hi].store(pa, Ordering::Relaxed);
-            b[hi].store(ia, Ordering::Relaxed);
+            a[hi].store(low, Ordering::Relaxed);
             lo += 1;
             hi -= 1;
         }

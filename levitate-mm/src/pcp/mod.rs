@@ -483,7 +483,10 @@ where
                 return ring.free_not_handed_out(states, buddy, addr, index, current, mem);
             };
             if let Some(hot) = hot {
-                if hot.serve(ring, states, buddy, mem) && !states.poisoning() {
+                if hot.serve(ring, states, buddy, mem)
+                    && !states.poisoning()
+                    && hot::pack(addr.pfn(), index).is_some()
+                {
                     if hot.len() == HOT_CAPACITY {
                         hot.spill(false, ring, states, buddy, mem);
                     }
