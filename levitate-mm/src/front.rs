@@ -54,10 +54,35 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     /// (by [`pcp::alloc`]) and the bitmap layer's idle chunk released, and the request tried
     /// once more: parked frames and the idle chunk are free memory, and once back in the buddy
     /// they may merge into the block asked for.
-    // Always inlined, and only the stash pop: the rest is one call away (`alloc_slow`), so
-    // the common case pays for no stack frame of the slow paths.
+    ///
+    /// Takes the front by value (it is a per-call handle; the kernel builds one per call):
+    /// only the stash pop is inlined, and the front is handed to the rest (`alloc_cold`)
+    /// only when the pop missed, so the common case keeps the front in registers and pays
+    /// for no stack frame of the slow paths.
     #[inline(always)]
     pub fn alloc<M: FrameMemory + ?Sized>(
+        mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
+            Some(block) => Ok(block),
+            None => self.alloc_cold(req, mem),
+        }
+    }
+
+    #[inline(never)]
+    fn alloc_cold<M: FrameMemory + ?Sized>(
+        mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        self.alloc_slow(req, mem)
+    }
+
+    /// [`Self::alloc`] for a caller that keeps the front (`alloc_frames`).
+    #[inline]
+    fn alloc_one<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
         mem: &mut M,
@@ -69,7 +94,7 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     }
 
     /// [`Self::alloc`] past the stash: the ring or the buddy, then the out-of-memory path.
-    #[inline(never)]
+    #[inline]
     fn alloc_slow<M: FrameMemory + ?Sized>(
         &mut self,
         req: Request,
@@ -105,8 +130,40 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
     /// stash or cache, with the state byte's double-free check; other orders to the buddy).
+    /// By value for the reason [`Self::alloc`] is.
     #[inline(always)]
     pub fn free<M: FrameMemory + ?Sized>(
+        mut self,
+        addr: PhysAddr,
+        order: u8,
+        mem: &mut M,
+    ) -> Result<Owner, FreeError> {
+        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
+            Some(owner) => Ok(owner),
+            None => self.free_cold(addr, order, mem),
+        }
+    }
+
+    #[inline(never)]
+    fn free_cold<M: FrameMemory + ?Sized>(
+        mut self,
+        addr: PhysAddr,
+        order: u8,
+        mem: &mut M,
+    ) -> Result<Owner, FreeError> {
+        pcp::free_slow(
+            &mut self.caches,
+            self.states,
+            &mut self.buddy,
+            addr,
+            order,
+            mem,
+        )
+    }
+
+    /// [`Self::free`] for a caller that keeps the front (`free_frames`).
+    #[inline]
+    fn free_one<M: FrameMemory + ?Sized>(
         &mut self,
         addr: PhysAddr,
         order: u8,
@@ -143,7 +200,7 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
                 below: None,
             };
             return self
-                .alloc(req, mem)
+                .alloc_one(req, mem)
                 .map(|b| Run {
                     addr: b.addr,
                     frames: 1,
@@ -194,7 +251,7 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         mem: &mut M,
     ) -> Result<Owner, FrameError> {
         if n == 1 {
-            return self.free(addr, 0, mem).map_err(FrameError::Free);
+            return self.free_one(addr, 0, mem).map_err(FrameError::Free);
         }
         let (buddy, states) = (&mut self.buddy, self.states);
         self.runs.with_runs(|runs| {

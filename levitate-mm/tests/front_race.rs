@@ -200,7 +200,9 @@ fn racing_frees_through_the_front_have_exactly_one_winner_each() {
                 next.push((r.unwrap().addr.as_u64(), n));
             }
             for _ in 0..BLOCKS {
-                let b = front.alloc(Request::new(1, Owner::Test), &mut NullMemory);
+                let b = allocator
+                    .front(&states)
+                    .alloc(Request::new(1, Owner::Test), &mut NullMemory);
                 next.push((b.unwrap().addr.as_u64(), 0));
             }
             *items.lock().unwrap() = next;
@@ -290,12 +292,19 @@ fn the_idle_chunk_is_released_before_out_of_memory() {
         front.free_frames(run.addr, 3, &mut NullMemory).unwrap();
         assert_eq!(runs.lock().unwrap().stats().idle_chunks, 1);
         // Both 2 MiB blocks: the second is the idle chunk's frames.
-        let a = front.alloc(Request::new(9, Owner::Test), &mut NullMemory);
-        let b = front.alloc(Request::new(9, Owner::Test), &mut NullMemory);
+        let a = locked
+            .front(&states)
+            .alloc(Request::new(9, Owner::Test), &mut NullMemory);
+        let b = locked
+            .front(&states)
+            .alloc(Request::new(9, Owner::Test), &mut NullMemory);
         assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
         assert_eq!(runs.lock().unwrap().stats().chunks, 0);
         for block in [a.unwrap(), b.unwrap()] {
-            front.free(block.addr, 9, &mut NullMemory).unwrap();
+            locked
+                .front(&states)
+                .free(block.addr, 9, &mut NullMemory)
+                .unwrap();
         }
     }
     // The same for a long run (served by the buddy, rounded to 1024 frames: all of RAM).

@@ -1,0 +1,267 @@
+//! One CPU's stash (`pcp::HotCache`) on one thread, against what the caller can see: which
+//! frames it stacks (a slot holds a 32-bit frame number, so frames from 16 TiB up must go to
+//! the ring), and the counters it derives from its per-owner pop and push counts.
+
+use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
+use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
+use levitate_mm::mem_map::{Layout, Page};
+use levitate_mm::pcp::{
+    self, BuddyAccess, CacheAccess, CpuCache, FrameState, FrameStates, HoldFor, HotCache, Limits,
+};
+use levitate_mm::region::Region;
+
+/// Frame contents are not simulated.
+struct NoMemory;
+
+impl FrameMemory for NoMemory {
+    fn fill(&mut self, _first: Pfn, _frames: u64, _byte: u8) {}
+    fn find_not(&self, _first: Pfn, _frames: u64, _byte: u8) -> Option<PhysAddr> {
+        None
+    }
+}
+
+/// The one CPU: its ring and its stash, nobody else.
+struct OneCpu<'a> {
+    ring: &'a mut CpuCache,
+    hot: &'a HotCache,
+}
+
+impl CacheAccess for OneCpu<'_> {
+    fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
+        f(self.ring)
+    }
+
+    fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
+        Some(f(self.hot))
+    }
+
+    fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
+        f(Some(self.hot), self.ring)
+    }
+
+    fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
+        f(self.ring)
+    }
+
+    /// The only stash is the caller's own: answered on the spot.
+    fn hold_stashes(
+        &mut self,
+        _why: HoldFor,
+        serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
+    ) -> bool {
+        self.hot.request_hold();
+        serve(self.hot, self.ring);
+        true
+    }
+
+    fn release_stashes(&mut self) {
+        self.hot.release_hold();
+    }
+}
+
+struct Buddied<'a, 'm>(&'a mut Buddy<'m>);
+
+impl BuddyAccess for Buddied<'_, '_> {
+    fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
+        f(self.0)
+    }
+}
+
+/// 512 frames of RAM starting 256 frames below 16 TiB, so half the frame numbers need 33
+/// bits.
+fn ram_across_16_tib() -> Region {
+    let at = (1u64 << 44) - 256 * PAGE_SIZE;
+    Region::from_bounds(at, at + 512 * PAGE_SIZE)
+}
+
+#[test]
+fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
+    let ram = ram_across_16_tib();
+    let layout = Layout::new(&[ram]).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut buddy = Buddy::new(&pages, &layout, &[ram]).unwrap();
+    let states = FrameStates::new(&layout, &pages).unwrap();
+    let mut ring = CpuCache::new(0, Limits::DEFAULT).unwrap();
+    let hot = HotCache::new(0);
+    let total = buddy.stats().free_frames;
+
+    // Everything, one frame at a time through the caches: every frame handed out once.
+    let mut held = Vec::new();
+    loop {
+        let mut cpu = OneCpu {
+            ring: &mut ring,
+            hot: &hot,
+        };
+        let req = Request::new(0, Owner::Test);
+        match pcp::alloc(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            req,
+            &mut NoMemory,
+        ) {
+            Ok(b) => held.push(b.addr),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(held.len() as u64, total);
+    let mut sorted = held.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), held.len(), "a frame was handed out twice");
+    assert!(sorted.iter().all(|a| ram.contains(a.as_u64())));
+
+    // Free them one at a time: a frame below 16 TiB lands in the stash, one above in the
+    // ring (the stash's length tells which; it never holds more than its capacity).
+    let (mut stashed, mut ringed) = (0, 0);
+    for &addr in &held {
+        let before = hot.len();
+        let mut cpu = OneCpu {
+            ring: &mut ring,
+            hot: &hot,
+        };
+        let owner = pcp::free(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            addr,
+            0,
+            &mut NoMemory,
+        );
+        assert_eq!(owner, Ok(Owner::Test));
+        assert!(matches!(
+            states.get(addr.pfn()),
+            Some(FrameState::Parked { cache: 0, .. }) | Some(FrameState::Buddy)
+        ));
+        let high = addr.pfn().as_u64() > u64::from(u32::MAX);
+        if hot.len() > before {
+            assert!(!high, "{addr:?} (above 16 TiB) was stashed");
+            stashed += 1;
+        } else if high {
+            ringed += 1;
+        }
+    }
+    assert!(
+        stashed > 0 && ringed > 0,
+        "stashed {stashed}, ringed {ringed}"
+    );
+    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+
+    // And they come back out of the stash and the ring with their own addresses.
+    let mut again = Vec::new();
+    for _ in 0..64 {
+        let mut cpu = OneCpu {
+            ring: &mut ring,
+            hot: &hot,
+        };
+        let req = Request::new(0, Owner::Test);
+        let b = pcp::alloc(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            req,
+            &mut NoMemory,
+        );
+        again.push(b.unwrap().addr);
+    }
+    assert!(again.iter().all(|a| ram.contains(a.as_u64())));
+    for addr in again {
+        let mut cpu = OneCpu {
+            ring: &mut ring,
+            hot: &hot,
+        };
+        pcp::free(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            addr,
+            0,
+            &mut NoMemory,
+        )
+        .unwrap();
+    }
+    let mut cpu = OneCpu {
+        ring: &mut ring,
+        hot: &hot,
+    };
+    pcp::drain_all(&mut cpu, &states, &mut Buddied(&mut buddy), &mut NoMemory);
+    assert_eq!(buddy.stats().free_frames, total, "frames lost");
+    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+}
+
+#[test]
+fn the_stash_counts_hits_frees_and_frames_out_per_owner() {
+    let base = 0x4000_0000;
+    let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
+    let layout = Layout::new(&[ram]).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut buddy = Buddy::new(&pages, &layout, &[ram]).unwrap();
+    let states = FrameStates::new(&layout, &pages).unwrap();
+    let mut ring = CpuCache::new(0, Limits::DEFAULT).unwrap();
+    let hot = HotCache::new(0);
+
+    // Warm: the first allocation refills the stash through the ring.
+    let mut cpu = OneCpu {
+        ring: &mut ring,
+        hot: &hot,
+    };
+    let req = Request::new(0, Owner::Test);
+    let first = pcp::alloc(
+        &mut cpu,
+        &states,
+        &mut Buddied(&mut buddy),
+        req,
+        &mut NoMemory,
+    )
+    .unwrap()
+    .addr;
+    pcp::free(
+        &mut cpu,
+        &states,
+        &mut Buddied(&mut buddy),
+        first,
+        0,
+        &mut NoMemory,
+    )
+    .unwrap();
+    let start = hot.stats();
+
+    let mut out = Vec::new();
+    for owner in [
+        Owner::Heap,
+        Owner::Heap,
+        Owner::Heap,
+        Owner::PageTable,
+        Owner::PageTable,
+    ] {
+        let req = Request::new(0, owner);
+        let b = pcp::alloc(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            req,
+            &mut NoMemory,
+        );
+        out.push(b.unwrap().addr);
+    }
+    // One heap frame and one page-table frame back.
+    for addr in [out[0], out[3]] {
+        pcp::free(
+            &mut cpu,
+            &states,
+            &mut Buddied(&mut buddy),
+            addr,
+            0,
+            &mut NoMemory,
+        )
+        .unwrap();
+    }
+    let s = hot.stats();
+    assert_eq!(s.hits - start.hits, 5);
+    assert_eq!(s.frees - start.frees, 2);
+    assert_eq!(s.handed_out_to(Owner::Heap), 2);
+    assert_eq!(s.handed_out_to(Owner::PageTable), 1);
+    assert_eq!(s.handed_out_to(Owner::Test), 0);
+    assert_eq!(s.handed_out_total(), 3);
+    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+}
