@@ -301,7 +301,9 @@ where
 
 /// [`try_alloc`] without its stash fast path: other orders and limits from the buddy, order
 /// 0 from this CPU's locked ring (which refills the stash).
-#[inline(never)]
+// Inlined into its callers' own out-of-line slow paths (`Front::alloc_cold`): one call
+// level between the caller and the buddy.
+#[inline]
 pub fn try_alloc_slow<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
@@ -430,7 +432,8 @@ pub fn free_hot<C: CacheAccess>(
 
 /// [`free`] without its stash fast path (which `free_hot` is): other orders, misuse (named
 /// and counted), poisoning, a full or held stash.
-#[inline(never)]
+// Inlined into its callers' own out-of-line slow paths (`Front::free_cold`).
+#[inline]
 pub fn free_slow<C, B, M>(
     caches: &mut C,
     states: &FrameStates<'_>,
