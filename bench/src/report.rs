@@ -73,7 +73,7 @@ impl Report {
     /// The text table.
     pub fn print(&self) {
         println!(
-            "levitate-bench: {} repetitions{}, interleaved; clock cost {:.0} ns subtracted from \
+            "levitate-bench: {} repetitions{}, interleaved; clock cost {:.1} ns subtracted from \
              single-operation samples",
             self.reps,
             if self.quick { " (short run)" } else { "" },
