@@ -800,11 +800,21 @@ impl<M: Mapper> Heap<M> {
             });
         }
         if self.runs.contains(addr) {
-            let mut src = spans!(self, 0);
-            return self.runs.free(addr, size, align, &mut src).map_err(|m| {
-                self.refused += 1;
-                Misuse::Run(m)
-            });
+            // The span source only when a span is to go back (rarely): building it is stores
+            // the common free need not make.
+            return match self.runs.free_block(addr, size, align) {
+                Ok(release) => {
+                    if release {
+                        let mut src = spans!(self, 0);
+                        self.runs.release_surplus(&mut src);
+                    }
+                    Ok(())
+                }
+                Err(m) => {
+                    self.refused += 1;
+                    Err(Misuse::Run(m))
+                }
+            };
         }
         // SAFETY: the caller's contract, checked as far as the segments can.
         unsafe { self.free_large(ptr, layout) }

@@ -343,18 +343,36 @@ impl<'a> RunHeap<'a> {
         align: usize,
         src: &mut S,
     ) -> Result<(), RunMisuse> {
+        if self.free_block(addr, size, align)? {
+            self.release_surplus(src);
+        }
+        Ok(())
+    }
+
+    /// [`Self::free`] without the release: `Ok(true)` when the free left more empty spans
+    /// than the reserve, and the caller should call [`Self::release_surplus`]. For a caller
+    /// that builds its span source only then (the kernel heap: on the common path that saves
+    /// the stores of building it, which a free queued behind a user's cache-missing store
+    /// pays for).
+    #[inline]
+    pub fn free_block(
+        &mut self,
+        addr: usize,
+        size: usize,
+        align: usize,
+    ) -> Result<bool, RunMisuse> {
         match self.free_checked(addr, size, align) {
-            Ok(()) => {
-                if self.stats.empty_spans > u64::from(self.retain) {
-                    self.release_empty(self.retain as usize, src);
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(self.stats.empty_spans > u64::from(self.retain)),
             Err(e) => {
                 self.stats.refused += 1;
                 Err(e)
             }
         }
+    }
+
+    /// Gives the empty spans beyond the reserve back through `src`; how many.
+    pub fn release_surplus<S: SpanSource<'a> + ?Sized>(&mut self, src: &mut S) -> usize {
+        self.release_empty(self.retain as usize, src)
     }
 
     fn free_checked(&mut self, addr: usize, size: usize, align: usize) -> Result<(), RunMisuse> {
@@ -380,12 +398,13 @@ impl<'a> RunHeap<'a> {
         self.stats.used_pages -= pages as u64;
         self.stats.requested_bytes = self.stats.requested_bytes.saturating_sub(size as u64);
         // Merge with free neighbours inside the span. Every record that stops being a run's
-        // first or last page is marked INSIDE first; `set_run` then writes the merged run's.
+        // first or last page is marked INSIDE; `set_run` then writes the merged run's (the
+        // block's own first and last records only when a merge moved them inside: otherwise
+        // `set_run` overwrites them anyway).
         let span_first = page & !(SPAN_PAGES as u32 - 1);
         let span_end = span_first + SPAN_PAGES as u32;
+        let tail = page + pages as u32 - 1;
         let (mut start, mut len) = (page, pages);
-        self.rec_mut(page).what = INSIDE;
-        self.rec_mut(page + pages as u32 - 1).what = INSIDE;
         if page > span_first {
             let left = *self.rec(page - 1);
             let head = if left.what == TAIL {
@@ -411,6 +430,12 @@ impl<'a> RunHeap<'a> {
                 self.rec_mut(right).what = INSIDE;
                 len += right_len;
             }
+        }
+        if start != page {
+            self.rec_mut(page).what = INSIDE;
+        }
+        if tail != start && tail != start + len as u32 - 1 {
+            self.rec_mut(tail).what = INSIDE;
         }
         self.set_run(start, len, FREE);
         self.push(start, len);
