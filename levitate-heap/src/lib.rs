@@ -788,16 +788,25 @@ impl<M: Mapper> Heap<M> {
         let addr = ptr.as_ptr() as usize;
         let (size, align) = (layout.size().max(1), layout.align());
         if self.slab.contains(addr) {
-            let mut src = Source {
-                mapper: &mut self.mapper,
-                room: 0,
-                records_base: self.records_base,
-                record_bytes: &mut self.record_bytes,
+            // The page source only when pages are to go back, as for the runs below.
+            return match self.slab.free_object(addr, size, align) {
+                Ok(trim) => {
+                    if trim {
+                        let mut src = Source {
+                            mapper: &mut self.mapper,
+                            room: 0,
+                            records_base: self.records_base,
+                            record_bytes: &mut self.record_bytes,
+                        };
+                        self.slab.trim(&mut src);
+                    }
+                    Ok(())
+                }
+                Err(m) => {
+                    self.refused += 1;
+                    Err(Misuse::Slab(m))
+                }
             };
-            return self.slab.free(addr, size, align, &mut src).map_err(|m| {
-                self.refused += 1;
-                Misuse::Slab(m)
-            });
         }
         if self.runs.contains(addr) {
             // The span source only when a span is to go back (rarely): building it is stores

@@ -423,23 +423,39 @@ impl<'a> SlabHeap<'a> {
         align: usize,
         src: &mut S,
     ) -> Result<(), SlabMisuse> {
+        if self.free_object(addr, size, align)? {
+            self.trim(src);
+        }
+        Ok(())
+    }
+
+    /// [`Self::free`] without the trim: `Ok(true)` when the free left more empty pages than
+    /// the high mark and the caller should call [`Self::trim`]. For a caller that builds its
+    /// page source only then (the kernel heap: the common free makes no stores for it).
+    #[inline]
+    pub fn free_object(
+        &mut self,
+        addr: usize,
+        size: usize,
+        align: usize,
+    ) -> Result<bool, SlabMisuse> {
         match self.free_checked(addr, size, align) {
-            Ok(()) => {
-                if self.stats.empty_pages > u64::from(self.retain_high) {
-                    // A few pages per free, not the whole surplus at once: each unmap is a
-                    // page-table edit and a TLB invalidation in the kernel, done with the
-                    // heap lock held and interrupts masked.
-                    let keep = (self.stats.empty_pages as usize - TRIM_BATCH)
-                        .max(self.retain_low as usize);
-                    self.release_empty(keep, src);
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(self.stats.empty_pages > u64::from(self.retain_high)),
             Err(e) => {
                 self.stats.refused += 1;
                 Err(e)
             }
         }
+    }
+
+    /// Gives back empty pages above the low mark, a few per call, not the whole surplus at
+    /// once: each unmap is a page-table edit and a TLB invalidation in the kernel, done with
+    /// the heap lock held and interrupts masked.
+    pub fn trim<S: PageSource<'a> + ?Sized>(&mut self, src: &mut S) {
+        let keep = (self.stats.empty_pages as usize)
+            .saturating_sub(TRIM_BATCH)
+            .max(self.retain_low as usize);
+        self.release_empty(keep, src);
     }
 
     fn free_checked(&mut self, addr: usize, size: usize, align: usize) -> Result<(), SlabMisuse> {
