@@ -3,7 +3,7 @@
 //! the ring), and the counters it derives from its per-owner pop and push counts.
 
 use levitate_mm::addr::{Pfn, PhysAddr, PAGE_SIZE};
-use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
+use levitate_mm::buddy::{AllocError, Buddy, FrameMemory, FreeError, Owner, Request};
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{
     self, BuddyAccess, CacheAccess, CpuCache, FrameState, FrameStates, HoldFor, HotCache, Limits,
@@ -67,6 +67,53 @@ impl BuddyAccess for Buddied<'_, '_> {
     }
 }
 
+/// One CPU's ring and stash over a buddy: the allocator under test.
+struct One<'m> {
+    buddy: Buddy<'m>,
+    states: FrameStates<'m>,
+    ring: CpuCache,
+    hot: HotCache,
+}
+
+impl<'m> One<'m> {
+    fn new(layout: &'m Layout, pages: &'m [Page], ram: Region) -> Self {
+        Self {
+            buddy: Buddy::new(pages, layout, &[ram]).unwrap(),
+            states: FrameStates::new(layout, pages).unwrap(),
+            ring: CpuCache::new(0, Limits::DEFAULT).unwrap(),
+            hot: HotCache::new(0),
+        }
+    }
+
+    fn cpu(&mut self) -> (OneCpu<'_>, &FrameStates<'m>, Buddied<'_, 'm>) {
+        let cpu = OneCpu {
+            ring: &mut self.ring,
+            hot: &self.hot,
+        };
+        (cpu, &self.states, Buddied(&mut self.buddy))
+    }
+
+    fn alloc(&mut self, owner: Owner) -> Result<PhysAddr, AllocError> {
+        let (mut cpu, states, mut buddy) = self.cpu();
+        let req = Request::new(0, owner);
+        pcp::alloc(&mut cpu, states, &mut buddy, req, &mut NoMemory).map(|b| b.addr)
+    }
+
+    fn free(&mut self, addr: PhysAddr) -> Result<Owner, FreeError> {
+        let (mut cpu, states, mut buddy) = self.cpu();
+        pcp::free(&mut cpu, states, &mut buddy, addr, 0, &mut NoMemory)
+    }
+
+    fn drain(&mut self) {
+        let (mut cpu, states, mut buddy) = self.cpu();
+        pcp::drain_all(&mut cpu, states, &mut buddy, &mut NoMemory);
+    }
+
+    fn validate(&self) {
+        pcp::validate(&[&self.ring], &[&self.hot], &self.states, &self.buddy).unwrap();
+    }
+}
+
 /// 512 frames of RAM starting 256 frames below 16 TiB, so half the frame numbers need 33
 /// bits.
 fn ram_across_16_tib() -> Region {
@@ -79,30 +126,13 @@ fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
     let ram = ram_across_16_tib();
     let layout = Layout::new(&[ram]).unwrap();
     let pages = vec![Page::new(); layout.frames() as usize];
-    let mut buddy = Buddy::new(&pages, &layout, &[ram]).unwrap();
-    let states = FrameStates::new(&layout, &pages).unwrap();
-    let mut ring = CpuCache::new(0, Limits::DEFAULT).unwrap();
-    let hot = HotCache::new(0);
-    let total = buddy.stats().free_frames;
+    let mut one = One::new(&layout, &pages, ram);
+    let total = one.buddy.stats().free_frames;
 
     // Everything, one frame at a time through the caches: every frame handed out once.
     let mut held = Vec::new();
-    loop {
-        let mut cpu = OneCpu {
-            ring: &mut ring,
-            hot: &hot,
-        };
-        let req = Request::new(0, Owner::Test);
-        match pcp::alloc(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            req,
-            &mut NoMemory,
-        ) {
-            Ok(b) => held.push(b.addr),
-            Err(_) => break,
-        }
+    while let Ok(addr) = one.alloc(Owner::Test) {
+        held.push(addr);
     }
     assert_eq!(held.len() as u64, total);
     let mut sorted = held.clone();
@@ -115,26 +145,14 @@ fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
     // ring (the stash's length tells which; it never holds more than its capacity).
     let (mut stashed, mut ringed) = (0, 0);
     for &addr in &held {
-        let before = hot.len();
-        let mut cpu = OneCpu {
-            ring: &mut ring,
-            hot: &hot,
-        };
-        let owner = pcp::free(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            addr,
-            0,
-            &mut NoMemory,
-        );
-        assert_eq!(owner, Ok(Owner::Test));
+        let before = one.hot.len();
+        assert_eq!(one.free(addr), Ok(Owner::Test));
         assert!(matches!(
-            states.get(addr.pfn()),
+            one.states.get(addr.pfn()),
             Some(FrameState::Parked { cache: 0, .. }) | Some(FrameState::Buddy)
         ));
         let high = addr.pfn().as_u64() > u64::from(u32::MAX);
-        if hot.len() > before {
+        if one.hot.len() > before {
             assert!(!high, "{addr:?} (above 16 TiB) was stashed");
             stashed += 1;
         } else if high {
@@ -145,48 +163,17 @@ fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
         stashed > 0 && ringed > 0,
         "stashed {stashed}, ringed {ringed}"
     );
-    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+    one.validate();
 
     // And they come back out of the stash and the ring with their own addresses.
-    let mut again = Vec::new();
-    for _ in 0..64 {
-        let mut cpu = OneCpu {
-            ring: &mut ring,
-            hot: &hot,
-        };
-        let req = Request::new(0, Owner::Test);
-        let b = pcp::alloc(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            req,
-            &mut NoMemory,
-        );
-        again.push(b.unwrap().addr);
-    }
+    let again: Vec<_> = (0..64).map(|_| one.alloc(Owner::Test).unwrap()).collect();
     assert!(again.iter().all(|a| ram.contains(a.as_u64())));
     for addr in again {
-        let mut cpu = OneCpu {
-            ring: &mut ring,
-            hot: &hot,
-        };
-        pcp::free(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            addr,
-            0,
-            &mut NoMemory,
-        )
-        .unwrap();
+        one.free(addr).unwrap();
     }
-    let mut cpu = OneCpu {
-        ring: &mut ring,
-        hot: &hot,
-    };
-    pcp::drain_all(&mut cpu, &states, &mut Buddied(&mut buddy), &mut NoMemory);
-    assert_eq!(buddy.stats().free_frames, total, "frames lost");
-    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+    one.drain();
+    assert_eq!(one.buddy.stats().free_frames, total, "frames lost");
+    one.validate();
 }
 
 #[test]
@@ -195,73 +182,31 @@ fn the_stash_counts_hits_frees_and_frames_out_per_owner() {
     let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
     let layout = Layout::new(&[ram]).unwrap();
     let pages = vec![Page::new(); layout.frames() as usize];
-    let mut buddy = Buddy::new(&pages, &layout, &[ram]).unwrap();
-    let states = FrameStates::new(&layout, &pages).unwrap();
-    let mut ring = CpuCache::new(0, Limits::DEFAULT).unwrap();
-    let hot = HotCache::new(0);
+    let mut one = One::new(&layout, &pages, ram);
 
     // Warm: the first allocation refills the stash through the ring.
-    let mut cpu = OneCpu {
-        ring: &mut ring,
-        hot: &hot,
-    };
-    let req = Request::new(0, Owner::Test);
-    let first = pcp::alloc(
-        &mut cpu,
-        &states,
-        &mut Buddied(&mut buddy),
-        req,
-        &mut NoMemory,
-    )
-    .unwrap()
-    .addr;
-    pcp::free(
-        &mut cpu,
-        &states,
-        &mut Buddied(&mut buddy),
-        first,
-        0,
-        &mut NoMemory,
-    )
-    .unwrap();
-    let start = hot.stats();
+    let first = one.alloc(Owner::Test).unwrap();
+    one.free(first).unwrap();
+    let start = one.hot.stats();
 
-    let mut out = Vec::new();
-    for owner in [
+    let owners = [
         Owner::Heap,
         Owner::Heap,
         Owner::Heap,
         Owner::PageTable,
         Owner::PageTable,
-    ] {
-        let req = Request::new(0, owner);
-        let b = pcp::alloc(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            req,
-            &mut NoMemory,
-        );
-        out.push(b.unwrap().addr);
-    }
+    ];
+    let out: Vec<_> = owners.iter().map(|&o| one.alloc(o).unwrap()).collect();
     // One heap frame and one page-table frame back.
     for addr in [out[0], out[3]] {
-        pcp::free(
-            &mut cpu,
-            &states,
-            &mut Buddied(&mut buddy),
-            addr,
-            0,
-            &mut NoMemory,
-        )
-        .unwrap();
+        one.free(addr).unwrap();
     }
-    let s = hot.stats();
+    let s = one.hot.stats();
     assert_eq!(s.hits - start.hits, 5);
     assert_eq!(s.frees - start.frees, 2);
     assert_eq!(s.handed_out_to(Owner::Heap), 2);
     assert_eq!(s.handed_out_to(Owner::PageTable), 1);
     assert_eq!(s.handed_out_to(Owner::Test), 0);
     assert_eq!(s.handed_out_total(), 3);
-    pcp::validate(&[&ring], &[&hot], &states, &buddy).unwrap();
+    one.validate();
 }
