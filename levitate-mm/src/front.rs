@@ -80,7 +80,9 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         self.alloc_slow(req, mem)
     }
 
-    /// [`Self::alloc`] for a caller that keeps the front (`alloc_frames`).
+    /// [`Self::alloc`] for a caller that keeps the front (`alloc_frames`). The same two
+    /// steps as `alloc`, on a borrowed front: `alloc` does not call this, since through it the
+    /// front would escape into the slow path's calls again.
     #[inline]
     fn alloc_one<M: FrameMemory + ?Sized>(
         &mut self,
@@ -161,7 +163,8 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         )
     }
 
-    /// [`Self::free`] for a caller that keeps the front (`free_frames`).
+    /// [`Self::free`] for a caller that keeps the front (`free_frames`); the same two steps
+    /// as `free`, for the reason given at [`Self::alloc_one`].
     #[inline]
     fn free_one<M: FrameMemory + ?Sized>(
         &mut self,
