@@ -77,7 +77,7 @@ impl<const N: usize> SmallRuns<N> {
         Ok(owner)
     }
 
-    /// [`Self::free_unrecorded`]'s common case without the buddy: a run whose free passes every
+    /// `Self::free_unrecorded`'s common case without the buddy: a run whose free passes every
     /// check and leaves its chunk listed (or idle), with poisoning off here and in `poisoning`
     /// (as [`Self::alloc_listed`]). `None` when the buddy is needed or the free is refused:
     /// the full path then frees it, or names and counts the misuse.

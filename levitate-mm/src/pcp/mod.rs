@@ -274,7 +274,7 @@ where
 }
 
 /// The common allocation, inlined into the caller: an order-0 request without an address
-/// limit from this CPU's stash (a pop and two stores, [`HotCache::pop`]). `None` when it does
+/// limit from this CPU's stash (a pop and two stores, `HotCache::pop`). `None` when it does
 /// not apply (other orders, a limit, no stashes) or the stash is empty or held: the caller
 /// then takes [`try_alloc_slow`]. The front calls the two itself so that only this part is
 /// inlined.
@@ -413,7 +413,7 @@ where
 }
 
 /// The common free, inlined into the caller: a single frame handed out by a cache, into this
-/// CPU's stash (one compare-and-swap on its state byte, [`HotCache::push`]). `None` when it
+/// CPU's stash (one compare-and-swap on its state byte, `HotCache::push`). `None` when it
 /// does not apply (other orders, misuse, poisoning, a full or held stash, no stashes): the
 /// caller then takes [`free_slow`], which handles and names every case. [`free`] is the two
 /// in a row; the front calls them itself so that only this part is inlined.
