@@ -223,6 +223,20 @@ pub struct Section {
     pub first_index: u64,
 }
 
+impl Section {
+    /// Whether frame number `pfn` lies in the section.
+    #[inline]
+    pub fn contains(&self, pfn: u64) -> bool {
+        pfn.wrapping_sub(self.start) < self.frames
+    }
+
+    /// The array index of frame number `pfn`, which the section holds ([`Self::contains`]).
+    #[inline]
+    pub fn index_of(&self, pfn: u64) -> u64 {
+        self.first_index + (pfn - self.start)
+    }
+}
+
 /// Why the mem_map could not be laid out or placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemMapError {
@@ -311,10 +325,22 @@ impl Layout {
     /// The array index of a frame, if it is a usable frame.
     #[inline]
     pub fn index_of(&self, pfn: Pfn) -> Option<u64> {
+        let (_, s) = self.section_of(pfn)?;
+        Some(s.index_of(pfn.as_u64()))
+    }
+
+    /// The section holding frame `pfn`, with its position in [`Self::sections`] (a binary
+    /// search), if the frame is usable. For callers that remember a section to skip the
+    /// search next time.
+    #[inline]
+    pub fn section_of(&self, pfn: Pfn) -> Option<(usize, &Section)> {
         let pfn = pfn.as_u64();
-        let i = self.sections().partition_point(|s| s.start <= pfn);
-        let s = self.sections[..self.len].get(i.checked_sub(1)?)?;
-        (pfn - s.start < s.frames).then(|| s.first_index + (pfn - s.start))
+        let i = self
+            .sections()
+            .partition_point(|s| s.start <= pfn)
+            .checked_sub(1)?;
+        let s = self.sections().get(i)?;
+        s.contains(pfn).then_some((i, s))
     }
 
     /// The frame an array index describes.

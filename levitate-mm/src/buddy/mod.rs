@@ -294,12 +294,9 @@ impl<'m> Buddy<'m> {
     /// come here, and the search would only bloat the inlined fast paths).
     #[inline(never)]
     fn locate_elsewhere(&self, pfn: u64) -> Option<(&'m Section, u32)> {
-        let sections: &'m [Section] = self.layout.sections();
-        let i = sections
-            .partition_point(|s| s.start <= pfn)
-            .checked_sub(1)?;
-        let s = &sections[i];
-        (pfn - s.start < s.frames).then(|| (s, (s.first_index + (pfn - s.start)) as u32))
+        let layout: &'m Layout = self.layout;
+        let (_, s) = layout.section_of(Pfn::new(pfn))?;
+        Some((s, s.index_of(pfn) as u32))
     }
 
     /// The frame a mem_map index describes (the index is one of ours: always in range).

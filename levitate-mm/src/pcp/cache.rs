@@ -261,21 +261,14 @@ impl CpuCache {
     /// O(log sections) otherwise.
     #[inline]
     fn index_of(&mut self, layout: &Layout, pfn: Pfn) -> Option<u32> {
-        let sections = layout.sections();
-        let pfn = pfn.as_u64();
-        let hit = |i: usize| {
-            let s = sections.get(i)?;
-            (pfn.wrapping_sub(s.start) < s.frames).then(|| (s.first_index + (pfn - s.start)) as u32)
-        };
-        if let Some(index) = hit(self.section_hint) {
-            return Some(index);
+        if let Some(s) = layout.sections().get(self.section_hint) {
+            if s.contains(pfn.as_u64()) {
+                return Some(s.index_of(pfn.as_u64()) as u32);
+            }
         }
-        let i = sections
-            .partition_point(|s| s.start <= pfn)
-            .checked_sub(1)?;
-        let index = hit(i)?;
+        let (i, s) = layout.section_of(pfn)?;
         self.section_hint = i;
-        Some(index)
+        Some(s.index_of(pfn.as_u64()) as u32)
     }
 
     /// Hands out a frame for `owner`, refilling from the buddy first when empty. Fails with

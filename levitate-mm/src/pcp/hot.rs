@@ -218,18 +218,14 @@ impl HotCache {
         None
     }
 
-    /// Owner: remembers the mem_map section of `pfn` for the next frees (called on the locked
-    /// path, when a free missed it). Nothing when `pfn` is no managed frame.
+    /// Owner: remembers the mem_map section of `pfn` for the next frees, unless it already
+    /// does (called on the locked path, when a free may have missed it). Nothing when `pfn`
+    /// is no managed frame.
     pub(super) fn remember_section(&self, layout: &Layout, pfn: Pfn) {
-        let pfn = pfn.as_u64();
-        let sections = layout.sections();
-        let Some(i) = sections.partition_point(|s| s.start <= pfn).checked_sub(1) else {
+        if self.index_in_hint(pfn).is_some() {
             return;
-        };
-        let Some(s) = sections.get(i) else {
-            return;
-        };
-        if pfn.wrapping_sub(s.start) < s.frames {
+        }
+        if let Some((_, s)) = layout.section_of(pfn) {
             self.hint_start.store(s.start, Ordering::Relaxed);
             self.hint_frames.store(s.frames, Ordering::Relaxed);
             self.hint_first.store(s.first_index, Ordering::Relaxed);
