@@ -20,14 +20,16 @@ impl FrameMemory for NoMemory {
     }
 }
 
-/// The one CPU: its ring and its stash, nobody else.
+/// The one CPU: its ring and its stash, nobody else; counts the ring's lock acquisitions.
 struct OneCpu<'a> {
     ring: &'a mut CpuCache,
     hot: &'a HotCache,
+    locks: &'a mut u32,
 }
 
 impl CacheAccess for OneCpu<'_> {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
+        *self.locks += 1;
         f(self.ring)
     }
 
@@ -36,6 +38,7 @@ impl CacheAccess for OneCpu<'_> {
     }
 
     fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
+        *self.locks += 1;
         f(Some(self.hot), self.ring)
     }
 
@@ -73,15 +76,18 @@ struct One<'m> {
     states: FrameStates<'m>,
     ring: CpuCache,
     hot: HotCache,
+    /// Times the ring was locked.
+    locks: u32,
 }
 
 impl<'m> One<'m> {
-    fn new(layout: &'m Layout, pages: &'m [Page], ram: Region) -> Self {
+    fn new(layout: &'m Layout, pages: &'m [Page], ram: &[Region]) -> Self {
         Self {
-            buddy: Buddy::new(pages, layout, &[ram]).unwrap(),
+            buddy: Buddy::new(pages, layout, ram).unwrap(),
             states: FrameStates::new(layout, pages).unwrap(),
             ring: CpuCache::new(0, Limits::DEFAULT).unwrap(),
             hot: HotCache::new(0),
+            locks: 0,
         }
     }
 
@@ -89,6 +95,7 @@ impl<'m> One<'m> {
         let cpu = OneCpu {
             ring: &mut self.ring,
             hot: &self.hot,
+            locks: &mut self.locks,
         };
         (cpu, &self.states, Buddied(&mut self.buddy))
     }
@@ -126,7 +133,7 @@ fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
     let ram = ram_across_16_tib();
     let layout = Layout::new(&[ram]).unwrap();
     let pages = vec![Page::new(); layout.frames() as usize];
-    let mut one = One::new(&layout, &pages, ram);
+    let mut one = One::new(&layout, &pages, &[ram]);
     let total = one.buddy.stats().free_frames;
 
     // Everything, one frame at a time through the caches: every frame handed out once.
@@ -182,7 +189,7 @@ fn the_stash_counts_hits_frees_and_frames_out_per_owner() {
     let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
     let layout = Layout::new(&[ram]).unwrap();
     let pages = vec![Page::new(); layout.frames() as usize];
-    let mut one = One::new(&layout, &pages, ram);
+    let mut one = One::new(&layout, &pages, &[ram]);
 
     // Warm: the first allocation refills the stash through the ring.
     let first = one.alloc(Owner::Test).unwrap();
@@ -208,5 +215,37 @@ fn the_stash_counts_hits_frees_and_frames_out_per_owner() {
     assert_eq!(s.handed_out_to(Owner::PageTable), 1);
     assert_eq!(s.handed_out_to(Owner::Test), 0);
     assert_eq!(s.handed_out_total(), 3);
+    one.validate();
+}
+
+#[test]
+fn a_free_in_another_section_takes_the_ring_once_then_the_stash() {
+    // Two sections with a reserved hole between them.
+    let base = 0x4000_0000;
+    let a = Region::from_bounds(base, base + 64 * PAGE_SIZE);
+    let b = Region::from_bounds(base + 80 * PAGE_SIZE, base + 144 * PAGE_SIZE);
+    let layout = Layout::new(&[a, b]).unwrap();
+    assert_eq!(layout.sections().len(), 2);
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut one = One::new(&layout, &pages, &[a, b]);
+    let mut held = Vec::new();
+    while let Ok(addr) = one.alloc(Owner::Test) {
+        held.push(addr);
+    }
+    let in_a: Vec<_> = held.iter().filter(|x| a.contains(x.as_u64())).collect();
+    let in_b: Vec<_> = held.iter().filter(|x| b.contains(x.as_u64())).collect();
+    assert!(in_a.len() >= 2 && in_b.len() >= 2);
+    // Each free: (address, whether it locks the ring).
+    for (addr, locks) in [
+        (in_a[0], 1),
+        (in_a[1], 0),
+        (in_b[0], 1),
+        (in_b[1], 0),
+        (in_a[2], 1),
+    ] {
+        let before = one.locks;
+        assert_eq!(one.free(*addr), Ok(Owner::Test));
+        assert_eq!(one.locks - before, locks, "free of {addr:?}");
+    }
     one.validate();
 }

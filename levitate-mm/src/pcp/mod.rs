@@ -496,11 +496,15 @@ where
                     // A free outside the remembered section comes here once; later ones of
                     // that section take the stash at once.
                     hot.remember_section(states.layout(), addr.pfn());
-                    // `push` reads the byte again: None when it changed meanwhile (the loop
-                    // reads it once more) or a hold or poisoning arrived (the ring then).
-                    match hot.push(states, addr.pfn()) {
-                        Some(owner) => return Ok(owner),
-                        None => continue,
+                    // `push` reads the byte again. When it declines, the loop reads the byte
+                    // once more if it changed meanwhile; otherwise (a hold or poisoning just
+                    // arrived, or any other refusal) the ring takes the frame: the loop never
+                    // waits on the stash.
+                    if let Some(owner) = hot.push(states, addr.pfn()) {
+                        return Ok(owner);
+                    }
+                    if states.load(index) != current {
+                        continue;
                     }
                 }
             }
