@@ -163,8 +163,8 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         )
     }
 
-    /// [`Self::free`] for a caller that keeps the front (`free_frames`); the same two steps
-    /// as `free`, for the reason given at [`Self::alloc_one`].
+    /// [`Self::free`] for a caller that keeps the front (`free_frames`): [`pcp::free`], the
+    /// same two steps on a borrowed front (see [`Self::alloc_one`]).
     #[inline]
     fn free_one<M: FrameMemory + ?Sized>(
         &mut self,
@@ -172,17 +172,14 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
-            Some(owner) => Ok(owner),
-            None => pcp::free_slow(
-                &mut self.caches,
-                self.states,
-                &mut self.buddy,
-                addr,
-                order,
-                mem,
-            ),
-        }
+        pcp::free(
+            &mut self.caches,
+            self.states,
+            &mut self.buddy,
+            addr,
+            order,
+            mem,
+        )
     }
 
     /// `n` contiguous frames at their exact cost: one frame through this CPU's cache,

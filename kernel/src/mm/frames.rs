@@ -202,7 +202,8 @@ impl CacheAccess for KernelCaches {
     }
 
     /// Holds every stash, wakes idle CPUs (an event: their idle loop answers), and waits up to
-    /// `HOLD_WAIT_US` for every other CPU that is online to answer, answering this CPU's own
+    /// `HOLD_WAIT_FRAMES_US` (a drain: only for CPUs whose stash has frames) or
+    /// `HOLD_WAIT_CHECK_US` (`validate`: every CPU) for the other online CPUs to answer, answering this CPU's own
     /// holds meanwhile (two CPUs holding each other at once both get their answer). A CPU
     /// that never answers (stuck with interrupts masked) costs the wait and its stashed frames
     /// stay where they are: reported as `false`.
