@@ -968,3 +968,26 @@ fn a_full_block_table_fails_the_request_cleanly() {
     assert_eq!(h.stats().record_bytes, CHUNK_BYTES + PAGE);
     h.validate().unwrap();
 }
+
+#[test]
+fn freeing_small_objects_trims_empty_slab_pages_beyond_the_high_mark() {
+    let mut h = heap(256 * MB, 64 * MB);
+    let l = layout(1024, 8);
+    let objects: Vec<_> = (0..800).map(|_| h.alloc(l).unwrap()).collect();
+    let s = h.stats();
+    assert_eq!(s.slab.objects, 800);
+    let mapped_full = h.mapper().bytes;
+    for p in objects {
+        // SAFETY: live blocks with this layout, each freed once.
+        unsafe { h.free(p, l) }.unwrap();
+        assert!(
+            h.stats().slab.empty_pages <= SLAB_RETAIN_HIGH as u64,
+            "the free left {} empty slab pages",
+            h.stats().slab.empty_pages
+        );
+    }
+    assert_eq!(h.stats().used, 0);
+    // The frees themselves gave pages back (no reclaim was asked for).
+    assert!(h.mapper().bytes < mapped_full);
+    h.validate().unwrap();
+}
