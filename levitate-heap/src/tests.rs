@@ -112,6 +112,14 @@ fn heap(window: usize, limit: usize) -> Heap<Plain> {
     h
 }
 
+/// Gives every empty page back and checks that only the record chunks (kept for the heap's
+/// life) stay mapped, by the heap's count and by the mapper's.
+fn only_records_stay_mapped(h: &mut Heap<Plain>) {
+    h.release_all_empty();
+    assert_eq!(h.mapped(), h.stats().record_bytes);
+    assert_eq!(h.mapper().bytes, h.mapped());
+}
+
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
@@ -312,9 +320,7 @@ fn empty_segments_go_back_at_once_but_a_small_reserve() {
     h.reclaim();
     assert_eq!(h.stats().segments, 1);
     assert_eq!(h.stats().runs.spans, 1);
-    h.release_all_empty();
-    assert_eq!(h.mapped(), h.stats().record_bytes);
-    assert_eq!(h.mapper().bytes, h.mapped());
+    only_records_stay_mapped(&mut h);
     h.validate().unwrap();
 }
 
@@ -499,8 +505,7 @@ fn random_workload_matches_a_model() {
     h.reclaim();
     assert!(h.mapped() <= kept);
     assert!(h.stats().slab.empty_pages <= SLAB_RETAIN_LOW as u64);
-    h.release_all_empty();
-    assert_eq!(h.mapped(), h.stats().record_bytes);
+    only_records_stay_mapped(&mut h);
     assert_eq!(h.stats().failures, 0);
     h.validate().unwrap();
 }
@@ -598,8 +603,7 @@ fn medium_blocks_match_a_model_step_by_step() {
     }
     let s = h.stats();
     assert_eq!((s.runs.blocks, s.runs.spans), (0, RETAIN_SPANS as u64));
-    h.release_all_empty();
-    assert_eq!(h.mapped(), h.stats().record_bytes);
+    only_records_stay_mapped(&mut h);
     h.validate().unwrap();
 }
 
@@ -625,8 +629,7 @@ fn medium_blocks_near_the_limit_take_the_exact_need() {
         // SAFETY: live blocks with their layouts.
         unsafe { h.free(p, layout(200 << 10, 8)) }.unwrap();
     }
-    h.release_all_empty();
-    assert_eq!(h.mapped(), h.stats().record_bytes);
+    only_records_stay_mapped(&mut h);
     h.validate().unwrap();
 }
 
@@ -785,9 +788,7 @@ fn segment_block_misuse_is_refused_for_every_kind() {
     assert_eq!(h.stats().refused, before.refused + refused + 4);
     assert_eq!(h.stats().segment_blocks, 0);
     h.validate().unwrap();
-    h.release_all_empty();
-    assert_eq!(h.mapped(), h.stats().record_bytes);
-    assert_eq!(h.mapper().bytes, h.mapped());
+    only_records_stay_mapped(&mut h);
     h.validate().unwrap();
 }
 
@@ -921,9 +922,8 @@ fn segment_blocks_match_a_model_with_misuse_after_every_step() {
         // SAFETY: the live block with its layout.
         unsafe { h.free(p, l) }.unwrap();
     }
-    h.release_all_empty();
+    only_records_stay_mapped(&mut h);
     assert_eq!(h.stats().segments, 0);
-    assert_eq!(h.mapped(), h.stats().record_bytes);
     h.validate().unwrap();
 }
 
