@@ -172,6 +172,7 @@ fn run(mode: Mode) -> Report {
         Box::new(heap::BuddyHeap::new()),
         Box::new(heap::Tlsf::new()),
     ];
+    use heap_work::Timing::{Loop, PerOperation as PerOp};
     let (mut heap_waste, mut waste_1k, mut reclaimed) = (None, None, None);
     for rep in 0..reps {
         let seed = 0x4ea9 + rep as u64;
@@ -182,7 +183,16 @@ fn run(mode: Mode) -> Report {
                 |w: &'static str, s: Vec<f64>| samples.entry((w, name)).or_default().extend(s);
             add(
                 "heap-small-1k",
-                heap_work::steady(h, 1_000, (16, 512), heap_ops, seed, clock, &mut waste_1k),
+                heap_work::steady(
+                    h,
+                    1_000,
+                    (16, 512),
+                    heap_ops,
+                    seed,
+                    clock,
+                    PerOp,
+                    &mut waste_1k,
+                ),
             );
             // linked_list_allocator's first-fit walk over 10k blocks is slow: fewer ops.
             let ops_10k = if name == "linked_list_allocator" {
@@ -192,19 +202,26 @@ fn run(mode: Mode) -> Report {
             };
             add(
                 "heap-small-10k",
-                heap_work::steady(h, 10_000, (16, 512), ops_10k, seed, clock, &mut heap_waste),
-            );
-            add(
-                "heap-large",
                 heap_work::steady(
                     h,
-                    64,
-                    (4 << 10, 64 << 10),
-                    heap_ops,
+                    10_000,
+                    (16, 512),
+                    ops_10k,
                     seed,
                     clock,
-                    &mut waste_1k,
+                    PerOp,
+                    &mut heap_waste,
                 ),
+            );
+            let large = (4 << 10, 64 << 10);
+            let mut none = None;
+            add(
+                "heap-large",
+                heap_work::steady(h, 64, large, heap_ops, seed, clock, PerOp, &mut none),
+            );
+            add(
+                "heap-large-loop",
+                heap_work::steady(h, 64, large, heap_ops, seed, clock, Loop, &mut none),
             );
             add("heap-mix", heap_work::mix(h, heap_ops / 50 + 1, seed));
             add(
@@ -272,6 +289,7 @@ mod tests {
                     "heap-small-1k",
                     "heap-small-10k",
                     "heap-large",
+                    "heap-large-loop",
                     "heap-mix",
                     "heap-grow-16M",
                 ][..],
