@@ -65,6 +65,15 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
+        if pcp::for_buddy(&req) {
+            // Inline too: through the cold path below, a buddy request paid two more call
+            // levels and its result copied through memory at each (on an AMD EPYC guest,
+            // bench `mixed`: 28-31 ns per order-1 allocation instead of 13-17).
+            return match self.buddy.with_buddy(|b| b.alloc(req, mem)) {
+                Err(e @ AllocError::OutOfMemory { .. }) => self.alloc_after_oom(req, mem, e),
+                done => done,
+            };
+        }
         match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
             Some(block) => Ok(block),
             None => self.alloc_cold(req, mem),
@@ -140,6 +149,10 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
+        if order != 0 {
+            // The buddy's, inline for the reason `alloc`'s buddy requests are.
+            return self.buddy.with_buddy(|b| b.free(addr, order, mem));
+        }
         match pcp::free_hot(&mut self.caches, self.states, addr, order) {
             Some(owner) => Ok(owner),
             None => self.free_cold(addr, order, mem),

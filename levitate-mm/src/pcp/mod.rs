@@ -273,6 +273,14 @@ where
     }
 }
 
+/// Whether `req` is the buddy's alone: the caches hold single frames and serve no address
+/// limit, so an order above 0 or a limit goes straight to the buddy (one lock), from every
+/// caller ([`try_alloc_slow`], and `Front::alloc`, which inlines that call).
+#[inline(always)]
+pub fn for_buddy(req: &Request) -> bool {
+    req.order != 0 || req.below.is_some()
+}
+
 /// The common allocation, inlined into the caller: an order-0 request without an address
 /// limit from this CPU's stash (a pop and two stores, `HotCache::pop`). `None` when it does
 /// not apply (other orders, a limit, no stashes) or the stash is empty or held: the caller
@@ -289,7 +297,7 @@ where
     C: CacheAccess,
     M: FrameMemory + ?Sized,
 {
-    if req.order != 0 || req.below.is_some() {
+    if for_buddy(&req) {
         return None;
     }
     let addr = caches.with_hot(|hot| hot.pop(states, req.owner))??;
@@ -316,7 +324,7 @@ where
     B: BuddyAccess,
     M: FrameMemory + ?Sized,
 {
-    if req.order != 0 || req.below.is_some() {
+    if for_buddy(&req) {
         return buddy.with_buddy(|b| b.alloc(req, mem));
     }
     alloc_local(caches, states, buddy, req, mem)
