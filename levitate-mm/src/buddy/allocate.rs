@@ -169,6 +169,53 @@ impl Buddy<'_> {
         pfn.addr()
     }
 
+    /// Up to `n` single frames for `owner` in one call, each handed out as its own order-0
+    /// block (so each is freed on its own later): a per-CPU cache's refill. The smallest free
+    /// blocks go first, as for `n` order-0 allocations, but a block is taken off its list
+    /// once for all its frames (and a larger one split once, down to the largest power of
+    /// two still missing) instead of once per frame. `each` gets every frame's address, in
+    /// address order within a block. Returns how many it took: fewer than `n` when the buddy
+    /// ran out, and none with poisoning on (every frame must then be checked on its way out,
+    /// which [`Self::alloc`] does), so the caller asks [`Self::alloc`] for the rest, which also
+    /// says why it could not.
+    pub fn alloc_singles(
+        &mut self,
+        n: usize,
+        owner: Owner,
+        mut each: impl FnMut(PhysAddr),
+    ) -> usize {
+        if self.poisoning {
+            return 0;
+        }
+        let mut taken = 0;
+        while taken < n {
+            let Some((zone, found, index)) = self.take_free(0, None) else {
+                break;
+            };
+            // Keep the lowest 2^order frames, order = floor(log2(frames still missing)), and
+            // put the upper halves back, as `alloc_slow`'s split does.
+            let missing = n - taken;
+            let order = found.min((usize::BITS - 1 - missing.leading_zeros()) as u8);
+            let area = &mut self.zones[zone.index()];
+            for half in (order..found).rev() {
+                area.push(self.pages, half, index + (1u32 << half));
+            }
+            // A block lies in one section: its frames' indices are consecutive.
+            let first = self.pfn_of(index);
+            for i in 0..1u32 << order {
+                let page = &self.pages[(index + i) as usize];
+                page.set_state(STATE_ALLOCATED);
+                page.set_order(0);
+                page.set_owner(owner as u8);
+                page.set_flags(page.flags() | FLAG_EVER_ALLOCATED);
+                each(Pfn::new(first + u64::from(i)).addr());
+            }
+            self.allocated[owner.index()] += 1 << order;
+            taken += 1 << order;
+        }
+        taken
+    }
+
     /// Everything [`Self::alloc`] does not do inline: bad orders, address limits, splits,
     /// poisoning checks, failures (counted here).
     #[inline(never)]

@@ -352,13 +352,16 @@ impl CpuCache {
         buddy: &mut B,
         mem: &mut M,
     ) -> Result<(), AllocError> {
-        let layout = states.layout();
         buddy.with_buddy(|b| {
             let poisoned = b.poisoning();
             states.set_poisoning(poisoned);
-            let parked = state::parked(self.id, poisoned);
-            let mut taken = 0u64;
-            for _ in 0..self.limits.batch {
+            let batch = usize::from(self.limits.batch);
+            // Whole blocks at once (none with poisoning on), then one frame at a time for
+            // the rest, which checks the poison and says why the buddy has none.
+            let mut taken = b.alloc_singles(batch, Owner::FrameCache, |addr| {
+                self.park_from_buddy(states, addr.pfn(), poisoned)
+            }) as u64;
+            while taken < batch as u64 {
                 let block = match b.alloc(Request::new(0, Owner::FrameCache), mem) {
                     Ok(block) => block,
                     Err(e @ AllocError::UseAfterFree { .. }) => return Err(e),
@@ -366,30 +369,38 @@ impl CpuCache {
                     Err(_) => break,
                 };
                 taken += 1;
-                let pfn = block.pfn();
-                let Some(index) = self.index_of(layout, pfn) else {
-                    // The states' layout is not the buddy's: a wiring bug. Keep the frame
-                    // allocated rather than park a frame the states cannot describe.
-                    self.stats.conflicts += 1;
-                    continue;
-                };
-                if states.transition(index, state::BUDDY, parked).is_err() {
-                    // The buddy had this frame free while its byte says a cache or a holder
-                    // has it: it was freed to the buddy behind the caches' back. Allocated
-                    // to the frame cache again, it is back where its byte says: leave it.
-                    self.stats.conflicts += 1;
-                    continue;
-                }
-                self.push(Slot {
-                    pfn: pfn.as_u64(),
-                    index,
-                    poisoned,
-                });
+                self.park_from_buddy(states, block.pfn(), poisoned);
             }
             self.stats.refills += 1;
             self.stats.refilled += taken;
             Ok(())
         })
+    }
+
+    /// Parks a frame the buddy just allocated to the frame cache (the buddy's lock held).
+    /// The byte moves "buddy" -> "parked here" with a load and a plain store: a byte that says
+    /// "buddy" is written only under the buddy's lock (state.rs), which the caller holds.
+    #[inline]
+    fn park_from_buddy(&mut self, states: &FrameStates<'_>, pfn: Pfn, poisoned: bool) {
+        let Some(index) = self.index_of(states.layout(), pfn) else {
+            // The states' layout is not the buddy's: a wiring bug. Keep the frame allocated
+            // rather than park a frame the states cannot describe.
+            self.stats.conflicts += 1;
+            return;
+        };
+        if states.load(index) != state::BUDDY {
+            // The buddy had this frame free while its byte says a cache or a holder has it:
+            // it was freed to the buddy behind the caches' back. Allocated to the frame cache
+            // again, it is back where its byte says: leave it.
+            self.stats.conflicts += 1;
+            return;
+        }
+        states.publish(index, state::parked(self.id, poisoned));
+        self.push(Slot {
+            pfn: pfn.as_u64(),
+            index,
+            poisoned,
+        });
     }
 
     /// The free of the frame at mem_map `index`, whose byte `current` said "handed out to
@@ -578,7 +589,7 @@ impl CpuCache {
                 // Freed to the buddy behind the caches' back (and maybe allocated from it
                 // since): the buddy holds it, so say so, and free nothing, which could free
                 // somebody else's block.
-                let _ = states.transition(slot.index, current, state::BUDDY);
+                states.publish(slot.index, state::BUDDY);
                 self.stats.conflicts += 1;
                 continue;
             }
@@ -594,13 +605,9 @@ impl CpuCache {
                         });
                 }
             }
-            if states
-                .transition(slot.index, current, state::BUDDY)
-                .is_err()
-            {
-                self.stats.conflicts += 1;
-                continue;
-            }
+            // A plain store: a byte that says "parked here" changes only under this cache's
+            // lock, which the caller holds (state.rs; racing frees of the frame only read it).
+            states.publish(slot.index, state::BUDDY);
             if b.free(addr, 0, mem).is_ok() {
                 report.frames += 1;
             } else {

@@ -18,17 +18,18 @@
 //! while frames are parked never reports a false use after free on the unpoisoned ones.
 //!
 //! Transitions, and who may make them:
-//! * buddy -> parked in N: a refill by cache N, under N's lock and the buddy lock
-//!   (compare-and-swap).
-//! * parked in N -> buddy: a drain of cache N's ring, under N's lock and the buddy lock
-//!   (compare-and-swap).
+//! * buddy -> parked in N: a refill by cache N, under N's lock and the buddy lock: a load (a
+//!   byte that does not say "buddy" is a conflict, left alone) and a plain release store.
+//! * parked in N -> buddy: a drain of cache N's ring, under N's lock and the buddy lock: a
+//!   plain release store.
 //! * parked in N -> handed out: a pop by CPU N, from its ring under N's lock or from its stash
 //!   (`HotCache`, which only CPU N touches): a plain release store.
 //! * handed out -> parked in N: a free on CPU N, whichever CPU allocated the frame, into its
 //!   stash or its ring: a compare-and-swap.
 //!
-//! A parked frame's byte is thus written only by its cache's CPU or under its cache's lock, and
-//! a stashed frame's only by its CPU: plain stores suffice there. A handed-out frame may be
+//! A parked frame's byte is thus written only by its cache's CPU or under its cache's lock, a
+//! stashed frame's only by its CPU, and a byte that says "buddy" only under the buddy lock:
+//! plain stores suffice there (a free that races them only reads the byte). A handed-out frame may be
 //! freed by any CPU, so the free is the one compare-and-swap of an alloc/free pair: of two
 //! racing frees of one frame exactly one wins and parks it, the other reads "parked" and is
 //! refused as a double free. A free that finds "buddy" re-reads the byte under the buddy lock
@@ -198,7 +199,8 @@ impl<'a> FrameStates<'a> {
     }
 
     /// Sets the byte of a frame only the caller may move: a frame parked in the caller's own
-    /// stash, or in the ring whose lock it holds (see the module docs). Release: whoever sees
+    /// stash or in the ring whose lock it holds, or one the buddy holds, under the buddy's
+    /// lock (see the module docs). Release: whoever sees
     /// the new state also sees the caller's writes before it.
     #[inline]
     pub(super) fn publish(&self, index: u32, to: u8) {

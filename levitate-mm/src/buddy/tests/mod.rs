@@ -5,6 +5,7 @@ mod corrupt;
 mod misuse;
 mod operations;
 mod poison;
+mod singles;
 mod stats;
 
 use super::{Buddy, FrameMemory, Owner, Request, ZoneStats, ZONES};
