@@ -14,6 +14,7 @@ use levitate_mm::pcp::{
 };
 use levitate_mm::region::Region;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Where the simulated RAM starts (1 GiB aligned, as on QEMU virt).
 pub const BASE: u64 = 0x4000_0000;
@@ -56,6 +57,9 @@ impl FrameMemory for NoMemory {
     }
 }
 
+/// The process's Levitate ([`Levitate::instance`]).
+static INSTANCE: OnceLock<Levitate> = OnceLock::new();
+
 /// Levitate's three layers with the kernel's locks (spin mutexes), the kernel's layout of
 /// the per-CPU caches (one array), the kernel's `Limits::DEFAULT`, and the kernel's work
 /// around each buddy use (usage report read, pressure level stored when it moved) and after each call (the
@@ -77,9 +81,33 @@ pub struct Levitate {
 }
 
 impl Levitate {
-    /// `frames` frames of RAM from [`BASE`], `cpus` caches. Leaks its mem_map
-    /// (built once per run). The state bytes live in the mem_map entries, as in the kernel.
-    pub fn new(frames: u64, cpus: usize) -> Self {
+    /// The process's one instance, built by the first call with `frames` frames of RAM from
+    /// [`BASE`] and `cpus` caches (its mem_map leaked); later calls return it (with the same
+    /// sizes: others are a bench bug). One instance, as the kernel has one allocator in its
+    /// statics: the access handles below are zero-sized and reach it through [`INSTANCE`]
+    /// at a fixed address, so the front built on every call is the kernel's size (this CPU's
+    /// index and the states: two words, passed in registers). With a pointer in each handle it
+    /// was five words, passed through memory, and its stores were paid on every call (bench
+    /// `mixed` on an AMD EPYC guest: 1.62x the reference with them, 1.48x without).
+    pub fn instance(frames: u64, cpus: usize) -> &'static Levitate {
+        let lev = INSTANCE.get_or_init(|| Self::new(frames, cpus));
+        assert_eq!(
+            (lev.states.layout().frames(), lev.caches.len()),
+            (frames, cpus),
+            "bench bug: one Levitate per process, always of one size"
+        );
+        lev
+    }
+
+    /// The instance the handles reach (built before any front is).
+    #[inline(always)]
+    fn get() -> &'static Levitate {
+        INSTANCE
+            .get()
+            .expect("bench bug: Levitate::instance runs before any front")
+    }
+
+    fn new(frames: u64, cpus: usize) -> Self {
         let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
         let layout: &'static Layout = Box::leak(Box::new(Layout::new(&[ram]).expect("layout")));
         let pages: &'static [Page] = vec![Page::new(); frames as usize].leak();
@@ -111,53 +139,57 @@ impl Levitate {
 }
 
 /// The kernel's `KernelBuddy`: the lock, then the pressure update when the usage moved.
-struct LockedBuddy<'a>(&'a Levitate);
+struct LockedBuddy;
 
-impl BuddyAccess for LockedBuddy<'_> {
+impl BuddyAccess for LockedBuddy {
     fn with_buddy<R>(&mut self, f: impl FnOnce(&mut Buddy<'_>) -> R) -> R {
+        let lev = Levitate::get();
         let (r, report) = {
-            let mut guard = self.0.buddy.lock();
+            let mut guard = lev.buddy.lock();
             let buddy = guard.as_mut().expect("built");
             let r = f(buddy);
             (r, buddy.usage_report())
         };
         if let Some((free, managed)) = report {
             let used = managed.saturating_sub(free);
-            self.0
-                .pressure
+            lev.pressure
                 .store(used * 100 / managed.max(1), Ordering::Relaxed);
         }
         r
     }
 }
 
-/// The kernel's `KernelCaches`.
-/// One pointer and the CPU, like the kernel's zero-sized handles plus its CPU index: the
-/// front is built on every call, so its size shows in the bench.
-struct LocalCaches<'a> {
-    lev: &'a Levitate,
+/// The kernel's `KernelCaches`, with the CPU's index the kernel reads from a register.
+struct LocalCaches {
     cpu: usize,
 }
 
-impl CacheAccess for LocalCaches<'_> {
+impl LocalCaches {
+    #[inline(always)]
+    fn lev(&self) -> &'static Levitate {
+        Levitate::get()
+    }
+}
+
+impl CacheAccess for LocalCaches {
     fn with_local<R>(&mut self, f: impl FnOnce(&mut CpuCache) -> R) -> R {
-        f(&mut self.lev.caches[self.cpu].lock())
+        f(&mut self.lev().caches[self.cpu].lock())
     }
 
     #[inline]
     fn with_hot<R>(&mut self, f: impl FnOnce(&HotCache) -> R) -> Option<R> {
-        Some(f(&self.lev.hots[self.cpu]))
+        Some(f(&self.lev().hots[self.cpu]))
     }
 
     fn with_local_hot<R>(&mut self, f: impl FnOnce(Option<&HotCache>, &mut CpuCache) -> R) -> R {
         f(
-            Some(&self.lev.hots[self.cpu]),
-            &mut self.lev.caches[self.cpu].lock(),
+            Some(&self.lev().hots[self.cpu]),
+            &mut self.lev().caches[self.cpu].lock(),
         )
     }
 
     fn for_each_cache(&mut self, mut f: impl FnMut(&mut CpuCache)) {
-        for c in self.lev.caches.iter() {
+        for c in self.lev().caches.iter() {
             f(&mut c.lock());
         }
     }
@@ -170,7 +202,7 @@ impl CacheAccess for LocalCaches<'_> {
         _why: HoldFor,
         serve: &mut dyn FnMut(&HotCache, &mut CpuCache),
     ) -> bool {
-        for (hot, ring) in self.lev.hots.iter().zip(self.lev.caches.iter()) {
+        for (hot, ring) in self.lev().hots.iter().zip(self.lev().caches.iter()) {
             hot.request_hold();
             serve(hot, &mut ring.lock());
         }
@@ -178,7 +210,7 @@ impl CacheAccess for LocalCaches<'_> {
     }
 
     fn release_stashes(&mut self) {
-        self.lev.hots.iter().for_each(HotCache::release_hold);
+        self.lev().hots.iter().for_each(HotCache::release_hold);
     }
 }
 
@@ -191,25 +223,22 @@ fn frame_of(addr: PhysAddr) -> u64 {
 }
 
 /// The kernel's `KernelRuns`.
-struct LockedRuns<'a>(&'a Levitate);
+struct LockedRuns;
 
-impl RunsAccess for LockedRuns<'_> {
+impl RunsAccess for LockedRuns {
     fn with_runs<R>(&mut self, f: impl FnOnce(&mut SmallRuns) -> R) -> R {
-        f(&mut self.0.runs.lock())
+        f(&mut Levitate::get().runs.lock())
     }
 }
 
 impl Levitate {
     /// The kernel's `front()`: levitate-mm's front over this CPU's cache, the bitmap layer
     /// and the buddy, each behind its lock.
-    fn front(
-        &self,
-        cpu: usize,
-    ) -> Front<'_, 'static, LocalCaches<'_>, LockedRuns<'_>, LockedBuddy<'_>> {
+    fn front(&self, cpu: usize) -> Front<'_, 'static, LocalCaches, LockedRuns, LockedBuddy> {
         Front {
-            caches: LocalCaches { lev: self, cpu },
-            runs: LockedRuns(self),
-            buddy: LockedBuddy(self),
+            caches: LocalCaches { cpu },
+            runs: LockedRuns,
+            buddy: LockedBuddy,
             states: &self.states,
         }
     }

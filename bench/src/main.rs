@@ -116,9 +116,9 @@ fn run(mode: Mode) -> Report {
         ),
     };
     let clock = measure::clock_cost();
-    let levitate = Levitate::new(FRAMES, 2);
+    let levitate = Levitate::instance(FRAMES, 2);
     let impls: [&dyn Frames; 4] = [
-        &levitate,
+        levitate,
         &Reference::new(FRAMES as u32, 2),
         &Bsa::new(FRAMES),
         &BitmapAlloc::new(FRAMES),
@@ -162,7 +162,7 @@ fn run(mode: Mode) -> Report {
     }
     let before = levitate.chunks_taken();
     let boundary = 1000;
-    frame_work::boundary_pairs(&levitate, boundary);
+    frame_work::boundary_pairs(levitate, boundary);
     let chunk_churn = (levitate.chunks_taken() - before) as f64 / boundary as f64;
 
     let mut heaps: Vec<Box<dyn Heap>> = vec![
