@@ -72,48 +72,47 @@ pub fn steady(
             (alloc(h, layout), layout)
         })
         .collect();
+    // One untimed replacement: free a random block, allocate a new random size (touched).
+    let replace = |h: &mut dyn Heap, rng: &mut Rng, blocks: &mut [(NonNull<u8>, Layout)]| {
+        let i = rng.below(live as u64) as usize;
+        let (p, layout) = blocks[i];
+        // SAFETY: a live block of this heap, freed once (replaced below).
+        unsafe { h.free(p, layout) };
+        let layout = Layout::from_size_align(size(rng), 8).expect("layout");
+        blocks[i] = (alloc(h, layout), layout);
+    };
     // Bring the heap to its steady state first: `live` replacements, untimed (a first-fit
     // list is fast while its holes are few, slow once every block has been replaced once).
     for _ in 0..live {
-        let i = rng.below(live as u64) as usize;
-        let (p, layout) = blocks[i];
-        // SAFETY: a live block of this heap, freed once (replaced below).
-        unsafe { h.free(p, layout) };
-        let layout = Layout::from_size_align(size(&mut rng), 8).expect("layout");
-        blocks[i] = (alloc(h, layout), layout);
+        replace(h, &mut rng, &mut blocks);
     }
     let mut samples = Vec::with_capacity(2 * ops);
-    if timing == Timing::Loop {
-        let t = Instant::now();
-        for _ in 0..ops {
-            let i = rng.below(live as u64) as usize;
-            let (p, layout) = blocks[i];
-            // SAFETY: a live block of this heap, freed once (replaced below).
-            unsafe { h.free(p, layout) };
-            let layout = Layout::from_size_align(size(&mut rng), 8).expect("layout");
-            blocks[i] = (alloc(h, layout), layout);
+    match timing {
+        Timing::Loop => {
+            let t = Instant::now();
+            for _ in 0..ops {
+                replace(h, &mut rng, &mut blocks);
+            }
+            samples.push(since(t) / (2 * ops) as f64);
         }
-        samples.push(since(t) / (2 * ops) as f64);
-    }
-    for _ in 0..if timing == Timing::PerOperation {
-        ops
-    } else {
-        0
-    } {
-        let i = rng.below(live as u64) as usize;
-        let (p, layout) = blocks[i];
-        let t = Instant::now();
-        // SAFETY: a live block of this heap, freed once (replaced below).
-        unsafe { h.free(p, layout) };
-        samples.push((since(t) - clock).max(0.0));
-        let layout = Layout::from_size_align(size(&mut rng), 8).expect("layout");
-        let t = Instant::now();
-        let p = h.alloc(layout);
-        samples.push((since(t) - clock).max(0.0));
-        let p = p.expect("the arena is large enough");
-        touch(p, layout.size());
-        settle();
-        blocks[i] = (p, layout);
+        Timing::PerOperation => {
+            for _ in 0..ops {
+                let i = rng.below(live as u64) as usize;
+                let (p, layout) = blocks[i];
+                let t = Instant::now();
+                // SAFETY: a live block of this heap, freed once (replaced below).
+                unsafe { h.free(p, layout) };
+                samples.push((since(t) - clock).max(0.0));
+                let layout = Layout::from_size_align(size(&mut rng), 8).expect("layout");
+                let t = Instant::now();
+                let p = h.alloc(layout);
+                samples.push((since(t) - clock).max(0.0));
+                let p = p.expect("the arena is large enough");
+                touch(p, layout.size());
+                settle();
+                blocks[i] = (p, layout);
+            }
+        }
     }
     if let Some(l) = h.as_levitate() {
         *waste = l.rounding_waste();
