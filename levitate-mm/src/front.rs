@@ -70,10 +70,8 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
             // levels and its result copied through memory at each (AMD EPYC guest, bench
             // `mixed`: an order-1 allocation 2.5-3x the reference's instead of 1.45x; one
             // out-of-line call level of its own measured 2x).
-            return match self.buddy.with_buddy(|b| b.alloc(req, mem)) {
-                Err(e @ AllocError::OutOfMemory { .. }) => self.alloc_after_oom(req, mem, e),
-                done => done,
-            };
+            let first = self.buddy.with_buddy(|b| b.alloc(req, mem));
+            return self.or_after_oom(req, mem, first);
         }
         match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
             Some(block) => Ok(block),
@@ -112,7 +110,20 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
-        match pcp::try_alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem) {
+        let first = pcp::try_alloc_slow(&mut self.caches, self.states, &mut self.buddy, req, mem);
+        self.or_after_oom(req, mem, first)
+    }
+
+    /// `first`, the first attempt's answer, unless it ran out of memory: then
+    /// [`Self::alloc_after_oom`]'s.
+    #[inline(always)]
+    fn or_after_oom<M: FrameMemory + ?Sized>(
+        &mut self,
+        req: Request,
+        mem: &mut M,
+        first: Result<Block, AllocError>,
+    ) -> Result<Block, AllocError> {
+        match first {
             Err(e @ AllocError::OutOfMemory { .. }) => self.alloc_after_oom(req, mem, e),
             done => done,
         }

@@ -155,11 +155,7 @@ impl Buddy<'_> {
         req: Request,
         mem: &mut M,
     ) -> PhysAddr {
-        let head = &self.pages[index as usize];
-        head.set_state(STATE_ALLOCATED);
-        head.set_order(order);
-        head.set_owner(req.owner as u8);
-        head.set_flags(head.flags() | FLAG_EVER_ALLOCATED);
+        mark_allocated(&self.pages[index as usize], order, req.owner);
         let frames = 1u64 << order;
         self.allocated[req.owner.index()] += frames;
         let pfn = Pfn::new(self.pfn_of(index));
@@ -167,6 +163,16 @@ impl Buddy<'_> {
             mem.fill(pfn, frames, 0);
         }
         pfn.addr()
+    }
+
+    /// Splits the free block of `found` at mem_map `index` (off its list already) down to
+    /// `order`: each step puts the upper half back on its list and keeps the lower one.
+    #[inline]
+    fn split(&mut self, zone: Zone, index: u32, found: u8, order: u8) {
+        let area = &mut self.zones[zone.index()];
+        for half in (order..found).rev() {
+            area.push(self.pages, half, index + (1u32 << half));
+        }
     }
 
     /// Up to `n` single frames for `owner` in one call, each handed out as its own order-0
@@ -192,22 +198,14 @@ impl Buddy<'_> {
             let Some((zone, found, index)) = self.take_free(0, None) else {
                 break;
             };
-            // Keep the lowest 2^order frames, order = floor(log2(frames still missing)), and
-            // put the upper halves back, as `alloc_slow`'s split does.
+            // Keep the lowest 2^order frames, order = floor(log2(frames still missing)).
             let missing = n - taken;
             let order = found.min((usize::BITS - 1 - missing.leading_zeros()) as u8);
-            let area = &mut self.zones[zone.index()];
-            for half in (order..found).rev() {
-                area.push(self.pages, half, index + (1u32 << half));
-            }
+            self.split(zone, index, found, order);
             // A block lies in one section: its frames' indices are consecutive.
             let first = self.pfn_of(index);
             for i in 0..1u32 << order {
-                let page = &self.pages[(index + i) as usize];
-                page.set_state(STATE_ALLOCATED);
-                page.set_order(0);
-                page.set_owner(owner as u8);
-                page.set_flags(page.flags() | FLAG_EVER_ALLOCATED);
+                mark_allocated(&self.pages[(index + i) as usize], 0, owner);
                 each(Pfn::new(first + u64::from(i)).addr());
             }
             self.allocated[owner.index()] += 1 << order;
@@ -231,11 +229,7 @@ impl Buddy<'_> {
         let Some((zone, found, index)) = self.take_free(order, req.below) else {
             return Err(self.out_of_memory());
         };
-        // Split down: each step puts the upper half back and keeps the lower one.
-        let area = &mut self.zones[zone.index()];
-        for half in (order..found).rev() {
-            area.push(self.pages, half, index + (1u32 << half));
-        }
+        self.split(zone, index, found, order);
         if self.poisoning {
             let pfn = Pfn::new(self.pfn_of(index));
             if let Some(addr) = mem.find_not(pfn, 1 << order, POISON) {
@@ -355,4 +349,14 @@ impl Buddy<'_> {
         }
         None
     }
+}
+
+/// Marks `head` the head of an allocated block of `order` for `owner`, remembering that it
+/// has started one (a later free of it after it merged away is then a double free).
+#[inline(always)]
+fn mark_allocated(head: &Page, order: u8, owner: Owner) {
+    head.set_state(STATE_ALLOCATED);
+    head.set_order(order);
+    head.set_owner(owner as u8);
+    head.set_flags(head.flags() | FLAG_EVER_ALLOCATED);
 }
