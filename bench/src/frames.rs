@@ -10,7 +10,7 @@ use levitate_mm::buddy::{Buddy, FrameMemory, Owner, Request};
 use levitate_mm::front::{Front, RunsAccess};
 use levitate_mm::mem_map::{Layout, Page};
 use levitate_mm::pcp::{
-    BuddyAccess, CacheAccess, CpuCache, FrameStates, HoldFor, HotCache, Limits,
+    self, BuddyAccess, CacheAccess, CpuCache, FrameStates, HoldFor, HotCache, Limits,
 };
 use levitate_mm::region::Region;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -249,18 +249,23 @@ impl Frames for Levitate {
         "levitate"
     }
 
+    /// The kernel's `frames::alloc`: the route chosen here, each route a function of its own.
     fn alloc(&self, cpu: usize, order: u8) -> Option<u64> {
-        let r = self
-            .front(cpu)
-            .alloc(Request::new(order, Owner::Test), &mut NoMemory);
-        self.reclaim_if_due();
-        r.ok().map(|b| frame_of(b.addr))
+        let req = Request::new(order, Owner::Test);
+        if pcp::for_buddy(&req) {
+            self.alloc_from_buddy(cpu, order)
+        } else {
+            self.alloc_cached(cpu)
+        }
     }
 
+    /// The kernel's `frames::free_raw`, routed as it routes.
     fn free(&self, cpu: usize, frame: u64, order: u8) {
-        let r = self.front(cpu).free(addr_of(frame), order, &mut NoMemory);
-        self.reclaim_if_due();
-        r.expect("the bench frees only what it holds");
+        if order == 0 {
+            self.free_cached(cpu, frame)
+        } else {
+            self.free_to_buddy(cpu, frame, order)
+        }
     }
 
     /// The kernel's `alloc_frames`: one frame through the cache, 2..=511 from the bitmap
@@ -288,6 +293,42 @@ impl Frames for Levitate {
         } else {
             1 << order_for(n)
         }
+    }
+}
+
+/// The routes of [`Frames::alloc`] and [`Frames::free`], apart as in the kernel (see
+/// `Front::alloc`). The requests are built inside, from registers.
+impl Levitate {
+    #[inline(never)]
+    fn alloc_cached(&self, cpu: usize) -> Option<u64> {
+        let req = Request::new(0, Owner::Test);
+        let r = self.front(cpu).alloc_cached(req, &mut NoMemory);
+        self.reclaim_if_due();
+        r.ok().map(|b| frame_of(b.addr))
+    }
+
+    #[inline(never)]
+    fn alloc_from_buddy(&self, cpu: usize, order: u8) -> Option<u64> {
+        let req = Request::new(order, Owner::Test);
+        let r = self.front(cpu).alloc_from_buddy(req, &mut NoMemory);
+        self.reclaim_if_due();
+        r.ok().map(|b| frame_of(b.addr))
+    }
+
+    #[inline(never)]
+    fn free_cached(&self, cpu: usize, frame: u64) {
+        let r = self.front(cpu).free_cached(addr_of(frame), &mut NoMemory);
+        self.reclaim_if_due();
+        r.expect("the bench frees only what it holds");
+    }
+
+    #[inline(never)]
+    fn free_to_buddy(&self, cpu: usize, frame: u64, order: u8) {
+        let r = self
+            .front(cpu)
+            .free_to_buddy(addr_of(frame), order, &mut NoMemory);
+        self.reclaim_if_due();
+        r.expect("the bench frees only what it holds");
     }
 }
 

@@ -55,27 +55,62 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     /// once more: parked frames and the idle chunk are free memory, and once back in the buddy
     /// they may merge into the block asked for.
     ///
-    /// Takes the front by value (it is a per-call handle; the kernel builds one per call):
-    /// the stash pop and the buddy's own fast path (for buddy requests) are inlined, and the
-    /// front is handed to the rest (`alloc_cold`) only when the pop missed, so the common case
-    /// keeps the front in registers and pays for no stack frame of the slow paths.
+    /// The route is [`pcp::for_buddy`]; the two routes are [`Self::alloc_cached`] and
+    /// [`Self::alloc_from_buddy`]. A hot caller calls those itself, each from a function of
+    /// its own (the kernel's `frames::alloc`, the bench's wrapper), rather than this: a
+    /// function that holds both routes inline saves the callee-saved registers the buddy route
+    /// needs on every call, the order-0 route's too, and those stores are paid again at the
+    /// order-0 free's compare-and-swap, which on x86 waits until every earlier store is done
+    /// (a locked instruction). Measured on an AMD EPYC guest, order-0 alloc+free pair:
+    /// 1.56-1.62x the bench's reference through one function, 1.40x through two (arm64,
+    /// whose swap is release-ordered but not a full barrier, is unmeasured).
     #[inline(always)]
     pub fn alloc<M: FrameMemory + ?Sized>(
+        self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        if pcp::for_buddy(&req) {
+            self.alloc_from_buddy(req, mem)
+        } else {
+            self.alloc_cached(req, mem)
+        }
+    }
+
+    /// [`Self::alloc`] by the buddy route: the buddy's fast path inline (through a call of
+    /// its own, a buddy request paid a call level and its result copied through memory:
+    /// bench `mixed` on an AMD EPYC guest, an order-1 allocation 2x the reference's), then
+    /// the out-of-memory retry. Any request is served right; an order-0 one without a limit
+    /// gets a frame the buddy hands out itself (the caches never see it).
+    ///
+    /// Takes the front by value (it is a per-call handle; the kernel builds one per call), so
+    /// it stays in registers.
+    #[inline(always)]
+    pub fn alloc_from_buddy<M: FrameMemory + ?Sized>(
+        mut self,
+        req: Request,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        let first = self.buddy.with_buddy(|b| b.alloc(req, mem));
+        self.or_after_oom(req, mem, first)
+    }
+
+    /// [`Self::alloc`] by the cache route: the stash pop inline, everything else (the ring,
+    /// a refill, the out-of-memory path) out of line, entered only when the pop missed, so the
+    /// common case keeps the front in registers and pays for no stack frame of the slow paths.
+    /// Any request is served right; one for the buddy route takes the slow path there.
+    #[inline(always)]
+    pub fn alloc_cached<M: FrameMemory + ?Sized>(
         mut self,
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
         if pcp::for_buddy(&req) {
-            // Inline too: through the cold path below, a buddy request paid two more call
-            // levels and its result copied through memory at each (AMD EPYC guest, bench
-            // `mixed`: an order-1 allocation 2.5-3x the reference's instead of 1.45x; one
-            // out-of-line call level of its own measured 2x).
-            let first = self.buddy.with_buddy(|b| b.alloc(req, mem));
-            return self.or_after_oom(req, mem, first);
+            return self.alloc_cold(req, mem);
         }
         match pcp::alloc_hot(&mut self.caches, self.states, req, mem) {
             Some(block) => Ok(block),
-            None => self.alloc_cold(req, mem),
+            None => self.alloc_single_cold(req.owner, req.zero, mem),
         }
     }
 
@@ -85,6 +120,25 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
         req: Request,
         mem: &mut M,
     ) -> Result<Block, AllocError> {
+        self.alloc_slow(req, mem)
+    }
+
+    /// [`Self::alloc_cold`] for a single frame, its request passed in registers: with the
+    /// request itself (by reference: it is three words), its stores were hoisted into the
+    /// hot path.
+    #[inline(never)]
+    fn alloc_single_cold<M: FrameMemory + ?Sized>(
+        mut self,
+        owner: Owner,
+        zero: bool,
+        mem: &mut M,
+    ) -> Result<Block, AllocError> {
+        let req = Request {
+            order: 0,
+            owner,
+            zero,
+            below: None,
+        };
         self.alloc_slow(req, mem)
     }
 
@@ -153,21 +207,48 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
 
     /// Frees the block of 2^`order` frames at `addr` ([`pcp::free`]: order 0 to this CPU's
     /// stash or cache, with the state byte's double-free check; other orders to the buddy).
-    /// By value for the reason [`Self::alloc`] is.
+    /// The two routes are [`Self::free_cached`] and [`Self::free_to_buddy`]; a hot caller
+    /// calls them from functions of their own, for the reason [`Self::alloc`] gives.
     #[inline(always)]
     pub fn free<M: FrameMemory + ?Sized>(
-        mut self,
+        self,
         addr: PhysAddr,
         order: u8,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
         if order != 0 {
-            // The buddy's, inline for the reason `alloc`'s buddy requests are.
-            return self.buddy.with_buddy(|b| b.free(addr, order, mem));
+            self.free_to_buddy(addr, order, mem)
+        } else {
+            self.free_cached(addr, mem)
         }
-        match pcp::free_hot(&mut self.caches, self.states, addr, order) {
+    }
+
+    /// [`Self::free`] of a block of order above 0: the buddy's, inline for the reason
+    /// [`Self::alloc_from_buddy`] is. (An order-0 free must take [`Self::free_cached`]: a
+    /// frame handed out by a cache is one the buddy sees as the caches'.)
+    #[inline(always)]
+    pub fn free_to_buddy<M: FrameMemory + ?Sized>(
+        mut self,
+        addr: PhysAddr,
+        order: u8,
+        mem: &mut M,
+    ) -> Result<Owner, FreeError> {
+        if order == 0 {
+            return self.free_cold(addr, order, mem);
+        }
+        self.buddy.with_buddy(|b| b.free(addr, order, mem))
+    }
+
+    /// [`Self::free`] of a single frame: the stash push inline, the rest out of line.
+    #[inline(always)]
+    pub fn free_cached<M: FrameMemory + ?Sized>(
+        mut self,
+        addr: PhysAddr,
+        mem: &mut M,
+    ) -> Result<Owner, FreeError> {
+        match pcp::free_hot(&mut self.caches, self.states, addr, 0) {
             Some(owner) => Ok(owner),
-            None => self.free_cold(addr, order, mem),
+            None => self.free_cold(addr, 0, mem),
         }
     }
 

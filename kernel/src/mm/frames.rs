@@ -348,12 +348,28 @@ fn front() -> Front<'static, 'static, KernelCaches, KernelRuns, KernelBuddy> {
 #[track_caller]
 pub fn alloc(req: Request) -> Result<Block, AllocError> {
     let caller = Location::caller();
-    let result = front().alloc(req, &mut LinearMemory);
+    let result = if pcp::for_buddy(&req) {
+        alloc_from_buddy(req)
+    } else {
+        alloc_cached(req)
+    };
     if let Err(e @ AllocError::UseAfterFree { .. }) = &result {
         log::error!("frame allocator: {e} (allocation from {caller})");
     }
     super::hooks::after_op();
     result
+}
+
+/// [`alloc`]'s two routes, each a function of its own, so the cache route's hot path saves
+/// none of the registers the buddy route needs (levitate_mm::front::Front::alloc says why).
+#[inline(never)]
+fn alloc_cached(req: Request) -> Result<Block, AllocError> {
+    front().alloc_cached(req, &mut LinearMemory)
+}
+
+#[inline(never)]
+fn alloc_from_buddy(req: Request) -> Result<Block, AllocError> {
+    front().alloc_from_buddy(req, &mut LinearMemory)
 }
 
 /// Frees a block.
@@ -367,12 +383,27 @@ pub fn free(block: Block) -> Result<Owner, FreeError> {
 #[track_caller]
 pub fn free_raw(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
     let caller = Location::caller();
-    let result = front().free(addr, order, &mut LinearMemory);
+    let result = if order == 0 {
+        free_cached(addr)
+    } else {
+        free_to_buddy(addr, order)
+    };
     if let Err(e) = &result {
         refused(e, caller);
     }
     super::hooks::after_op();
     result
+}
+
+/// [`free_raw`]'s two routes, apart for the reason [`alloc`]'s are.
+#[inline(never)]
+fn free_cached(addr: PhysAddr) -> Result<Owner, FreeError> {
+    front().free_cached(addr, &mut LinearMemory)
+}
+
+#[inline(never)]
+fn free_to_buddy(addr: PhysAddr, order: u8) -> Result<Owner, FreeError> {
+    front().free_to_buddy(addr, order, &mut LinearMemory)
 }
 
 /// Allocates `n` contiguous frames at their exact cost: one frame through the per-CPU cache,
