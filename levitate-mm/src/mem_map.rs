@@ -47,8 +47,11 @@ pub struct Page {
     flags: AtomicU8,
     /// The per-CPU caches' state byte (`pcp::FrameState`): buddy, parked, handed out.
     cache_state: AtomicU8,
+    /// Handed out by a per-CPU cache: whom to (the `buddy::Owner` as its `u8`). Apart from
+    /// the state byte so a free's compare-and-swap expects one constant (`pcp::state`).
+    cache_owner: AtomicU8,
     /// Spare bytes (reference count or allocation site, later).
-    _spare: [u8; 3],
+    _spare: [u8; 2],
 }
 
 impl Page {
@@ -65,7 +68,8 @@ impl Page {
             owner: AtomicU8::new(0),
             flags: AtomicU8::new(0),
             cache_state: AtomicU8::new(0),
-            _spare: [0; 3],
+            cache_owner: AtomicU8::new(0),
+            _spare: [0; 2],
         }
     }
 
@@ -145,6 +149,11 @@ impl Page {
     pub fn cache_state(&self) -> &AtomicU8 {
         &self.cache_state
     }
+    /// The per-CPU caches' owner byte of a frame they handed out.
+    #[inline]
+    pub fn cache_owner(&self) -> &AtomicU8 {
+        &self.cache_owner
+    }
 }
 
 impl Default for Page {
@@ -165,6 +174,8 @@ impl Clone for Page {
         p.set_flags(self.flags());
         p.cache_state
             .store(self.cache_state.load(Ordering::Relaxed), Ordering::Relaxed);
+        p.cache_owner
+            .store(self.cache_owner.load(Ordering::Relaxed), Ordering::Relaxed);
         p
     }
 }

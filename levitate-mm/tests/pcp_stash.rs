@@ -249,3 +249,44 @@ fn a_free_in_another_section_takes_the_ring_once_then_the_stash() {
     }
     one.validate();
 }
+
+#[test]
+fn a_frame_whose_owner_byte_is_corrupt_is_refused_and_left_as_it_was() {
+    let base = 0x4000_0000;
+    let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
+    let layout = Layout::new(&[ram]).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    let mut one = One::new(&layout, &pages, &[ram]);
+    let x = one.alloc(Owner::Heap).unwrap();
+    let y = one.alloc(Owner::Heap).unwrap();
+    // Warm the stash's section hint: the next frees take the stash.
+    one.free(y).unwrap();
+    let page = &pages[layout.index_of(x.pfn()).unwrap() as usize];
+    let before = one.hot.stats();
+
+    // A stray write over the owner byte of a handed-out frame: the stash's swap wins the state
+    // byte, finds no owner, and puts it back; the locked path then names the frame as lost.
+    page.cache_owner()
+        .store(Owner::COUNT as u8, core::sync::atomic::Ordering::Relaxed);
+    assert!(matches!(
+        one.free(x),
+        Err(FreeError::NeverAllocated { addr, order: 0, .. }) if addr == x
+    ));
+    assert_eq!(
+        one.states.get(x.pfn()),
+        Some(FrameState::InvalidOwner(Owner::COUNT as u8))
+    );
+    let after = one.hot.stats();
+    assert_eq!(
+        (after.frees, after.handed_out_to(Owner::Heap)),
+        (before.frees, before.handed_out_to(Owner::Heap))
+    );
+    assert!(pcp::validate(&[&one.ring], &[&one.hot], &one.states, &one.buddy).is_err());
+
+    // Repaired, the same free succeeds and is counted against the right owner.
+    page.cache_owner()
+        .store(Owner::Heap as u8, core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(one.free(x), Ok(Owner::Heap));
+    assert_eq!(one.hot.stats().handed_out_to(Owner::Heap), 0);
+    one.validate();
+}

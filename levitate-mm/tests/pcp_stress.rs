@@ -523,9 +523,14 @@ fn stress(poison: bool, stashes: bool) {
     let foreign_frees = foreign_frees.load(Ordering::Relaxed);
     assert!(total.hits > 10 * total.refills, "{total:?}");
     assert!(total.drains > 0 && total.frees > 20_000, "{total:?}");
+    // How many depends on the scheduler (a frame passed to a thread that has finished is
+    // freed by the passer): 10 % and more when the threads run side by side, 2017 of the
+    // frees seen once with the host's two cores busy elsewhere, which failed a 10 % bar. So
+    // the bar only checks that frames cross threads by the thousand.
     assert!(
-        foreign_frees > total.frees / 10,
-        "{foreign_frees} frees on another thread"
+        foreign_frees > 1_000,
+        "{foreign_frees} frees on another thread, of {}",
+        total.frees
     );
     assert!(
         out_of_memory.load(Ordering::Relaxed) > 0,

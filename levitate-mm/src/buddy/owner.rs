@@ -60,12 +60,21 @@ impl Owner {
 
     /// The owner stored as `value` in a `Page`, if it is one.
     #[inline]
+    // A match, not `ALL[value]`: the compiler sees it is the identity and emits a compare
+    // (the table was a dependent load on the frame free's path, after its swap).
     pub const fn from_u8(value: u8) -> Option<Owner> {
-        if (value as usize) < Owner::COUNT {
-            Some(Owner::ALL[value as usize])
-        } else {
-            None
-        }
+        Some(match value {
+            0 => Owner::Kernel,
+            1 => Owner::PageTable,
+            2 => Owner::Heap,
+            3 => Owner::Stack,
+            4 => Owner::Dma,
+            5 => Owner::FrameCache,
+            6 => Owner::Bitmap,
+            7 => Owner::Test,
+            8 => Owner::Other,
+            _ => return None,
+        })
     }
 
     /// Index into the per-owner arrays.

@@ -8,7 +8,7 @@
 //! this cache handed out, or to drain it: uncontended on the common path; see
 //! `pcp::CacheAccess`.
 
-use super::state::{self, FrameState, FrameStates, MAX_CACHES};
+use super::state::{self, FrameState, FrameStates, NotTaken, MAX_CACHES};
 use super::{BuddyAccess, Drained, PcpError};
 use crate::addr::{Pfn, PhysAddr};
 use crate::buddy::{AllocError, Buddy, FrameMemory, FreeError, Holder, Owner, Request, POISON};
@@ -306,8 +306,7 @@ impl CpuCache {
     ) -> Option<Result<PhysAddr, AllocError>> {
         loop {
             let slot = self.pop_hot()?;
-            let current = states.load(slot.index);
-            let FrameState::Parked { cache, poisoned } = FrameState::decode(current) else {
+            let FrameState::Parked { cache, poisoned } = states.read(slot.index).1 else {
                 self.stats.conflicts += 1;
                 continue;
             };
@@ -333,7 +332,7 @@ impl CpuCache {
             // A plain store, not a compare-and-swap: a parked frame's byte changes only under
             // the lock of the cache that holds it (this one; see state.rs), and a racing free
             // of a parked frame only reads it (a double free).
-            states.publish(slot.index, state::handed_out(owner));
+            states.hand_out(slot.index, owner);
             if zero {
                 mem.fill(pfn, 1, 0);
             }
@@ -403,24 +402,25 @@ impl CpuCache {
         });
     }
 
-    /// The free of the frame at mem_map `index`, whose byte `current` said "handed out to
-    /// `owner`", into this (locked) cache: a compare-and-swap moves it to "parked here", so of
-    /// two racing frees of one frame, on any CPUs, exactly one wins (the other reads "parked"
-    /// and is refused as a double free). `None` when the byte changed before the swap: the
-    /// caller reads it again and starts over.
+    /// The free of the frame at mem_map `index`, whose byte said "handed out", into this
+    /// (locked) cache: a compare-and-swap moves it to "parked here", so of two racing frees of
+    /// one frame, on any CPUs, exactly one wins (the other reads "parked" and is refused as a
+    /// double free). `None` when the byte changed before the swap: the caller reads it again
+    /// and starts over.
     pub(super) fn free_handed_out<B: BuddyAccess, M: FrameMemory + ?Sized>(
         &mut self,
         states: &FrameStates<'_>,
         buddy: &mut B,
         addr: PhysAddr,
         index: u32,
-        (current, owner): (u8, Owner),
         mem: &mut M,
     ) -> Option<Result<Owner, FreeError>> {
         let poisoned = states.poisoning();
-        states
-            .transition(index, current, state::parked(self.id, poisoned))
-            .ok()?;
+        let owner = match states.take_handed_out(index, state::parked(self.id, poisoned)) {
+            Ok(owner) => owner,
+            Err(NotTaken::State(_)) => return None,
+            Err(NotTaken::Owner(_)) => return Some(Err(self.lost(addr))),
+        };
         if poisoned {
             mem.fill(addr.pfn(), 1, POISON);
         }
@@ -483,16 +483,18 @@ impl CpuCache {
         buddy: &mut B,
         addr: PhysAddr,
         index: u32,
-        current: u8,
+        current: FrameState,
         mem: &mut M,
     ) -> Result<Owner, FreeError> {
-        match FrameState::decode(current) {
+        match current {
             FrameState::Parked { .. } => {
                 self.stats.double_frees += 1;
                 Err(double_free(addr))
             }
             FrameState::Buddy => self.free_to_buddy(states, buddy, addr, index, mem),
-            FrameState::HandedOut { .. } | FrameState::Invalid(_) => Err(self.lost(addr)),
+            FrameState::HandedOut { .. } | FrameState::Invalid(_) | FrameState::InvalidOwner(_) => {
+                Err(self.lost(addr))
+            }
         }
     }
 
@@ -575,8 +577,7 @@ impl CpuCache {
         let mut report = Drained::default();
         for _ in 0..count {
             let Some(slot) = self.pop_cold() else { break };
-            let current = states.load(slot.index);
-            let FrameState::Parked { cache, poisoned } = FrameState::decode(current) else {
+            let FrameState::Parked { cache, poisoned } = states.read(slot.index).1 else {
                 self.stats.conflicts += 1;
                 continue;
             };

@@ -31,7 +31,7 @@
 //!   same reason.
 
 use super::cache::{CacheStats, CpuCache};
-use super::state::{self, FrameState, FrameStates};
+use super::state::{self, FrameStates};
 use super::BuddyAccess;
 use crate::addr::{Pfn, PhysAddr};
 use crate::buddy::{FrameMemory, Owner};
@@ -191,14 +191,13 @@ impl HotCache {
             let top = len.checked_sub(1)?;
             self.len.store(top, Ordering::Relaxed);
             let (pfn, index) = unpack(self.slots.get(top)?.load(Ordering::Relaxed));
-            let byte = states.byte(index);
-            if byte.load(Ordering::Acquire) != parked {
+            if states.byte(index).load(Ordering::Acquire) != parked {
                 bump_u64(&self.conflicts);
                 continue;
             }
-            // A plain release store: only this CPU writes the bytes of the frames it stacks
-            // (state.rs), and whoever sees "handed out" sees the frame's contents before it.
-            byte.store(state::handed_out(owner), Ordering::Release);
+            // Plain stores: only this CPU writes the bytes of the frames it stacks (state.rs),
+            // and whoever sees "handed out" sees the owner and the frame's contents before it.
+            states.hand_out(index, owner);
             bump_u64(&self.popped[owner as usize]);
             return Some(pfn.addr());
         }
@@ -242,24 +241,17 @@ impl HotCache {
     pub(super) fn push(&self, states: &FrameStates<'_>, pfn: Pfn) -> Option<Owner> {
         let index = self.index_in_hint(pfn)?;
         let slot = pack(pfn, index)?;
-        let byte = states.byte(index);
-        let current = byte.load(Ordering::Acquire);
-        let FrameState::HandedOut { owner } = FrameState::decode(current) else {
-            return None;
-        };
         let len = self.len();
         if len >= HOT_CAPACITY || self.held() || states.poisoning() {
             return None;
         }
-        // The one read-modify-write of an alloc/free pair: of two CPUs freeing this frame at
-        // once exactly one wins; the other sees "parked" in the locked path and is refused.
-        byte.compare_exchange(
-            current,
-            state::parked(self.id, false),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .ok()?;
+        // The one read-modify-write of an alloc/free pair, from the one handed-out byte (no
+        // load of it first): of two CPUs freeing this frame at once exactly one wins; the
+        // other, and a free of a frame in any other state, takes the locked path, which reads
+        // the byte and names the misuse.
+        let owner = states
+            .take_handed_out(index, state::parked(self.id, false))
+            .ok()?;
         self.stack(len, slot);
         bump_u64(&self.pushed[owner as usize]);
         Some(owner)

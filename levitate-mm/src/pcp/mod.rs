@@ -489,10 +489,10 @@ where
         // Each round either frees, refuses, or saw the byte change under it (another CPU's
         // transition of this very frame, which a racing free or stale pointer alone causes).
         loop {
-            let current = states.load(index);
-            let FrameState::HandedOut { owner } = FrameState::decode(current) else {
-                return ring.free_not_handed_out(states, buddy, addr, index, current, mem);
-            };
+            let (current, state) = states.read(index);
+            if !matches!(state, FrameState::HandedOut { .. }) {
+                return ring.free_not_handed_out(states, buddy, addr, index, state, mem);
+            }
             if let Some(hot) = hot {
                 if hot.serve(ring, states, buddy, mem)
                     && !states.poisoning()
@@ -516,9 +516,7 @@ where
                     }
                 }
             }
-            if let Some(result) =
-                ring.free_handed_out(states, buddy, addr, index, (current, owner), mem)
-            {
+            if let Some(result) = ring.free_handed_out(states, buddy, addr, index, mem) {
                 return result;
             }
         }

@@ -842,23 +842,29 @@ fn state_bytes_round_trip() {
     for cache in [0, 1, 63] {
         for poisoned in [false, true] {
             assert_eq!(
-                FrameState::decode(state::parked(cache, poisoned)),
+                FrameState::decode(state::parked(cache, poisoned), 0),
                 FrameState::Parked { cache, poisoned }
             );
         }
     }
     for owner in Owner::ALL {
         assert_eq!(
-            FrameState::decode(state::handed_out(owner)),
+            FrameState::decode(state::HANDED_OUT, owner as u8),
             FrameState::HandedOut { owner }
         );
     }
-    assert_eq!(FrameState::decode(BUDDY), FrameState::Buddy);
-    assert_eq!(FrameState::decode(0b100), FrameState::Invalid(0b100));
-    let bad_owner = (Owner::COUNT as u8) << 2 | 2;
+    assert_eq!(FrameState::decode(BUDDY, 0), FrameState::Buddy);
+    assert_eq!(FrameState::decode(0b100, 0), FrameState::Invalid(0b100));
+    // The handed-out byte has no payload; the owner byte must name an owner.
+    let with_payload = 1 << 2 | state::HANDED_OUT;
     assert_eq!(
-        FrameState::decode(bad_owner),
-        FrameState::Invalid(bad_owner)
+        FrameState::decode(with_payload, 0),
+        FrameState::Invalid(with_payload)
+    );
+    let bad_owner = Owner::COUNT as u8;
+    assert_eq!(
+        FrameState::decode(state::HANDED_OUT, bad_owner),
+        FrameState::InvalidOwner(bad_owner)
     );
 }
 
@@ -978,13 +984,7 @@ fn validate_catches_each_kind_of_corruption() {
     buddy.free_block(stray, &mut mem).unwrap();
 
     // Counters that disagree with the bytes: the frame moved to another owner.
-    states
-        .transition(
-            index(x),
-            state::handed_out(Owner::Heap),
-            state::handed_out(Owner::Stack),
-        )
-        .unwrap();
+    states.set_owner_byte(index(x), Owner::Stack as u8);
     assert_eq!(
         verdict(&cs, &buddy),
         Violation::HandedOut {
@@ -993,13 +993,16 @@ fn validate_catches_each_kind_of_corruption() {
             counted: 1
         }
     );
-    states
-        .transition(
-            index(x),
-            state::handed_out(Owner::Stack),
-            state::handed_out(Owner::Heap),
-        )
-        .unwrap();
+    // An owner byte that names no owner.
+    states.set_owner_byte(index(x), Owner::COUNT as u8);
+    assert_eq!(
+        verdict(&cs, &buddy),
+        Violation::BadOwner {
+            addr: x,
+            raw: Owner::COUNT as u8
+        }
+    );
+    states.set_owner_byte(index(x), Owner::Heap as u8);
 
     // A cache that lost a frame (the bytes still name it).
     let lost = cs[0].pop_hot_for_test();

@@ -75,6 +75,13 @@ pub enum Violation {
         /// The byte.
         raw: u8,
     },
+    /// A handed-out frame whose owner byte names no owner.
+    BadOwner {
+        /// The frame.
+        addr: PhysAddr,
+        /// The owner byte.
+        raw: u8,
+    },
     /// A frame parked or handed out by the caches that the buddy does not hold as an order-0
     /// block allocated to the frame cache (freed to the buddy behind the caches' back).
     NotInBuddy {
@@ -140,6 +147,11 @@ impl fmt::Display for Violation {
             Self::BadState { addr, raw } => {
                 write!(f, "frame cache: frame {addr} has state byte {raw:#04x}")
             }
+            Self::BadOwner { addr, raw } => write!(
+                f,
+                "frame cache: frame {addr} is handed out with owner byte {raw:#04x}, which names \
+                 no owner"
+            ),
             Self::NotInBuddy { addr, state } => write!(
                 f,
                 "frame cache: frame {addr} is {state:?} but the buddy does not hold it as an \
@@ -204,14 +216,14 @@ pub fn validate(
     let mut marked = 0;
     for s in states.layout().sections() {
         for offset in 0..s.frames {
-            let raw = states.load((s.first_index + offset) as u32);
+            let (_, state) = states.read((s.first_index + offset) as u32);
             let addr = Pfn::new(s.start + offset).addr();
-            let state = FrameState::decode(raw);
             match state {
                 FrameState::Buddy => continue,
                 FrameState::Parked { cache, .. } => parked[usize::from(cache)] += 1,
                 FrameState::HandedOut { owner } => handed[owner as usize] += 1,
                 FrameState::Invalid(raw) => return Err(Violation::BadState { addr, raw }),
+                FrameState::InvalidOwner(raw) => return Err(Violation::BadOwner { addr, raw }),
             }
             marked += 1;
             if buddy.owner_of(addr) != Some((Owner::FrameCache, 0, addr)) {
@@ -280,7 +292,7 @@ fn check_cache(
                 index,
             });
         }
-        let state = FrameState::decode(states.load(index));
+        let (_, state) = states.read(index);
         let parked_here = match state {
             FrameState::Parked { cache, poisoned } => cache == id && !(in_stash && poisoned),
             _ => false,
