@@ -22,73 +22,152 @@ pub struct Sizes {
     pub scaling_pairs: usize,
 }
 
-/// (a) an order-0 alloc+free pair on an empty range: ns per pair, per batch.
-pub fn order0_empty(f: &dyn Frames, sizes: Sizes) -> Vec<f64> {
-    pairs(f, sizes)
+/// Batches of pairs per slice (see [`interleaved`]), after one batch that warms the
+/// implementation's lines again.
+const PAIR_SLICE: usize = 16;
+
+/// Runs `slices` slices of work on every implementation, slice by slice: slice `i` of each
+/// before slice `i + 1` of any, the order rotated every slice (so none always runs first).
+/// The machines this runs on change speed in phases of some milliseconds (another guest on
+/// the core; seen on an AMD EPYC guest: every implementation's pair 1.75x slower for 10-20 ms
+/// at a time), and an implementation measured wholly inside one phase and its peer wholly in
+/// another gave ratios from 1.06x to 1.78x for one build. Slices of some tens of
+/// microseconds put each implementation's samples in the same phases as its peers'. Each
+/// slice starts with untimed work: the implementation before it evicted this one's lines
+/// (slices of one batch, timed from the start, put a cold start in every batch: the order-0
+/// pair 1.26-1.56x the reference instead of 1.36-1.40x).
+fn interleaved(n: usize, slices: usize, mut slice: impl FnMut(usize)) {
+    for i in 0..slices {
+        for k in 0..n {
+            slice((i + k) % n);
+        }
+    }
 }
 
-fn pairs(f: &dyn Frames, sizes: Sizes) -> Vec<f64> {
-    // Warm the cache path once.
-    let first = f.alloc(0, 0).expect("memory");
-    f.free(0, first, 0);
-    (0..sizes.pair_batches)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..BATCH {
-                let frame = f.alloc(0, 0).expect("memory");
-                f.free(0, std::hint::black_box(frame), 0);
+/// One batch of order-0 alloc+free pairs: ns per pair.
+fn pair_batch(f: &dyn Frames) -> f64 {
+    let t = Instant::now();
+    for _ in 0..BATCH {
+        let frame = f.alloc(0, 0).expect("memory");
+        f.free(0, std::hint::black_box(frame), 0);
+    }
+    since(t) / BATCH as f64
+}
+
+/// Batches of pairs on every implementation, interleaved: ns per pair, per batch, per
+/// implementation.
+fn pairs(impls: &[&dyn Frames], sizes: Sizes) -> Vec<Vec<f64>> {
+    for f in impls {
+        // Warm the cache path once.
+        let first = f.alloc(0, 0).expect("memory");
+        f.free(0, first, 0);
+    }
+    let mut samples = vec![Vec::with_capacity(sizes.pair_batches); impls.len()];
+    interleaved(impls.len(), sizes.pair_batches.div_ceil(PAIR_SLICE), |k| {
+        pair_batch(impls[k]);
+        let left = sizes.pair_batches - samples[k].len();
+        for _ in 0..left.min(PAIR_SLICE) {
+            samples[k].push(pair_batch(impls[k]));
+        }
+    });
+    samples
+}
+
+/// (a) an order-0 alloc+free pair on an empty range: ns per pair, per batch, for each of
+/// `impls` (in their order).
+pub fn order0_empty(impls: &[&dyn Frames], sizes: Sizes) -> Vec<Vec<f64>> {
+    pairs(impls, sizes)
+}
+
+/// (b) the same pair with half of the first 128 MiB allocated, at random frames (each
+/// implementation fragmented first, then the pairs interleaved).
+pub fn order0_fragmented(impls: &[&dyn Frames], sizes: Sizes, seed: u64) -> Vec<Vec<f64>> {
+    let kept: Vec<Vec<u64>> = impls
+        .iter()
+        .map(|f| {
+            let mut rng = Rng::new(seed);
+            let mut held: Vec<u64> = (0..32768).map(|_| f.alloc(0, 0).expect("memory")).collect();
+            // Free a random half (Fisher-Yates over the first half of the positions).
+            for i in 0..held.len() / 2 {
+                let j = i + rng.below((held.len() - i) as u64) as usize;
+                held.swap(i, j);
             }
-            since(t) / BATCH as f64
+            let keep = held.split_off(held.len() / 2);
+            for frame in held {
+                f.free(0, frame, 0);
+            }
+            keep
         })
-        .collect()
-}
-
-/// (b) the same pair with half of the first 128 MiB allocated, at random frames.
-pub fn order0_fragmented(f: &dyn Frames, sizes: Sizes, seed: u64) -> Vec<f64> {
-    let mut rng = Rng::new(seed);
-    let mut held: Vec<u64> = (0..32768).map(|_| f.alloc(0, 0).expect("memory")).collect();
-    // Free a random half (Fisher-Yates over the first half of the positions).
-    for i in 0..held.len() / 2 {
-        let j = i + rng.below((held.len() - i) as u64) as usize;
-        held.swap(i, j);
-    }
-    let keep = held.split_off(held.len() / 2);
-    for frame in held {
-        f.free(0, frame, 0);
-    }
-    let samples = pairs(f, sizes);
-    for frame in keep {
-        f.free(0, frame, 0);
+        .collect();
+    let samples = pairs(impls, sizes);
+    for (f, keep) in impls.iter().zip(kept) {
+        for frame in keep {
+            f.free(0, frame, 0);
+        }
     }
     samples
+}
+
+/// One implementation's run of `mixed`: its generator and its live blocks.
+struct Mixed {
+    rng: Rng,
+    live: Vec<(u64, u8)>,
+    samples: Vec<f64>,
+}
+
+impl Mixed {
+    /// `n` operations.
+    fn run(&mut self, f: &dyn Frames, n: usize, clock: f64) {
+        for _ in 0..n {
+            let live = self.live.len();
+            let grow = live < 2048 || (live < 8192 && self.rng.below(2) == 0);
+            if grow {
+                let order = (self.rng.next().trailing_zeros() as u8).min(9);
+                let t = Instant::now();
+                let got = f.alloc(0, order);
+                self.samples.push((since(t) - clock).max(0.0));
+                self.live.push((got.expect("memory"), order));
+            } else {
+                let i = self.rng.below(live as u64) as usize;
+                let (frame, order) = self.live.swap_remove(i);
+                let t = Instant::now();
+                f.free(0, frame, order);
+                self.samples.push((since(t) - clock).max(0.0));
+            }
+        }
+    }
 }
 
 /// (c) random allocations of orders 0-9 (order k with probability about 2^-(k+1)) and
-/// random frees, 2k-8k blocks live: ns per single operation, clock cost subtracted.
-pub fn mixed(f: &dyn Frames, sizes: Sizes, seed: u64, clock: f64) -> Vec<f64> {
-    let mut rng = Rng::new(seed);
-    let mut live: Vec<(u64, u8)> = Vec::with_capacity(8192);
-    let mut samples = Vec::with_capacity(sizes.ops);
-    for _ in 0..sizes.ops {
-        let grow = live.len() < 2048 || (live.len() < 8192 && rng.below(2) == 0);
-        if grow {
-            let order = (rng.next().trailing_zeros() as u8).min(9);
-            let t = Instant::now();
-            let got = f.alloc(0, order);
-            samples.push((since(t) - clock).max(0.0));
-            live.push((got.expect("memory"), order));
-        } else {
-            let i = rng.below(live.len() as u64) as usize;
-            let (frame, order) = live.swap_remove(i);
-            let t = Instant::now();
-            f.free(0, frame, order);
-            samples.push((since(t) - clock).max(0.0));
-        }
+/// random frees, 2k-8k blocks live: ns per single operation, clock cost subtracted, for each
+/// of `impls`. Each implementation runs the same sequence, one after the other and each
+/// whole: not [`interleaved`], since its working set is large (up to 8k live blocks' entries:
+/// 512 KiB of mem_map lines and more), and the implementations run between slices evicted
+/// it (slices of 5000 operations, the first 100 untimed: Levitate's p99 205-265 ns instead
+/// of 55, every operation a cache miss). The price is the speed phases: this ratio moves
+/// more between runs than the pairs' do.
+pub fn mixed(impls: &[&dyn Frames], sizes: Sizes, seed: u64, clock: f64) -> Vec<Vec<f64>> {
+    let mut runs: Vec<Mixed> = impls
+        .iter()
+        .map(|_| Mixed {
+            rng: Rng::new(seed),
+            live: Vec::with_capacity(8192),
+            samples: Vec::with_capacity(sizes.ops),
+        })
+        .collect();
+    for (run, f) in runs.iter_mut().zip(impls) {
+        run.run(*f, sizes.ops, clock);
     }
-    for (frame, order) in live {
-        f.free(0, frame, order);
-    }
-    samples
+    impls
+        .iter()
+        .zip(runs)
+        .map(|(f, run)| {
+            for (frame, order) in run.live {
+                f.free(0, frame, order);
+            }
+            run.samples
+        })
+        .collect()
 }
 
 /// (d) runs of 1-511 frames, 128-384 live: ns per single operation, and the frames the

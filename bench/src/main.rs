@@ -128,15 +128,20 @@ fn run(mode: Mode) -> Report {
     let mut scaling: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for rep in 0..reps {
         let seed = 0x1e71_7a7e + rep as u64;
-        for f in impls {
-            let mut add =
-                |w: &'static str, s: Vec<f64>| samples.entry((w, f.name())).or_default().extend(s);
-            add("order0-empty", frame_work::order0_empty(f, sizes));
-            add(
+        // (a)-(c) interleave the implementations slice by slice (frame_work::interleaved).
+        for (w, per_impl) in [
+            ("order0-empty", frame_work::order0_empty(&impls, sizes)),
+            (
                 "order0-fragmented",
-                frame_work::order0_fragmented(f, sizes, seed),
-            );
-            add("mixed", frame_work::mixed(f, sizes, seed, clock));
+                frame_work::order0_fragmented(&impls, sizes, seed),
+            ),
+            ("mixed", frame_work::mixed(&impls, sizes, seed, clock)),
+        ] {
+            for (f, s) in impls.iter().zip(per_impl) {
+                samples.entry((w, f.name())).or_default().extend(s);
+            }
+        }
+        for f in impls {
             // bitmap-allocator searches for a run linearly (tens of microseconds at 1 GiB):
             // fewer operations, as for linked_list_allocator's heap below.
             let run_sizes = if f.name() == "bitmap_allocator" {
@@ -148,7 +153,7 @@ fn run(mode: Mode) -> Report {
                 sizes
             };
             let (s, w) = frame_work::runs(f, run_sizes, seed, clock);
-            add("runs", s);
+            samples.entry(("runs", f.name())).or_default().extend(s);
             waste.insert(f.name(), w);
         }
     }
