@@ -57,6 +57,9 @@ impl FrameMemory for NoMemory {
     }
 }
 
+/// CPUs (stashes and rings) of the bench's Levitate: the bench runs at most two threads.
+pub const CPUS: usize = 2;
+
 /// The process's Levitate ([`Levitate::instance`]).
 static INSTANCE: OnceLock<Levitate> = OnceLock::new();
 
@@ -69,10 +72,12 @@ static INSTANCE: OnceLock<Levitate> = OnceLock::new();
 pub struct Levitate {
     buddy: spin::Mutex<Option<Buddy<'static>>>,
     runs: Box<spin::Mutex<SmallRuns>>,
-    caches: Box<[spin::Mutex<CpuCache>]>,
+    /// In the instance itself, as the kernel's `CACHES` and `HOTS` are static arrays: a
+    /// stash's address is the instance's plus a constant, no pointer to load.
+    caches: [spin::Mutex<CpuCache>; CPUS],
     /// The per-CPU stashes (owner only: thread `cpu` alone uses stash `cpu`, as a kernel CPU
     /// alone uses its own with interrupts masked).
-    hots: Box<[HotCache]>,
+    hots: [HotCache; CPUS],
     states: FrameStates<'static>,
     /// Stand-ins for kernel/src/mm/pressure.rs: the level stored after each buddy use, and the
     /// flag `reclaim_if_due` loads after each call.
@@ -90,10 +95,14 @@ impl Levitate {
     /// was five words, passed through memory, and its stores were paid on every call (bench
     /// `mixed` on an AMD EPYC guest: 1.62x the reference with them, 1.48x without).
     pub fn instance(frames: u64, cpus: usize) -> &'static Levitate {
-        let lev = INSTANCE.get_or_init(|| Self::new(frames, cpus));
         assert_eq!(
-            (lev.states.layout().frames(), lev.caches.len()),
-            (frames, cpus),
+            cpus, CPUS,
+            "bench bug: the bench's Levitate has {CPUS} CPUs"
+        );
+        let lev = INSTANCE.get_or_init(|| Self::new(frames));
+        assert_eq!(
+            lev.states.layout().frames(),
+            frames,
             "bench bug: one Levitate per process, always of one size"
         );
         lev
@@ -107,19 +116,19 @@ impl Levitate {
             .expect("bench bug: Levitate::instance runs before any front")
     }
 
-    fn new(frames: u64, cpus: usize) -> Self {
+    fn new(frames: u64) -> Self {
         let ram = Region::from_bounds(BASE, BASE + frames * PAGE_SIZE);
         let layout: &'static Layout = Box::leak(Box::new(Layout::new(&[ram]).expect("layout")));
         let pages: &'static [Page] = vec![Page::new(); frames as usize].leak();
         let buddy = Buddy::new(pages, layout, &[ram]).expect("buddy");
-        let caches = (0..cpus)
-            .map(|i| spin::Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).expect("limits")))
-            .collect();
+        let caches = core::array::from_fn(|i| {
+            spin::Mutex::new(CpuCache::new(i as u8, Limits::DEFAULT).expect("limits"))
+        });
         Self {
             buddy: spin::Mutex::new(Some(buddy)),
             runs: Box::new(spin::Mutex::new(SmallRuns::new())),
             caches,
-            hots: (0..cpus).map(|i| HotCache::new(i as u8)).collect(),
+            hots: core::array::from_fn(|i| HotCache::new(i as u8)),
             states: FrameStates::new(layout, pages).expect("states"),
             pressure: AtomicU64::new(0),
             due: AtomicBool::new(false),

@@ -70,6 +70,9 @@ fn bump_u64(c: &AtomicU64) {
 #[repr(align(128))]
 pub struct HotCache {
     id: u8,
+    /// The state byte of a frame parked here (`state::parked(id, false)`), kept so the pop
+    /// and the push do not compute it.
+    parked: u8,
     /// Frames stacked, the hot end at `len - 1`.
     len: AtomicUsize,
     /// Each stacked frame as one word, its frame number above its mem_map index
@@ -112,6 +115,7 @@ impl HotCache {
     pub const fn new(id: u8) -> Self {
         Self {
             id,
+            parked: state::parked(id, false),
             len: AtomicUsize::new(0),
             slots: [const { AtomicU64::new(0) }; HOT_CAPACITY],
             hint_start: AtomicU64::new(0),
@@ -185,19 +189,18 @@ impl HotCache {
     // Always inlined: this is the whole of the common allocation.
     #[inline(always)]
     pub(super) fn pop(&self, states: &FrameStates<'_>, owner: Owner) -> Option<PhysAddr> {
-        let parked = state::parked(self.id, false);
+        let parked = self.parked;
         loop {
             let len = self.len();
             let top = len.checked_sub(1)?;
             self.len.store(top, Ordering::Relaxed);
             let (pfn, index) = unpack(self.slots.get(top)?.load(Ordering::Relaxed));
-            if states.byte(index).load(Ordering::Acquire) != parked {
+            // Plain stores: only this CPU writes the bytes of the frames it stacks (state.rs),
+            // and whoever sees "handed out" sees the owner and the frame's contents before it.
+            if !states.hand_out_if(index, parked, owner) {
                 bump_u64(&self.conflicts);
                 continue;
             }
-            // Plain stores: only this CPU writes the bytes of the frames it stacks (state.rs),
-            // and whoever sees "handed out" sees the owner and the frame's contents before it.
-            states.hand_out(index, owner);
             bump_u64(&self.popped[owner as usize]);
             return Some(pfn.addr());
         }
@@ -249,9 +252,7 @@ impl HotCache {
         // load of it first): of two CPUs freeing this frame at once exactly one wins; the
         // other, and a free of a frame in any other state, takes the locked path, which reads
         // the byte and names the misuse.
-        let owner = states
-            .take_handed_out(index, state::parked(self.id, false))
-            .ok()?;
+        let owner = states.take_handed_out(index, self.parked).ok()?;
         self.stack(len, slot);
         bump_u64(&self.pushed[owner as usize]);
         Some(owner)

@@ -47,7 +47,7 @@ use super::PcpError;
 use crate::addr::Pfn;
 use crate::buddy::Owner;
 use crate::mem_map::{Layout, Page};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most caches (CPUs) the state byte can name: six bits of payload.
 pub const MAX_CACHES: usize = 64;
@@ -205,11 +205,21 @@ impl<'a> FrameStates<'a> {
     /// release, so whoever sees "handed out" sees the owner and the frame's contents.
     #[inline(always)]
     pub(super) fn hand_out(&self, index: u32, owner: Owner) {
+        hand_out(&self.pages[index as usize], owner);
+    }
+
+    /// [`Self::hand_out`] for the stash's pop: only if the frame's byte is still `parked`
+    /// (its stash's id); `false`, touching nothing, if it is not (a conflict). One index into
+    /// the mem_map for both (through two calls, the bounds check and the address were done
+    /// twice: the byte's load is atomic, so the compiler kept them apart).
+    #[inline(always)]
+    pub(super) fn hand_out_if(&self, index: u32, parked: u8, owner: Owner) -> bool {
         let page = &self.pages[index as usize];
-        if page.cache_owner().load(Ordering::Relaxed) != owner as u8 {
-            page.cache_owner().store(owner as u8, Ordering::Relaxed);
+        if page.cache_state().load(Ordering::Acquire) != parked {
+            return false;
         }
-        page.cache_state().store(HANDED_OUT, Ordering::Release);
+        hand_out(page, owner);
+        true
     }
 
     /// The free's transition: the frame at mem_map `index` from "handed out" to `to` (parked
@@ -245,14 +255,6 @@ impl<'a> FrameStates<'a> {
     #[inline]
     pub fn set_poisoning(&self, on: bool) {
         self.poisoning.store(on, Ordering::Relaxed);
-    }
-
-    /// The state byte itself of the frame at mem_map `index`, for a caller that reads and
-    /// then writes it (one bounds check instead of two). The writer must follow the rules in
-    /// the module docs.
-    #[inline(always)]
-    pub(super) fn byte(&self, index: u32) -> &AtomicU8 {
-        self.pages[index as usize].cache_state()
     }
 
     /// The byte of the frame at mem_map `index` (always one of ours: the caller found it
@@ -294,4 +296,14 @@ impl<'a> FrameStates<'a> {
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }
+}
+
+/// The owner byte (stored only when it changes), then the state byte, release; see
+/// [`FrameStates::hand_out`].
+#[inline(always)]
+fn hand_out(page: &Page, owner: Owner) {
+    if page.cache_owner().load(Ordering::Relaxed) != owner as u8 {
+        page.cache_owner().store(owner as u8, Ordering::Relaxed);
+    }
+    page.cache_state().store(HANDED_OUT, Ordering::Release);
 }
