@@ -1,6 +1,8 @@
 //! What the frame allocator tells the policy above it: the mechanism reports, the policy
 //! decides. `frames` calls `usage` after each use of the buddy and `after_op` after each call
-//! at its front; whoever registered (today `pressure`, the watermarks and reclaim) acts on it.
+//! at its front while the policy has asked for it (`set_due`: a reclaim is due; otherwise the
+//! call is one load); whoever registered (today `pressure`, the watermarks and reclaim) acts on
+//! it.
 //! So the dependency points one way, policy -> mechanism, while the calls still reach the
 //! policy at the right moments (Linux's shrinkers are registered the same way: mm calls back
 //! into whoever registered, without naming them).
@@ -10,6 +12,7 @@
 //! them is safe under any allocator lock and in an interrupt handler. Each hook states what it
 //! may do where it is called.
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Once;
 
 /// The policy's entry points.
@@ -25,6 +28,12 @@ pub struct Hooks {
 
 static HOOKS: Once<Hooks> = Once::new();
 
+/// The policy asked to hear `after_op` (`set_due`): until it clears it, every front operation
+/// calls the hook; otherwise an operation pays this one relaxed load and no call. A flag that
+/// is set late by a moment only delays the hook by an operation (nothing else is ordered by
+/// it), so relaxed suffices on every CPU and in interrupt handlers.
+static DUE: AtomicBool = AtomicBool::new(false);
+
 /// Installs the policy's hooks (once; a second call keeps the first).
 pub fn register(hooks: Hooks) {
     HOOKS.call_once(|| hooks);
@@ -38,10 +47,28 @@ pub fn usage(free: u64, managed: u64) {
     }
 }
 
-/// Tells the policy a front operation finished, if one is registered.
+/// Tells the policy a front operation finished, if it asked to hear it (`set_due`).
 #[inline]
 pub fn after_op() {
+    if !DUE.load(Ordering::Relaxed) {
+        return;
+    }
     if let Some(h) = HOOKS.get() {
         (h.after_op)();
     }
+}
+
+/// The policy wants `after_op` called after the next operations (a reclaim is due).
+pub fn set_due() {
+    DUE.store(true, Ordering::Relaxed);
+}
+
+/// The policy no longer needs `after_op` (the reclaim ran, or is no longer due).
+pub fn clear_due() {
+    DUE.store(false, Ordering::Relaxed);
+}
+
+/// Whether `after_op` is called after each operation now.
+pub fn due() -> bool {
+    DUE.load(Ordering::Relaxed)
 }

@@ -96,9 +96,10 @@ const HYSTERESIS: u64 = 20;
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Low as u8);
 /// Set while one CPU reclaims, so others do not pile in.
 static RECLAIMING: AtomicBool = AtomicBool::new(false);
-/// The level rose to high or critical, or a reclaim found the heap or page tables busy: the
-/// next frame operation that holds no allocator lock reclaims.
-static DUE: AtomicBool = AtomicBool::new(false);
+// Whether a reclaim is due (the level rose to high or critical, or a reclaim found the heap or
+// page tables busy: the next frame operation that holds no allocator lock reclaims) is
+// `hooks::due`: the frame allocator's front then calls `reclaim_if_due` after each operation,
+// and otherwise not at all.
 
 /// Registers the watermarks and reclaim with the frame allocator. Called once at boot,
 /// before the frame allocator starts (`memory::init`).
@@ -135,7 +136,7 @@ fn update(free: u64, managed: u64) {
         }
     }
     if new >= Level::High && new > old {
-        DUE.store(true, Ordering::Relaxed);
+        super::hooks::set_due();
     }
 }
 
@@ -143,11 +144,16 @@ fn update(free: u64, managed: u64) {
 /// (`hooks::after_op`) after an operation, when it holds none of its own locks (its caller may
 /// hold the heap or page-table lock: the heap part of the reclaim only try-locks those).
 fn reclaim_if_due() {
-    if !DUE.load(Ordering::Relaxed) || level() < Level::High {
+    if !super::hooks::due() {
+        return;
+    }
+    if level() < Level::High {
+        // The level fell before a reclaim ran: none is due (a rise sets it again).
+        super::hooks::clear_due();
         return;
     }
     if !RECLAIMING.swap(true, Ordering::Acquire) {
-        DUE.store(false, Ordering::Relaxed);
+        super::hooks::clear_due();
         reclaim();
         RECLAIMING.store(false, Ordering::Release);
     }
@@ -160,7 +166,7 @@ pub fn reclaim() -> (u64, usize) {
     let heap = match super::heap::try_reclaim() {
         Some(bytes) => bytes,
         None => {
-            DUE.store(true, Ordering::Relaxed);
+            super::hooks::set_due();
             0
         }
     };
