@@ -19,8 +19,10 @@ use std::sync::OnceLock;
 /// Where the simulated RAM starts (1 GiB aligned, as on QEMU virt).
 pub const BASE: u64 = 0x4000_0000;
 
-/// A frame allocator as the workloads see it. Addresses are frame numbers from 0; `cpu` is
-/// the calling "CPU" (a thread index).
+/// A frame allocator as the workloads see it. A block is named by a handle the
+/// implementation chooses (Levitate: its physical address, as the kernel's callers hold it;
+/// the others: their frame number), which the workloads only keep and pass back, so nobody
+/// pays for converting to another numbering. `cpu` is the calling "CPU" (a thread index).
 pub trait Frames: Sync {
     /// The name in the table and the JSON.
     fn name(&self) -> &'static str;
@@ -223,12 +225,13 @@ impl CacheAccess for LocalCaches {
     }
 }
 
-fn addr_of(frame: u64) -> PhysAddr {
-    PhysAddr::new(BASE + frame * PAGE_SIZE)
+/// Levitate's handle is the block's physical address (see [`Frames`]).
+fn addr_of(handle: u64) -> PhysAddr {
+    PhysAddr::new(handle)
 }
 
-fn frame_of(addr: PhysAddr) -> u64 {
-    (addr.as_u64() - BASE) / PAGE_SIZE
+fn handle_of(addr: PhysAddr) -> u64 {
+    addr.as_u64()
 }
 
 /// The kernel's `KernelRuns`.
@@ -285,7 +288,7 @@ impl Frames for Levitate {
             .front(cpu)
             .alloc_frames(n, Owner::Test, false, &mut NoMemory);
         self.reclaim_if_due();
-        r.ok().map(|r| frame_of(r.addr))
+        r.ok().map(|r| handle_of(r.addr))
     }
 
     fn free_run(&self, cpu: usize, frame: u64, n: u64) {
@@ -313,7 +316,7 @@ impl Levitate {
         let req = Request::new(0, Owner::Test);
         let r = self.front(cpu).alloc_cached(req, &mut NoMemory);
         self.reclaim_if_due();
-        r.ok().map(|b| frame_of(b.addr))
+        r.ok().map(|b| handle_of(b.addr))
     }
 
     #[inline(never)]
@@ -321,7 +324,7 @@ impl Levitate {
         let req = Request::new(order, Owner::Test);
         let r = self.front(cpu).alloc_from_buddy(req, &mut NoMemory);
         self.reclaim_if_due();
-        r.ok().map(|b| frame_of(b.addr))
+        r.ok().map(|b| handle_of(b.addr))
     }
 
     #[inline(never)]
