@@ -3,13 +3,17 @@
 
 use crate::frames::Frames;
 use crate::measure::{since, Rng};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Frames in the simulated RAM: 1 GiB.
 pub const FRAMES: u64 = 1 << 18;
 /// Pairs timed together in one sample of the order-0 workloads (one clock read per batch).
-const BATCH: usize = 64;
+/// The clock here resolves about 10 ns, so a batch's mean per pair comes in steps of 10 ns
+/// over the batch: with 64 pairs of 7 ns that was a step of 2-4 % of the figure (Levitate's
+/// medians sat on 7.05, 7.36 or 7.67 ns and nothing between), as large as the differences the
+/// targets judge; with 256 it is under 1 %.
+const BATCH: usize = 256;
 
 /// Sizes of one repetition.
 #[derive(Clone, Copy)]
@@ -24,7 +28,7 @@ pub struct Sizes {
 
 /// Batches of pairs per slice (see [`interleaved`]), after one batch that warms the
 /// implementation's lines again.
-const PAIR_SLICE: usize = 16;
+const PAIR_SLICE: usize = 8;
 
 /// Runs `slices` slices of work on every implementation, slice by slice: slice `i` of each
 /// before slice `i + 1` of any, the order rotated every slice (so none always runs first).
@@ -223,22 +227,40 @@ pub fn scaling(f: &dyn Frames, sizes: Sizes) -> f64 {
             }
         }
     };
-    // Both cases on spawned threads released by a barrier, so they pay the same start-up.
+    // Both cases on spawned threads that start together, so they pay the same start-up.
+    // Each worker reads the clock itself, after the start and after its work: the span is
+    // the first start to the last end. (The main thread's clock read after the barrier was
+    // one more thread than there are CPUs with two workers: it could run only once a worker
+    // finished, and read spans of 0 us to twice the true one, scaling figures from 0.0x to
+    // 66x in one run.) The start is a spinning barrier: with a sleeping one the second
+    // worker was woken on an idle virtual CPU, which this machine's host often ran only
+    // after the first worker had finished (seen: the second started 0.6-2.6 ms late, every
+    // implementation "scaled" 1.0x). Spinning, both are running before either starts.
     let timed = |threads: usize| {
-        let barrier = Barrier::new(threads + 1);
-        let start = std::thread::scope(|s| {
-            for cpu in 0..threads {
-                let barrier = &barrier;
-                let work = &work;
-                s.spawn(move || {
-                    barrier.wait();
-                    work(cpu);
-                });
-            }
-            barrier.wait();
-            Instant::now()
+        let arrived = AtomicUsize::new(0);
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|cpu| {
+                    let (arrived, work) = (&arrived, &work);
+                    s.spawn(move || {
+                        arrived.fetch_add(1, Ordering::AcqRel);
+                        while arrived.load(Ordering::Acquire) < threads {
+                            std::hint::spin_loop();
+                        }
+                        let start = Instant::now();
+                        work(cpu);
+                        (start, Instant::now())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("bench worker"))
+                .collect()
         });
-        since(start)
+        let start = spans.iter().map(|s| s.0).min().expect("a worker");
+        let end = spans.iter().map(|s| s.1).max().expect("a worker");
+        end.duration_since(start).as_nanos() as f64
     };
     let one = timed(1);
     let two = timed(2);

@@ -87,7 +87,7 @@ fn run(mode: Mode) -> Report {
         Mode::Full => (
             15,
             Sizes {
-                pair_batches: 400,
+                pair_batches: 100,
                 ops: 70_000,
                 scaling_pairs: 400_000,
             },
@@ -97,7 +97,7 @@ fn run(mode: Mode) -> Report {
         Mode::Quick => (
             7,
             Sizes {
-                pair_batches: 200,
+                pair_batches: 50,
                 ops: 30_000,
                 scaling_pairs: 200_000,
             },
@@ -107,7 +107,7 @@ fn run(mode: Mode) -> Report {
         Mode::Smoke => (
             1,
             Sizes {
-                pair_batches: 10,
+                pair_batches: 3,
                 ops: 2_000,
                 scaling_pairs: 2_000,
             },
