@@ -89,10 +89,10 @@ fn run(mode: Mode) -> Report {
             Sizes {
                 pair_batches: 100,
                 ops: 70_000,
-                scaling_pairs: 400_000,
+                scaling_pairs: 200_000,
             },
             6_000,
-            31,
+            61,
         ),
         Mode::Quick => (
             7,
