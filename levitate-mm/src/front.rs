@@ -81,7 +81,8 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     /// its own, a buddy request paid a call level and its result copied through memory:
     /// bench `mixed` on an AMD EPYC guest, an order-1 allocation 2x the reference's), then
     /// the out-of-memory retry. Any request is served right; an order-0 one without a limit
-    /// gets a frame the buddy hands out itself (the caches never see it).
+    /// gets a frame the buddy hands out itself (or, after an out-of-memory drain, whatever
+    /// the retry's usual route gives).
     ///
     /// Takes the front by value (it is a per-call handle; the kernel builds one per call), so
     /// it stays in registers.
@@ -224,8 +225,9 @@ impl<C: CacheAccess, R: RunsAccess, B: BuddyAccess> Front<'_, '_, C, R, B> {
     }
 
     /// [`Self::free`] of a block of order above 0: the buddy's, inline for the reason
-    /// [`Self::alloc_from_buddy`] is. (An order-0 free must take [`Self::free_cached`]: a
-    /// frame handed out by a cache is one the buddy sees as the caches'.)
+    /// [`Self::alloc_from_buddy`] is. An order-0 free is sent the cache route's slow way (a
+    /// frame handed out by a cache is one the buddy sees as the caches'), so any free is
+    /// served right; [`Self::free_cached`] is its fast way.
     #[inline(always)]
     pub fn free_to_buddy<M: FrameMemory + ?Sized>(
         mut self,

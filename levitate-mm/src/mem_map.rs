@@ -82,6 +82,7 @@ impl Page {
         self.set_owner(0);
         self.set_flags(0);
         self.cache_state.store(0, Ordering::Relaxed);
+        self.cache_owner.store(0, Ordering::Relaxed);
     }
 
     /// Next block on the free list.
@@ -190,6 +191,7 @@ impl PartialEq for Page {
             && self.owner() == other.owner()
             && self.flags() == other.flags()
             && self.cache_state.load(Ordering::Relaxed) == other.cache_state.load(Ordering::Relaxed)
+            && self.cache_owner.load(Ordering::Relaxed) == other.cache_owner.load(Ordering::Relaxed)
     }
 }
 
@@ -205,6 +207,7 @@ impl fmt::Debug for Page {
             .field("owner", &self.owner())
             .field("flags", &self.flags())
             .field("cache_state", &self.cache_state.load(Ordering::Relaxed))
+            .field("cache_owner", &self.cache_owner.load(Ordering::Relaxed))
             .finish()
     }
 }

@@ -29,9 +29,11 @@ pub struct Hooks {
 static HOOKS: Once<Hooks> = Once::new();
 
 /// The policy asked to hear `after_op` (`set_due`): until it clears it, every front operation
-/// calls the hook; otherwise an operation pays this one relaxed load and no call. A flag that
-/// is set late by a moment only delays the hook by an operation (nothing else is ordered by
-/// it), so relaxed suffices on every CPU and in interrupt handlers.
+/// calls the hook; otherwise an operation pays this one relaxed load and no call. A flag seen
+/// late by a moment only delays the hook by an operation (nothing else is ordered by it), so
+/// relaxed suffices on every CPU and in interrupt handlers. A clear can wipe a set made at the
+/// same moment on another CPU, so the policy clears only where the work the set asks for
+/// follows anyway (pressure clears it just before it reclaims).
 static DUE: AtomicBool = AtomicBool::new(false);
 
 /// Installs the policy's hooks (once; a second call keeps the first).
@@ -63,7 +65,8 @@ pub fn set_due() {
     DUE.store(true, Ordering::Relaxed);
 }
 
-/// The policy no longer needs `after_op` (the reclaim ran, or is no longer due).
+/// The policy no longer needs `after_op` (it is about to do what the flag asked for; see
+/// `DUE`).
 pub fn clear_due() {
     DUE.store(false, Ordering::Relaxed);
 }

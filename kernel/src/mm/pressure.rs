@@ -144,12 +144,11 @@ fn update(free: u64, managed: u64) {
 /// (`hooks::after_op`) after an operation, when it holds none of its own locks (its caller may
 /// hold the heap or page-table lock: the heap part of the reclaim only try-locks those).
 fn reclaim_if_due() {
-    if !super::hooks::due() {
-        return;
-    }
-    if level() < Level::High {
-        // The level fell before a reclaim ran: none is due (a rise sets it again).
-        super::hooks::clear_due();
+    // The flag is cleared only by the CPU that goes on to reclaim: a rise that set it just
+    // before the clear is covered by that reclaim. (Clearing it when the level had fallen
+    // lost a rise on another CPU between the level's read and the clear; the flag then
+    // stays set, and this check runs after each operation, until a reclaim.)
+    if !super::hooks::due() || level() < Level::High {
         return;
     }
     if !RECLAIMING.swap(true, Ordering::Acquire) {

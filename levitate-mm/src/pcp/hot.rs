@@ -1,6 +1,6 @@
 //! One CPU's hot stash of order-0 frames: a small stack in front of its [`CpuCache`] that only
 //! the owning CPU touches, so the common alloc and free take no lock (an alloc is a pop and
-//! two plain stores, a free one compare-and-swap on the frame's state byte and a push).
+//! three plain stores, a free one compare-and-swap on the frame's state byte and a push).
 //!
 //! ```text
 //! pcp::alloc order 0 -> HotCache::pop          owner only, no lock       (the common case)

@@ -282,7 +282,7 @@ pub fn for_buddy(req: &Request) -> bool {
 }
 
 /// The common allocation, inlined into the caller: an order-0 request without an address
-/// limit from this CPU's stash (a pop and two stores, `HotCache::pop`). `None` when it does
+/// limit from this CPU's stash (a pop and three stores, `HotCache::pop`). `None` when it does
 /// not apply (other orders, a limit, no stashes) or the stash is empty or held: the caller
 /// then takes [`try_alloc_slow`]. The front calls the two itself so that only this part is
 /// inlined.

@@ -33,7 +33,9 @@
 //!   release store of the state byte.
 //! * handed out -> parked in N: a free on CPU N, whichever CPU allocated the frame, into its
 //!   stash or its ring: a compare-and-swap from "handed out"; the owner byte is read once the
-//!   swap is won (the frame is then parked in N, whose CPU alone writes the owner byte).
+//!   swap is won (the frame is then parked in N, whose CPU alone writes the owner byte). If
+//!   that byte names no owner (corruption), a second swap moves the frame back to "handed
+//!   out" and the free is refused: the frame is where it was.
 //!
 //! A parked frame's bytes are thus written only by its cache's CPU or under its cache's lock,
 //! a stashed frame's only by its CPU, and a byte that says "buddy" only under the buddy lock:
@@ -226,9 +228,9 @@ impl<'a> FrameStates<'a> {
     /// The free's transition: the frame at mem_map `index` from "handed out" to `to` (parked
     /// in the caller's cache) by a compare-and-swap from the one handed-out byte, and then
     /// whom it had been handed to. Acquire-release: the holder's writes to the frame happen
-    /// before whoever sees the new state takes it, and the owner read is the pop's. A
-    /// corrupt owner byte is put back as it was found (the frame is the caller's until then:
-    /// nobody else writes a parked frame's bytes), so the caller can refuse the free.
+    /// before whoever sees the new state takes it, and the owner read is the pop's. After a
+    /// corrupt owner byte the state byte is swapped back to "handed out" (unless it changed
+    /// meanwhile), so the caller can refuse the free and nothing moved.
     #[inline(always)]
     pub(super) fn take_handed_out(&self, index: u32, to: u8) -> Result<Owner, NotTaken> {
         let page = &self.pages[index as usize];
@@ -239,7 +241,15 @@ impl<'a> FrameStates<'a> {
         match Owner::from_u8(raw) {
             Some(owner) => Ok(owner),
             None => {
-                page.cache_state().store(HANDED_OUT, Ordering::Release);
+                // A swap back, not a store: on top of corruption the frame may also sit in
+                // another ring, whose drain could move it to "buddy" meanwhile; that must
+                // not be overwritten.
+                let _ = page.cache_state().compare_exchange(
+                    to,
+                    HANDED_OUT,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 Err(NotTaken::Owner(raw))
             }
         }

@@ -158,7 +158,8 @@ struct Snapshot {
     handed_out: Vec<[i64; Owner::COUNT]>,
     free: Vec<(PhysAddr, u8)>,
     allocated: [u64; Owner::COUNT],
-    bytes: Vec<u8>,
+    /// Each frame's state byte and its decoded state (the owner byte of a handed-out one).
+    bytes: Vec<(u8, FrameState)>,
 }
 
 fn snapshot(caches: &[CpuCache], states: &FrameStates<'_>, buddy: &Buddy<'_>) -> Snapshot {
@@ -170,7 +171,7 @@ fn snapshot(caches: &[CpuCache], states: &FrameStates<'_>, buddy: &Buddy<'_>) ->
         free,
         allocated: buddy.stats().allocated,
         bytes: (0..states.layout().frames() as u32)
-            .map(|i| states.load(i))
+            .map(|i| states.read(i))
             .collect(),
     }
 }
