@@ -121,6 +121,15 @@ impl<'m> One<'m> {
     }
 }
 
+/// 1 MiB of RAM at 0x4000_0000 (as on QEMU virt), its layout and an empty mem_map for it.
+fn flat_ram() -> (Region, Layout, Vec<Page>) {
+    let base = 0x4000_0000;
+    let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
+    let layout = Layout::new(&[ram]).unwrap();
+    let pages = vec![Page::new(); layout.frames() as usize];
+    (ram, layout, pages)
+}
+
 /// 512 frames of RAM starting 256 frames below 16 TiB, so half the frame numbers need 33
 /// bits.
 fn ram_across_16_tib() -> Region {
@@ -185,10 +194,7 @@ fn frames_from_16_tib_up_are_parked_in_the_ring_not_the_stash() {
 
 #[test]
 fn the_stash_counts_hits_frees_and_frames_out_per_owner() {
-    let base = 0x4000_0000;
-    let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
-    let layout = Layout::new(&[ram]).unwrap();
-    let pages = vec![Page::new(); layout.frames() as usize];
+    let (ram, layout, pages) = flat_ram();
     let mut one = One::new(&layout, &pages, &[ram]);
 
     // Warm: the first allocation refills the stash through the ring.
@@ -252,10 +258,7 @@ fn a_free_in_another_section_takes_the_ring_once_then_the_stash() {
 
 #[test]
 fn a_frame_whose_owner_byte_is_corrupt_is_refused_and_left_as_it_was() {
-    let base = 0x4000_0000;
-    let ram = Region::from_bounds(base, base + 256 * PAGE_SIZE);
-    let layout = Layout::new(&[ram]).unwrap();
-    let pages = vec![Page::new(); layout.frames() as usize];
+    let (ram, layout, pages) = flat_ram();
     let mut one = One::new(&layout, &pages, &[ram]);
     let x = one.alloc(Owner::Heap).unwrap();
     let y = one.alloc(Owner::Heap).unwrap();
@@ -289,4 +292,38 @@ fn a_frame_whose_owner_byte_is_corrupt_is_refused_and_left_as_it_was() {
     assert_eq!(one.free(x), Ok(Owner::Heap));
     assert_eq!(one.hot.stats().handed_out_to(Owner::Heap), 0);
     one.validate();
+}
+
+#[test]
+fn a_stashed_frame_whose_byte_changed_is_skipped_never_handed_out() {
+    let (ram, layout, pages) = flat_ram();
+    let mut one = One::new(&layout, &pages, &[ram]);
+    let x = one.alloc(Owner::Heap).unwrap();
+    let y = one.alloc(Owner::Heap).unwrap();
+    one.free(y).unwrap();
+    one.free(x).unwrap();
+    // x is on top of the stash; a stray write (or a free behind the caches' back) leaves
+    // its byte saying something else than "parked here".
+    let page = &pages[layout.index_of(x.pfn()).unwrap() as usize];
+    let parked = page
+        .cache_state()
+        .load(core::sync::atomic::Ordering::Relaxed);
+    page.cache_state()
+        .store(0, core::sync::atomic::Ordering::Relaxed);
+    let conflicts = one.hot.stats().conflicts;
+
+    // The pop drops x from the stash, counts the conflict and hands out the next frame.
+    let got = one.alloc(Owner::Test).unwrap();
+    assert_eq!(got, y);
+    assert_eq!(one.hot.stats().conflicts, conflicts + 1);
+    // x's byte is left as the stray write made it (the pop does not write it), and x is no
+    // longer stashed: the stash's next pop is not x either.
+    assert_eq!(
+        page.cache_state()
+            .load(core::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let next = one.alloc(Owner::Test).unwrap();
+    assert_ne!(next, x);
+    assert_ne!(parked, 0);
 }
