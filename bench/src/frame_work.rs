@@ -112,66 +112,37 @@ pub fn order0_fragmented(impls: &[&dyn Frames], sizes: Sizes, seed: u64) -> Vec<
     samples
 }
 
-/// One implementation's run of `mixed`: its generator and its live blocks.
-struct Mixed {
-    rng: Rng,
-    live: Vec<(u64, u8)>,
-    samples: Vec<f64>,
-}
-
-impl Mixed {
-    /// `n` operations.
-    fn run(&mut self, f: &dyn Frames, n: usize, clock: f64) {
-        for _ in 0..n {
-            let live = self.live.len();
-            let grow = live < 2048 || (live < 8192 && self.rng.below(2) == 0);
-            if grow {
-                let order = (self.rng.next().trailing_zeros() as u8).min(9);
-                let t = Instant::now();
-                let got = f.alloc(0, order);
-                self.samples.push((since(t) - clock).max(0.0));
-                self.live.push((got.expect("memory"), order));
-            } else {
-                let i = self.rng.below(live as u64) as usize;
-                let (frame, order) = self.live.swap_remove(i);
-                let t = Instant::now();
-                f.free(0, frame, order);
-                self.samples.push((since(t) - clock).max(0.0));
-            }
+/// (c) random allocations of orders 0-9 (order k with probability about 2^-(k+1)) and
+/// random frees, 2k-8k blocks live: ns per single operation, clock cost subtracted. Not
+/// [`interleaved`]: its working set is large (up to 8k live blocks' entries: 512 KiB of
+/// mem_map lines and more), and the implementations run between slices evicted it (slices of
+/// 5000 operations, the first 100 untimed: Levitate's p99 205-265 ns instead of 55, every
+/// operation a cache miss). The price is the speed phases: this ratio moves more between runs
+/// than the pairs' do.
+pub fn mixed(f: &dyn Frames, sizes: Sizes, seed: u64, clock: f64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut live: Vec<(u64, u8)> = Vec::with_capacity(8192);
+    let mut samples = Vec::with_capacity(sizes.ops);
+    for _ in 0..sizes.ops {
+        let grow = live.len() < 2048 || (live.len() < 8192 && rng.below(2) == 0);
+        if grow {
+            let order = (rng.next().trailing_zeros() as u8).min(9);
+            let t = Instant::now();
+            let got = f.alloc(0, order);
+            samples.push((since(t) - clock).max(0.0));
+            live.push((got.expect("memory"), order));
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let (frame, order) = live.swap_remove(i);
+            let t = Instant::now();
+            f.free(0, frame, order);
+            samples.push((since(t) - clock).max(0.0));
         }
     }
-}
-
-/// (c) random allocations of orders 0-9 (order k with probability about 2^-(k+1)) and
-/// random frees, 2k-8k blocks live: ns per single operation, clock cost subtracted, for each
-/// of `impls`. Each implementation runs the same sequence, one after the other and each
-/// whole: not [`interleaved`], since its working set is large (up to 8k live blocks' entries:
-/// 512 KiB of mem_map lines and more), and the implementations run between slices evicted
-/// it (slices of 5000 operations, the first 100 untimed: Levitate's p99 205-265 ns instead
-/// of 55, every operation a cache miss). The price is the speed phases: this ratio moves
-/// more between runs than the pairs' do.
-pub fn mixed(impls: &[&dyn Frames], sizes: Sizes, seed: u64, clock: f64) -> Vec<Vec<f64>> {
-    let mut runs: Vec<Mixed> = impls
-        .iter()
-        .map(|_| Mixed {
-            rng: Rng::new(seed),
-            live: Vec::with_capacity(8192),
-            samples: Vec::with_capacity(sizes.ops),
-        })
-        .collect();
-    for (run, f) in runs.iter_mut().zip(impls) {
-        run.run(*f, sizes.ops, clock);
+    for (frame, order) in live {
+        f.free(0, frame, order);
     }
-    impls
-        .iter()
-        .zip(runs)
-        .map(|(f, run)| {
-            for (frame, order) in run.live {
-                f.free(0, frame, order);
-            }
-            run.samples
-        })
-        .collect()
+    samples
 }
 
 /// (d) runs of 1-511 frames, 128-384 live: ns per single operation, and the frames the

@@ -128,20 +128,21 @@ fn run(mode: Mode) -> Report {
     let mut scaling: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for rep in 0..reps {
         let seed = 0x1e71_7a7e + rep as u64;
-        // (a)-(c) interleave the implementations slice by slice (frame_work::interleaved).
+        // (a) and (b) interleave the implementations slice by slice (frame_work::interleaved).
         for (w, per_impl) in [
             ("order0-empty", frame_work::order0_empty(&impls, sizes)),
             (
                 "order0-fragmented",
                 frame_work::order0_fragmented(&impls, sizes, seed),
             ),
-            ("mixed", frame_work::mixed(&impls, sizes, seed, clock)),
         ] {
             for (f, s) in impls.iter().zip(per_impl) {
                 samples.entry((w, f.name())).or_default().extend(s);
             }
         }
         for f in impls {
+            let s = frame_work::mixed(f, sizes, seed, clock);
+            samples.entry(("mixed", f.name())).or_default().extend(s);
             // bitmap-allocator searches for a run linearly (tens of microseconds at 1 GiB):
             // fewer operations, as for linked_list_allocator's heap below.
             let run_sizes = if f.name() == "bitmap_allocator" {
